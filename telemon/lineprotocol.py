@@ -1,0 +1,396 @@
+"""A pure, fast InfluxDB line-protocol encoder that never writes a bad line.
+
+No I/O, no clock, no logging: the encoder turns `Metric`s into text and
+counts what it had to drop or change in `EncoderStats`, which callers export.
+
+Sanitizing names, keys and tag values (line protocol cannot carry them all):
+
+* TAB, LF, FF and CR become the two characters ``\\t``, ``\\n``, ``\\f``,
+  ``\\r`` (as Telegraf's serializer writes them); other control characters
+  (U+0000-U+001F, U+007F) are removed.
+* Backslashes directly before a comma, ``=``, a space or the end of the
+  string are removed: no parser can read them back.
+* A measurement that starts with ``#`` (a comment line) gets ``_`` instead.
+* The tag keys ``time``, ``_field`` and ``_measurement`` and the field key
+  ``time`` are reserved by InfluxDB; they get a trailing ``_``.
+* Empty tag values are omitted; a tag or field whose key is empty after
+  sanitizing is dropped and counted.
+
+Field values: bool, int (``i``; ``u`` above int64 with ``uint_support``,
+else clamped), float (shortest round-trip digits, never an exponent) and str
+(quoted, at most 64 KiB, raw newlines kept). NaN and infinities are dropped.
+Once a field of a measurement has been written with a type, later values are
+converted to that type or dropped, so InfluxDB never sees a type conflict.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import re
+import struct
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, fields
+from decimal import Decimal
+from typing import Any, Literal
+
+from telemon.metric import Metric
+
+__all__ = [
+    "CONTENT_TYPE",
+    "EncoderOptions",
+    "EncoderStats",
+    "LineEncoder",
+    "Precision",
+    "escape_key",
+    "escape_measurement",
+    "escape_string",
+    "format_float",
+    "truncate_string",
+]
+
+CONTENT_TYPE = "text/plain; charset=utf-8"
+"""What Telegraf's inputs.http expects for `data_format = "influx"`."""
+
+Precision = Literal["ns", "us", "ms", "s"]
+IntegerType = Literal["integer", "float"]
+
+PRECISION_DIVISORS: dict[str, int] = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
+MAX_STRING_BYTES = 64 * 1024
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+UINT64_MAX = 2**64 - 1
+
+_CONTROL_NAMED = {"\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_UNREADABLE_BACKSLASHES = re.compile(r"\\+(?=[,= ]|$)")
+_NEEDS_SANITIZING = re.compile(r"[\x00-\x1f\x7f\\]")
+_MEASUREMENT_ESCAPES = str.maketrans({",": "\\,", " ": "\\ "})
+_KEY_ESCAPES = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ "})
+_STRING_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"'})
+_RESERVED_TAG_KEYS = frozenset({"time", "_field", "_measurement"})
+_RESERVED_FIELD_KEYS = frozenset({"time"})
+_CACHE_LIMIT = 20_000
+
+
+def _sanitize(text: str) -> str:
+    """Make `text` representable in a name, key or tag value (see module doc)."""
+    if not _NEEDS_SANITIZING.search(text):
+        return text
+    text = _CONTROL.sub(lambda m: _CONTROL_NAMED.get(m.group(), ""), text)
+    return _UNREADABLE_BACKSLASHES.sub("", text)
+
+
+def escape_measurement(name: str) -> str:
+    """Sanitize and escape a measurement name ("" when nothing is left)."""
+    name = _sanitize(name)
+    if name.startswith("#"):
+        name = "_" + name[1:]
+    return name.translate(_MEASUREMENT_ESCAPES)
+
+
+def escape_key(text: str) -> str:
+    """Sanitize and escape a tag key, tag value or field key."""
+    return _sanitize(text).translate(_KEY_ESCAPES)
+
+
+def truncate_string(value: str) -> str:
+    """Cut a string field value at 64 KiB of UTF-8 (the same object if shorter)."""
+    if len(value) <= MAX_STRING_BYTES // 4:
+        return value
+    raw = value.encode("utf-8", "replace")
+    if len(raw) <= MAX_STRING_BYTES:
+        return value
+    return raw[:MAX_STRING_BYTES].decode("utf-8", "ignore")
+
+
+def escape_string(value: str) -> str:
+    """Quote a string field value; raw newlines stay (parsers accept them)."""
+    return '"' + value.translate(_STRING_ESCAPES) + '"'
+
+
+def format_float(value: float) -> str:
+    """Shortest round-trip digits without an exponent (as Telegraf writes)."""
+    text = repr(value)
+    if "e" in text:
+        text = format(Decimal(text), "f")
+    return text
+
+
+@dataclass(slots=True)
+class EncoderStats:
+    """What the encoder had to drop or change; exported as self-metrics."""
+
+    lines_written: int = 0
+    lines_dropped: int = 0
+    fields_nonfinite: int = 0
+    fields_type_conflict: int = 0
+    fields_unsupported: int = 0
+    fields_invalid_key: int = 0
+    ints_clamped: int = 0
+    strings_truncated: int = 0
+
+    def as_fields(self) -> dict[str, int]:
+        """The counters as a field dict, for the `telemon` measurement."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True, slots=True)
+class EncoderOptions:
+    """How numbers and timestamps are written (the `[agent]` settings)."""
+
+    precision: Precision = "ns"
+    omit_timestamp: bool = False
+    integer_type: IntegerType = "integer"
+    uint_support: bool = False
+
+
+class LineEncoder:
+    """Encodes metrics to line protocol and remembers each field's type.
+
+    >>> enc = LineEncoder()
+    >>> enc.encode(Metric("m", {"host": "a b"}, {"n": 1, "x": 0.5}, 10))
+    'm,host=a\\\\ b n=1i,x=0.5 10\\n'
+    """
+
+    def __init__(self, options: EncoderOptions | None = None) -> None:
+        self.options = options or EncoderOptions()
+        self.stats = EncoderStats()
+        self._divisor = PRECISION_DIVISORS[self.options.precision]
+        self._ints_as_floats = self.options.integer_type == "float"
+        self._omit_timestamp = self.options.omit_timestamp
+        self._field_kinds: dict[str, dict[str, str]] = {}
+        self._shapes: dict[_ShapeKey, tuple[str, _Plan | None]] = {}
+        self._field_keys: dict[str, str] = {}
+
+    def encode(self, metric: Metric) -> str:
+        """One line ending in a newline, or "" when nothing could be written."""
+        values = tuple(metric.fields.values())
+        key = (metric.measurement, tuple(metric.tags.items()), tuple(metric.fields))
+        shape = self._shapes.get(key)
+        field_text = shape[1].format(values) if shape and shape[1] else None
+        if field_text is None:
+            field_text = self._encode_fields(metric.measurement, metric.fields)
+            if shape is None:
+                shape = _remember(self._shapes, key, self._new_shape(key))
+            else:
+                self._shapes[key] = (shape[0], _Plan.build(self._field_keys, self._kinds(key[0]), key[2], values))
+        header = shape[0]
+        if not header or not field_text:
+            self.stats.lines_dropped += 1
+            return ""
+        self.stats.lines_written += 1
+        if metric.time_ns is None or self._omit_timestamp:
+            return f"{header} {field_text}\n"
+        return f"{header} {field_text} {metric.time_ns // self._divisor}\n"
+
+    def encode_all(self, metrics: Iterable[Metric]) -> bytes:
+        """Encode many metrics into one UTF-8 body."""
+        encode = self.encode
+        return "".join([encode(m) for m in metrics]).encode("utf-8", "replace")
+
+    def _header(self, measurement: str, tags: tuple[tuple[str, str], ...]) -> str:
+        """Escaped measurement and sorted tags; "" when the name is unusable."""
+        name = escape_measurement(measurement)
+        if not name:
+            return ""
+        parts = [name]
+        for key, value in sorted(tags):
+            ekey, evalue = _tag_key(key), escape_key(value)
+            if not ekey:
+                self.stats.fields_invalid_key += 1
+            elif evalue:
+                parts.append(f"{ekey}={evalue}")
+        return ",".join(parts)
+
+    def _new_shape(self, key: _ShapeKey) -> tuple[str, _Plan | None]:
+        return self._header(key[0], key[1]), None
+
+    def _kinds(self, measurement: str) -> dict[str, str]:
+        kinds = self._field_kinds.get(measurement)
+        if kinds is None:
+            kinds = self._field_kinds[measurement] = {}
+        return kinds
+
+    def _encode_fields(self, measurement: str, values: Mapping[str, Any]) -> str:
+        """The checked path: converts each value to its field's type."""
+        kinds = self._kinds(measurement)
+        keys = self._field_keys
+        parts = []
+        for key, value in values.items():
+            ekey = keys.get(key)
+            if ekey is None:
+                ekey = _remember(keys, key, _field_key(key))
+            if not ekey:
+                self.stats.fields_invalid_key += 1
+                continue
+            text = self._convert(kinds, key, value)
+            if text is not None:
+                parts.append(f"{ekey}={text}")
+        return ",".join(parts)
+
+    def _convert(self, kinds: dict[str, str], key: str, value: Any) -> str | None:
+        """Encode a value, keeping the field's earlier type; None drops it."""
+        if value is None:
+            return None
+        known = kinds.get(key)
+        kind, normalized = self._classify(value)
+        if kind == "?":
+            self.stats.fields_unsupported += 1
+            return None
+        if kind == "f" and not math.isfinite(normalized):
+            self.stats.fields_nonfinite += 1
+            return None
+        target = known or self._first_kind(kind, normalized)
+        text = self._as_kind(target, kind, normalized)
+        if text is None:
+            self.stats.fields_type_conflict += 1
+            return None
+        if known is None:
+            kinds[key] = target
+        return text
+
+    def _classify(self, value: Any) -> tuple[str, Any]:
+        if isinstance(value, bool):
+            return "b", value
+        if isinstance(value, int):
+            return "i", int(value)
+        if isinstance(value, float):
+            return "f", float(value)
+        if isinstance(value, str):
+            return "s", str(value)
+        try:
+            return "i", operator.index(value)
+        except TypeError:
+            return "?", value
+
+    def _first_kind(self, kind: str, value: Any) -> str:
+        if kind == "i":
+            if self._ints_as_floats:
+                return "f"
+            if self.options.uint_support and value > INT64_MAX:
+                return "u"
+        if kind == "f" and self._ints_as_floats:
+            return "f"
+        return kind
+
+    def _as_kind(self, target: str, kind: str, value: Any) -> str | None:
+        """Write `value` (of `kind`) as a field of type `target`, or None."""
+        if target == kind == "b":
+            return "true" if value else "false"
+        if target == kind == "s":
+            cut = truncate_string(value)
+            if cut is not value:
+                self.stats.strings_truncated += 1
+            return escape_string(cut)
+        if kind == "b":
+            kind, value = "i", int(value)
+        if kind not in ("i", "f") or target not in ("i", "u", "f"):
+            return None
+        if target == "f":
+            try:
+                return format_float(float(value))
+            except OverflowError:
+                return None
+        if kind == "f":
+            if not float(value).is_integer():
+                return None
+            value = int(value)
+        low, high, suffix = (0, UINT64_MAX, "u") if target == "u" else (INT64_MIN, INT64_MAX, "i")
+        if target == "u" and value < 0:
+            return None
+        if not low <= value <= high:
+            self.stats.ints_clamped += 1
+            value = min(max(value, low), high)
+        return f"{value}{suffix}"
+
+
+_ShapeKey = tuple[str, tuple[tuple[str, str], ...], tuple[str, ...]]
+
+
+class _Plan:
+    """A ready %-template for one shape of metric (its keys and value types).
+
+    Inputs send the same fields with the same types every time, so after one
+    checked encoding the fields are written by a single `%` format. `format`
+    answers None when a value needs the checked path (a new type, an int
+    outside int64, a float that would print an exponent, NaN or inf).
+    """
+
+    __slots__ = ("floats", "ints", "struct", "template", "types")
+
+    def __init__(self, template: str, types: tuple[type, ...]) -> None:
+        self.template = template
+        self.types = types
+        ints = [i for i, t in enumerate(types) if t is int]
+        floats = [i for i, t in enumerate(types) if t is float]
+        # All-int shapes (the usual case) are type- and range-checked at C
+        # speed by packing them as int64; a bool passes and is written as
+        # 1i/0i, the same conversion the checked path makes.
+        self.struct = struct.Struct(f"{len(types)}q") if len(ints) == len(types) else None
+        self.ints = _getter(ints)
+        self.floats = _getter(floats)
+
+    @classmethod
+    def build(
+        cls,
+        field_keys: dict[str, str],
+        kinds: dict[str, str],
+        names: tuple[str, ...],
+        values: tuple[Any, ...],
+    ) -> _Plan | None:
+        """The plan for these fields, or None when they need per-value checks."""
+        parts, types = [], []
+        for name, value in zip(names, values):
+            ekey, kind, vtype = field_keys.get(name), kinds.get(name), type(value)
+            if not ekey or (kind, vtype) not in _TEMPLATE_SPECS:
+                return None
+            parts.append(ekey.replace("%", "%%") + "=" + _TEMPLATE_SPECS[kind, vtype])
+            types.append(vtype)
+        return cls(",".join(parts), tuple(types))
+
+    def format(self, values: tuple[Any, ...]) -> str | None:
+        """The field text for `values`, or None when they need checking."""
+        if self.struct is not None:
+            try:
+                self.struct.pack(*values)
+            except struct.error:
+                return None
+            return self.template % values
+        if tuple(map(type, values)) != self.types:
+            return None
+        if self.ints is not None:
+            ints = self.ints(values)
+            if min(ints) < INT64_MIN or max(ints) > INT64_MAX:
+                return None
+        if self.floats is not None:
+            text = repr(self.floats(values))
+            if "e" in text or "n" in text:  # exponent, nan or inf
+                return None
+        return self.template % values
+
+
+_TEMPLATE_SPECS = {("i", int): "%di", ("f", float): "%r", ("f", int): "%d"}
+
+
+def _getter(positions: list[int]) -> Callable[[tuple[Any, ...]], tuple[Any, ...]] | None:
+    if not positions:
+        return None
+    if len(positions) == 1:
+        only = positions[0]
+        return lambda values: (values[only],)
+    return operator.itemgetter(*positions)
+
+
+def _remember(cache: dict[Any, Any], key: Any, value: Any) -> Any:
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
+    cache[key] = value
+    return value
+
+
+def _tag_key(key: str) -> str:
+    return escape_key(key + "_" if key in _RESERVED_TAG_KEYS else key)
+
+
+def _field_key(key: str) -> str:
+    return escape_key(key + "_" if key in _RESERVED_FIELD_KEYS else key)
