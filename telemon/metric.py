@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
 
 __all__ = ["FieldValue", "Metric"]
 
-FieldValue = Union[bool, int, float, str]
+FieldValue = bool | int | float | str
 """What a field may hold; anything else is dropped by the encoder."""
 
 

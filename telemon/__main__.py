@@ -1,0 +1,5 @@
+"""`python -m telemon`."""
+
+from telemon.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,44 @@
+"""Turns a validated `Config` into the running parts (no I/O here)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from telemon.collector import Collector, TargetState
+from telemon.config import Config
+from telemon.inputs import InputContext
+from telemon.inputs.fields import FieldsTarget
+from telemon.lazy import Telemon
+from telemon.lineprotocol import EncoderOptions, LineEncoder
+
+__all__ = ["build_collector", "build_encoder"]
+
+
+def build_encoder(config: Config) -> LineEncoder:
+    """The encoder with the `[agent]` number and timestamp settings."""
+    agent = config.agent
+    return LineEncoder(
+        EncoderOptions(
+            precision=agent.precision,
+            omit_timestamp=agent.omit_timestamp,
+            integer_type=agent.integer_type,
+            uint_support=agent.uint_support,
+        )
+    )
+
+
+def build_collector(config: Config, telemons: Sequence[Telemon] = ()) -> Collector:
+    """Every configured input's targets, plus embedded `Telemon`s, ready to run."""
+    agent = config.agent
+    context = InputContext(field_timeout=agent.field_timeout)
+    states = []
+    for name, input_config in config.inputs.configured():
+        interval = input_config.interval or agent.interval
+        timeout = input_config.timeout or agent.timeout
+        for target in input_config.build(context):
+            states.append(TargetState(name, target, interval, timeout, dict(input_config.tags)))
+    encoder = build_encoder(config)
+    for telemon in telemons:
+        telemon.encoder = encoder
+        states.append(TargetState("fields", FieldsTarget(telemon), agent.interval, agent.timeout))
+    return Collector(states, encoder, dict(config.global_tags), context)

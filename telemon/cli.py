@@ -1,0 +1,124 @@
+"""The `telemon` command: serve, once, check."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from telemon import __version__
+from telemon.agent import build_collector
+from telemon.config import (
+    Config,
+    ConfigError,
+    default_config_path,
+    parse_config,
+    read_config_data,
+)
+from telemon.logs import setup_logging
+
+__all__ = ["main"]
+
+_log = logging.getLogger("telemon")
+_COMMANDS = ("serve", "once", "check")
+EXIT_FAILED, EXIT_CONFIG = 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="telemon",
+        description="Serve Pharo VM, container and process metrics as InfluxDB line protocol.",
+    )
+    parser.add_argument("--version", action="version", version=f"telemon {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = commands.add_parser("serve", help="collect and serve metrics (the default)")
+    once = commands.add_parser("once", help="collect once, print line protocol, exit")
+    check = commands.add_parser("check", help="validate the configuration and exit")
+    for sub in (serve, once, check):
+        sub.add_argument("-c", "--config", metavar="FILE", help="TOML configuration file")
+    serve.add_argument("--listen", metavar="HOST:PORT", help="overrides http.listen")
+    serve.add_argument(
+        "--tag", action="append", default=[], metavar="KEY=VALUE", help="a global tag (repeatable)"
+    )
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--log-format", default="text", choices=["text", "json"])
+    return parser
+
+
+def _load(args: argparse.Namespace) -> Config:
+    path = default_config_path(args.config)
+    source = str(path) if path else "<defaults>"
+    data: dict[str, Any] = read_config_data(path)
+    if getattr(args, "listen", None):
+        data.setdefault("http", {})["listen"] = args.listen
+    for tag in getattr(args, "tag", []):
+        key, sep, value = tag.partition("=")
+        if not sep:
+            raise ConfigError("--tag", [("", f"expected KEY=VALUE, got {tag!r}")])
+        data.setdefault("global_tags", {})[key] = value
+    return parse_config(data, source)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit status."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if not args_list or args_list[0] not in (*_COMMANDS, "-h", "--help", "--version"):
+        args_list.insert(0, "serve")
+    args = _parser().parse_args(args_list)
+    try:
+        config = _load(args)
+    except ConfigError as exc:
+        print("\n".join(exc.lines()), file=sys.stderr)
+        return EXIT_CONFIG
+    if args.command == "check":
+        return 0
+    if args.command == "once":
+        setup_logging("error")
+        return asyncio.run(_once(config))
+    setup_logging(args.log_level, args.log_format)
+    return _serve(config)
+
+
+async def _once(config: Config) -> int:
+    collector = build_collector(config)
+    try:
+        await collector.collect_all()
+    finally:
+        await collector.stop()
+    failed = False
+    for state in collector.states:
+        sys.stdout.buffer.write(state.body)
+        if not state.up:
+            failed = True
+            print(f"input {state.input} target {state.target.target}: {state.last_error}",
+                  file=sys.stderr)
+    sys.stdout.flush()
+    return EXIT_FAILED if failed else 0
+
+
+def _serve(config: Config) -> int:
+    from telemon.server import create_app, ssl_context
+
+    host, port = config.http.listen
+    try:
+        context = ssl_context(config.http)
+    except (OSError, ValueError) as exc:
+        _log.error("cannot load TLS certificate or key: %s", exc)
+        return EXIT_CONFIG
+    scheme = "https" if context else "http"
+    _log.info("telemon %s serving %s://%s:%d%s", __version__, scheme, host, port, config.http.path)
+    try:
+        web.run_app(
+            create_app(config), host=host, port=port, ssl_context=context,
+            print=None, access_log=None,
+        )
+    except OSError as exc:
+        _log.error("cannot listen on %s:%d: %s", host, port, exc.strerror or exc)
+        return EXIT_FAILED
+    return 0

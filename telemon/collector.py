@@ -1,0 +1,201 @@
+"""Runs the inputs on their schedules and keeps the encoded snapshot.
+
+Each polled target is collected by its own task at its interval (polls of
+one target never overlap); its metrics are encoded once, right after the
+collection, so a scrape only joins ready bytes and evaluates the lazy
+targets. A target whose last collection failed serves no values, only its
+`telemon_input` line with `up=0i`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from telemon.inputs.base import InputContext, InputError, Target
+from telemon.lineprotocol import LineEncoder
+from telemon.metric import Metric
+
+__all__ = ["Collector", "TargetState"]
+
+_log = logging.getLogger("telemon.collector")
+MAX_BACKOFF_S = 300.0
+
+
+@dataclass(slots=True, eq=False)
+class TargetState:
+    """A target with its schedule and what its last collection gave."""
+
+    input: str
+    target: Target
+    interval: float
+    timeout: float
+    tags: dict[str, str] = field(default_factory=dict)
+    up: bool | None = None
+    failures: int = 0
+    consecutive_failures: int = 0
+    collections: int = 0
+    lines: int = 0
+    duration_ms: float = 0.0
+    last_success_ns: int | None = None
+    last_error: str | None = None
+    body: bytes = b""
+    status: bytes = b""
+
+    @property
+    def errors(self) -> int:
+        """Failed collections plus failures inside successful ones (lazy fields)."""
+        return self.failures + self.target.partial_errors
+
+    def next_delay(self) -> float:
+        """The interval, or a capped exponential backoff while failing."""
+        if not self.consecutive_failures:
+            return self.interval
+        backoff = self.interval * 2 ** min(self.consecutive_failures - 1, 16)
+        return min(backoff, max(self.interval, MAX_BACKOFF_S))
+
+
+class Collector:
+    """Owns the targets, their tasks and the encoded output."""
+
+    def __init__(
+        self,
+        states: Iterable[TargetState],
+        encoder: LineEncoder,
+        global_tags: dict[str, str] | None = None,
+        context: InputContext | None = None,
+    ) -> None:
+        self.states = list(states)
+        self.encoder = encoder
+        self.global_tags = dict(global_tags or {})
+        self.context = context or InputContext()
+        self.scrapes = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._snapshot: bytes | None = None
+
+    async def collect(self, state: TargetState) -> list[Metric]:
+        """Collect one target now and encode what it gave; never raises."""
+        started, now_ns = time.perf_counter(), time.time_ns()
+        partial_before = state.target.partial_errors
+        metrics: list[Metric] = []
+        try:
+            async with asyncio.timeout(state.timeout):
+                metrics = await state.target.collect(now_ns)
+        except Exception as exc:  # noqa: BLE001 - one target must not stop the rest
+            metrics = []
+            self._failed(state, _reason(exc, state.timeout))
+        else:
+            self._succeeded(state, now_ns, partial_before)
+        state.duration_ms = (time.perf_counter() - started) * 1000
+        metrics = [self._tagged(m, state.tags) for m in metrics]
+        state.body = self.encoder.encode_all(metrics)
+        state.lines = state.body.count(b"\n")
+        state.status = self.encoder.encode_all([self._status_metric(state, now_ns)])
+        self._snapshot = None
+        return metrics
+
+    async def render(self) -> bytes:
+        """The body of one scrape: snapshots, lazy targets, self-metrics."""
+        self.scrapes += 1
+        lazy = [s for s in self.states if s.target.lazy]
+        if lazy:
+            await asyncio.gather(*(self.collect(s) for s in lazy))
+        if self._snapshot is None:
+            self._snapshot = b"".join(s.body + s.status for s in self.states)
+        return self._snapshot + self.encoder.encode_all([self._telemon_metric()])
+
+    async def collect_all(self) -> None:
+        """Collect every target once, concurrently (for `telemon once`)."""
+        await asyncio.gather(*(self.collect(s) for s in self.states))
+
+    def start(self) -> None:
+        """Start one polling task per polled target, spreading start times."""
+        by_input: dict[str, list[TargetState]] = {}
+        for state in self.states:
+            if not state.target.lazy:
+                by_input.setdefault(state.input, []).append(state)
+        for states in by_input.values():
+            for index, state in enumerate(states):
+                offset = state.interval * index / len(states)
+                self._tasks.append(asyncio.create_task(self._poll(state, offset)))
+
+    async def stop(self) -> None:
+        """Cancel the polling tasks and release the targets."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        for state in self.states:
+            with contextlib.suppress(Exception):
+                await state.target.aclose()
+        await self.context.aclose()
+
+    async def _poll(self, state: TargetState, offset: float) -> None:
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(offset)
+        next_at = loop.time()
+        while True:
+            await self.collect(state)
+            next_at += state.next_delay()
+            now = loop.time()
+            while next_at <= now:  # a slow collection skips ticks, never overlaps
+                next_at += state.next_delay()
+            await asyncio.sleep(next_at - now)
+
+    def _succeeded(self, state: TargetState, now_ns: int, partial_before: int) -> None:
+        if state.up is False:
+            _log.info("input %s target %s recovered", state.input, state.target.target)
+        state.up = state.target.partial_errors == partial_before
+        state.collections += 1
+        state.consecutive_failures = 0
+        state.last_success_ns = now_ns
+        if not state.up:
+            state.last_error = state.target.last_partial_error
+
+    def _failed(self, state: TargetState, reason: str) -> None:
+        if state.up is not False or reason != state.last_error:
+            _log.warning("input %s target %s: %s", state.input, state.target.target, reason)
+        state.up = False
+        state.collections += 1
+        state.failures += 1
+        state.consecutive_failures += 1
+        state.last_error = reason
+
+    def _tagged(self, metric: Metric, input_tags: dict[str, str]) -> Metric:
+        if self.global_tags or input_tags:
+            metric.tags = {**self.global_tags, **metric.tags, **input_tags}
+        return metric
+
+    def _status_metric(self, state: TargetState, now_ns: int) -> Metric:
+        tags = {**self.global_tags, "input": state.input, "target": state.target.target}
+        fields = {
+            "up": int(bool(state.up)),
+            "errors": state.errors,
+            "collections": state.collections,
+            "lines": state.lines,
+            "duration_ms": round(state.duration_ms, 3),
+        }
+        return Metric("telemon_input", tags, fields, now_ns)
+
+    def _telemon_metric(self) -> Metric:
+        fields: dict[str, int | float | bool | str] = {"scrapes": self.scrapes}
+        fields.update(self.encoder.stats.as_fields())
+        return Metric("telemon", dict(self.global_tags), fields, time.time_ns())
+
+
+def _reason(exc: BaseException, timeout: float) -> str:
+    """A one-line reason for a failed collection."""
+    if isinstance(exc, TimeoutError):
+        return f"timed out after {timeout:g}s"
+    if isinstance(exc, InputError | aiohttp.ClientError | OSError):
+        return str(exc) or type(exc).__name__
+    _log.error("unexpected error in collection", exc_info=exc)
+    return f"unexpected {type(exc).__name__}: {exc}"

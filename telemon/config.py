@@ -1,0 +1,212 @@
+"""The configuration file: Telegraf-shaped TOML validated by pydantic models.
+
+`load_config(path)` is the only way in; it raises `ConfigError` whose
+`details` name each bad key as a dotted path (`inputs.process.0.interval`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
+
+from telemon.inputs import InputsConfig
+from telemon.schema import Duration, Model, Tags
+
+__all__ = [
+    "AgentConfig",
+    "Config",
+    "ConfigError",
+    "HttpConfig",
+    "default_config_path",
+    "load_config",
+    "parse_config",
+    "read_config_data",
+]
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; `details` are (key path, message)."""
+
+    def __init__(self, source: str, details: list[tuple[str, str]]) -> None:
+        self.source = source
+        self.details = details
+        super().__init__("; ".join(f"{key}: {msg}" if key else msg for key, msg in details))
+
+    def lines(self) -> list[str]:
+        """One `FILE: key.path: message` line per problem."""
+        return [f"{self.source}: {key or '(file)'}: {msg}" for key, msg in self.details]
+
+
+_PRECISIONS = {"1ns": "ns", "1us": "us", "1µs": "us", "1ms": "ms", "1s": "s"}
+
+
+def _precision(value: Any) -> Any:
+    return _PRECISIONS.get(value, value) if isinstance(value, str) else value
+
+
+class AgentConfig(Model):
+    """`[agent]`: collection timing and how numbers and timestamps are written."""
+
+    interval: Duration = 10.0
+    timeout: Duration = 5.0
+    field_timeout: Duration = 1.0
+    precision: Annotated[Literal["ns", "us", "ms", "s"], BeforeValidator(_precision)] = "ns"
+    omit_timestamp: bool = False
+    integer_type: Literal["integer", "float"] = "integer"
+    uint_support: bool = False
+
+
+def _listen(value: Any) -> tuple[str, int]:
+    if not isinstance(value, str):
+        raise ValueError("expected \"HOST:PORT\"")
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"invalid listen address {value!r}: expected \"HOST:PORT\"")
+    return host or "0.0.0.0", int(port)
+
+
+ListenAddress = Annotated[tuple[str, int], BeforeValidator(_listen)]
+
+
+def _check_path(path: str) -> str:
+    if not path.startswith("/") or path in ("/", "/healthz") or re.search(r"\s", path):
+        raise ValueError(f"{path!r} must start with '/' and not be '/' or '/healthz'")
+    return path
+
+
+def _read_secret(path: Path, key: str) -> SecretStr:
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ValueError(f"{key}: cannot read {path}: {exc.strerror}") from None
+    if not text:
+        raise ValueError(f"{key}: {path} is empty")
+    return SecretStr(text)
+
+
+class HttpConfig(Model):
+    """`[http]`: where and how the metrics are served."""
+
+    listen: ListenAddress = ("127.0.0.1", 8080)
+    path: Annotated[str, AfterValidator(_check_path)] = "/metrics"
+    gzip: bool = True
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    _password: SecretStr | None = PrivateAttr(default=None)
+    _token: SecretStr | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _check_auth(self) -> HttpConfig:
+        if self.password and self.password_file:
+            raise ValueError("set password or password_file, not both")
+        if self.token and self.token_file:
+            raise ValueError("set token or token_file, not both")
+        password = self.password or (
+            _read_secret(self.password_file, "password_file") if self.password_file else None
+        )
+        if (self.username is None) != (password is None):
+            raise ValueError("basic auth needs both username and password (or password_file)")
+        self._password = password
+        self._token = self.token or (
+            _read_secret(self.token_file, "token_file") if self.token_file else None
+        )
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("TLS needs both tls_cert and tls_key")
+        for name in ("tls_cert", "tls_key"):
+            path = getattr(self, name)
+            if path is not None and not os.access(path, os.R_OK):
+                raise ValueError(f"{name}: cannot read {path}")
+        return self
+
+    @property
+    def basic_password(self) -> str | None:
+        """The basic-auth password, from `password` or `password_file`."""
+        return self._password.get_secret_value() if self._password else None
+
+    @property
+    def bearer_token(self) -> str | None:
+        """The bearer token, from `token` or `token_file`."""
+        return self._token.get_secret_value() if self._token else None
+
+
+class Config(Model):
+    """The whole file."""
+
+    global_tags: Tags = Field(default_factory=dict)
+    agent: AgentConfig = Field(default_factory=AgentConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    inputs: InputsConfig = Field(default_factory=InputsConfig.defaults)
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    # pydantic adds the name of a validator or union member to the location;
+    # users only know the keys they wrote.
+    return ".".join(str(part) for part in loc if not str(part).startswith(("function-", "tagged-")))
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    if error["type"] == "extra_forbidden":
+        if len(error["loc"]) == 2 and error["loc"][0] == "inputs":
+            return f"unknown input; known inputs: {', '.join(InputsConfig.model_fields)}"
+        return "unknown key"
+    if error["type"] == "missing":
+        return "required key is missing"
+    message = str(error["msg"])
+    return message.removeprefix("Value error, ")
+
+
+def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
+    """Validate an already-parsed TOML document."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        details = [(_location(e["loc"]), _message(e)) for e in exc.errors()]
+        raise ConfigError(source, details) from None
+
+
+def read_config_data(path: Path | None) -> dict[str, Any]:
+    """The parsed TOML document (empty without a file)."""
+    if path is None:
+        return {}
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(str(path), [("", f"cannot read: {exc.strerror}")]) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), [("", f"not valid TOML: {exc}")]) from None
+
+
+def load_config(path: Path | None) -> Config:
+    """Read and validate a TOML file; None gives the built-in defaults."""
+    return parse_config(read_config_data(path), str(path) if path else "<defaults>")
+
+
+def default_config_path(explicit: str | None) -> Path | None:
+    """`--config`, then `$TELEMON_CONFIG`, then `./telemon.toml`, else None."""
+    if explicit:
+        return Path(explicit)
+    if env := os.environ.get("TELEMON_CONFIG"):
+        return Path(env)
+    local = Path("telemon.toml")
+    return local if local.exists() else None

@@ -1,0 +1,79 @@
+"""What every input shares: its config base and the `Target` it builds."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import aiohttp
+from pydantic import Field
+
+from telemon.metric import Metric
+from telemon.schema import Duration, Model, Tags
+
+__all__ = ["InputConfig", "InputContext", "InputError", "Target"]
+
+
+class InputError(Exception):
+    """An expected collection failure; its message is the one-line reason."""
+
+
+class InputConfig(Model):
+    """Keys every `[[inputs.NAME]]` table accepts."""
+
+    interval: Duration | None = None
+    timeout: Duration | None = None
+    tags: Tags = Field(default_factory=dict)
+
+    def build(self, context: InputContext) -> list[Target]:
+        """The targets this table describes."""
+        raise NotImplementedError
+
+
+class InputContext:
+    """What inputs get from the agent when they are built (no I/O here)."""
+
+    def __init__(self, field_timeout: float = 1.0) -> None:
+        self.field_timeout = field_timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """One HTTP client session shared by all inputs, opened on first use."""
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(auto_decompress=True)
+        return self._session
+
+    async def aclose(self) -> None:
+        """Close the shared session, if one was opened."""
+        if self._session is not None:
+            await self._session.close()
+
+
+class Target(ABC):
+    """One thing an input collects from (a URL, a process, the Python VM).
+
+    Polled targets are collected by the scheduler at their interval; `lazy`
+    targets are collected at every scrape, like Telemon's field blocks.
+    """
+
+    lazy: bool = False
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    @property
+    def partial_errors(self) -> int:
+        """Cumulative failures inside collections that still succeeded."""
+        return 0
+
+    @property
+    def last_partial_error(self) -> str | None:
+        """The reason for the latest of `partial_errors`."""
+        return None
+
+    @abstractmethod
+    async def collect(self, now_ns: int) -> list[Metric]:
+        """One collection; raises `InputError` (or TimeoutError) on failure."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release what the target holds (connections, files)."""

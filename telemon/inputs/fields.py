@@ -1,0 +1,81 @@
+"""`[[inputs.fields]]`: user-defined fields, evaluated at every scrape.
+
+    [[inputs.fields]]
+      measurement = "app"
+      [inputs.fields.tags]
+        service = "blog"
+      [inputs.fields.fields]
+        sessions = "myapp.metrics:session_count"
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator
+
+from telemon.inputs.base import InputConfig, InputContext, Target
+from telemon.lazy import Telemon
+from telemon.metric import Metric
+from telemon.schema import MeasurementName
+
+__all__ = ["FieldsConfig", "FieldsTarget", "resolve_callable"]
+
+
+def resolve_callable(path: Any) -> Callable[[], Any]:
+    """The callable named by `"package.module:attribute"`."""
+    if not isinstance(path, str) or path.count(":") != 1:
+        raise ValueError(f"expected \"package.module:callable\", got {path!r}")
+    module_name, attribute = path.split(":")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 - any import-time error is a config error
+        raise ValueError(f"cannot import {module_name!r}: {type(exc).__name__}: {exc}") from None
+    for part in attribute.split("."):
+        target = getattr(target, part, None)
+        if target is None:
+            raise ValueError(f"{module_name!r} has no attribute {attribute!r}")
+    if not callable(target):
+        raise ValueError(f"{path!r} is not callable")
+    return target  # type: ignore[no-any-return]
+
+
+ImportedCallable = Annotated[Callable[[], Any], BeforeValidator(resolve_callable)]
+
+
+class FieldsConfig(InputConfig):
+    """A measurement whose field values come from the named callables."""
+
+    measurement: MeasurementName
+    fields: dict[str, ImportedCallable]
+
+    def build(self, context: InputContext) -> list[Target]:
+        """One lazy target evaluating every field at each scrape."""
+        telemon = Telemon(self.measurement, fields=dict(self.fields), timeout=context.field_timeout)
+        return [FieldsTarget(telemon)]
+
+
+class FieldsTarget(Target):
+    """Adapts a `Telemon` to the target interface; also used for embedding."""
+
+    lazy = True
+
+    def __init__(self, telemon: Telemon) -> None:
+        super().__init__(telemon.measurement)
+        self.telemon = telemon
+
+    @property
+    def partial_errors(self) -> int:
+        """Field evaluations that failed (each left out of its render)."""
+        return self.telemon.errors
+
+    @property
+    def last_partial_error(self) -> str | None:
+        """Why the latest field evaluation failed."""
+        return self.telemon.last_error
+
+    async def collect(self, now_ns: int) -> list[Metric]:
+        """The fields evaluated now; failing fields are left out (and counted)."""
+        return [await self.telemon.collect(now_ns)]

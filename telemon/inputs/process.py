@@ -1,0 +1,160 @@
+"""`[[inputs.process]]`: memory, CPU, threads and files of a process (psutil).
+
+By default telemon itself; with `pattern` every process whose command line
+matches the regex (a Pharo VM on the host, say); with `pid_file` the process
+named in that file. Field names follow Telegraf's `procstat`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+from pathlib import Path
+from typing import Annotated
+
+import psutil
+from pydantic import AfterValidator, model_validator
+
+from telemon.inputs.base import InputConfig, InputContext, InputError, Target
+from telemon.metric import FieldValue, Metric
+from telemon.schema import MeasurementName
+
+__all__ = ["ProcessConfig", "ProcessTarget", "process_fields"]
+
+
+def _compile(pattern: str) -> str:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression: {exc}") from None
+    return pattern
+
+
+class ProcessConfig(InputConfig):
+    """Which process to watch; telemon itself when neither key is set."""
+
+    measurement: MeasurementName = "process"
+    pattern: Annotated[str, AfterValidator(_compile)] | None = None
+    pid_file: Path | None = None
+    pid_tag: bool = False
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> ProcessConfig:
+        if self.pattern is not None and self.pid_file is not None:
+            raise ValueError("set pattern or pid_file, not both")
+        return self
+
+    def build(self, context: InputContext) -> list[Target]:
+        """One target: the selected process(es)."""
+        return [ProcessTarget(self)]
+
+
+def process_fields(proc: psutil.Process, with_cpu_usage: bool = True) -> dict[str, FieldValue]:
+    """Figures of one process; raises psutil.Error when it vanished.
+
+    `cpu_usage` is measured since the previous call on the same `proc`, so
+    the first call leaves it out (psutil answers a meaningless 0.0).
+    """
+    with proc.oneshot():
+        memory = proc.memory_info()
+        times = proc.cpu_times()
+        fields: dict[str, FieldValue] = {
+            "pid": proc.pid,
+            "memory_rss": memory.rss,
+            "memory_vms": memory.vms,
+            "cpu_time_user": times.user,
+            "cpu_time_system": times.system,
+            "num_threads": proc.num_threads(),
+            "created_at": int(proc.create_time() * 1e9),
+        }
+        usage = proc.cpu_percent()
+        if with_cpu_usage:
+            fields["cpu_usage"] = usage
+        try:
+            fields["num_fds"] = proc.num_fds()
+        except (psutil.AccessDenied, AttributeError):
+            pass  # another user's process, or not on Linux
+    return fields
+
+
+class ProcessTarget(Target):
+    """Collects `process` lines for the configured selector."""
+
+    def __init__(self, config: ProcessConfig) -> None:
+        super().__init__(_describe(config))
+        self.config = config
+        # psutil computes cpu_percent against the previous call on the same
+        # Process object, so the objects are kept between collections.
+        self._procs: dict[int, psutil.Process] = {}
+
+    async def collect(self, now_ns: int) -> list[Metric]:
+        """One line per matched process."""
+        return await asyncio.to_thread(self._collect, now_ns)
+
+    def _collect(self, now_ns: int) -> list[Metric]:
+        pids = self._pids()
+        if not pids:
+            raise InputError(f"no process matches {self.target}")
+        known = self._procs
+        self._procs = {}
+        for pid in pids:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                self._procs[pid] = known.get(pid) or psutil.Process(pid)
+        metrics = []
+        for pid, proc in self._procs.items():
+            try:
+                fields = process_fields(proc, with_cpu_usage=pid in known)
+                name = proc.name()
+            except psutil.NoSuchProcess:
+                continue  # ended between listing and reading: not an error
+            except psutil.Error as exc:
+                raise InputError(f"cannot read process {pid}: {exc}") from None
+            metrics.append(Metric(self.config.measurement, self._tags(name, pid), fields, now_ns))
+        return metrics
+
+    def _pids(self) -> list[int]:
+        if self.config.pid_file is not None:
+            return [_read_pid(self.config.pid_file)]
+        if self.config.pattern is None:
+            return [os.getpid()]
+        regex, me = re.compile(self.config.pattern), os.getpid()
+        return [
+            p.info["pid"]
+            for p in psutil.process_iter(["pid", "cmdline"])
+            if p.info["pid"] != me and regex.search(" ".join(p.info["cmdline"] or ()))
+        ]
+
+    def _tags(self, name: str, pid: int) -> dict[str, str]:
+        tags = {"process_name": name}
+        if self.config.pattern is not None:
+            tags["pattern"] = self.config.pattern
+        if self.config.pid_file is not None:
+            tags["pidfile"] = str(self.config.pid_file)
+        if self.config.pid_tag:
+            tags["pid"] = str(pid)
+        return tags
+
+
+def _read_pid(path: Path) -> int:
+    try:
+        text = path.read_text().strip()
+    except OSError as exc:
+        raise InputError(f"cannot read pid_file {path}: {exc.strerror}") from None
+    if not text.isdigit():
+        raise InputError(f"pid_file {path} does not hold a pid: {text[:40]!r}")
+    pid = int(text)
+    if not psutil.pid_exists(pid):
+        raise InputError(f"process {pid} from {path} is not running")
+    return pid
+
+
+def _describe(config: ProcessConfig) -> str:
+    if config.pid_file is not None:
+        return f"pid_file={config.pid_file}"
+    if config.pattern is not None:
+        return f"pattern={config.pattern}"
+    return "self"
+
+

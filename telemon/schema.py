@@ -1,0 +1,71 @@
+"""Annotated types shared by every config model (durations, tags, names)."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
+
+__all__ = ["Duration", "MeasurementName", "Model", "TagKey", "Tags", "parse_duration"]
+
+
+class Model(BaseModel):
+    """Base of every config model: unknown keys are errors, objects are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a Telegraf duration ("500ms", "1m30s") or a number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like \"10s\"")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        parts = _DURATION_PART.findall(text)
+        if not text or "".join(n + u for n, u in parts) != text:
+            raise ValueError(f"invalid duration {value!r}: use units ns, us, ms, s, m, h (\"10s\")")
+        seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+    else:
+        raise ValueError("expected a duration like \"10s\"")
+    if not seconds > 0:
+        raise ValueError(f"duration must be positive, got {value!r}")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+"""A positive number of seconds, written as in Telegraf (`"10s"`)."""
+
+_RESERVED_TAG_KEYS = {"time", "_field", "_measurement"}
+
+
+def _check_tag_key(key: str) -> str:
+    if not key:
+        raise ValueError("tag keys must not be empty")
+    if key in _RESERVED_TAG_KEYS:
+        raise ValueError(f"tag key {key!r} is reserved by InfluxDB")
+    if re.search(r"[\x00-\x1f\x7f]", key) or key.endswith("\\"):
+        raise ValueError(f"tag key {key!r} holds a control character or a trailing backslash")
+    return key
+
+
+TagKey = Annotated[str, AfterValidator(_check_tag_key)]
+Tags = dict[TagKey, str]
+
+
+def _check_name(name: str) -> str:
+    if not name.strip():
+        raise ValueError("must not be empty")
+    if re.search(r"[\x00-\x1f\x7f]", name):
+        raise ValueError(f"{name!r} holds a control character")
+    return name
+
+
+MeasurementName = Annotated[str, AfterValidator(_check_name)]
+

@@ -1,0 +1,118 @@
+"""The aiohttp application: `/metrics`, `/healthz` and the index page."""
+
+from __future__ import annotations
+
+import html
+import ssl
+import time
+from collections.abc import AsyncIterator, Sequence
+
+from aiohttp import web
+
+from telemon import __version__
+from telemon.agent import build_collector
+from telemon.auth import Credentials, auth_middleware
+from telemon.collector import Collector, TargetState
+from telemon.config import Config, HttpConfig
+from telemon.lazy import Telemon
+from telemon.respond import line_protocol_response
+
+__all__ = ["COLLECTOR_KEY", "CONFIG_KEY", "create_app", "ssl_context"]
+
+CONFIG_KEY = web.AppKey("config", Config)
+COLLECTOR_KEY = web.AppKey("collector", Collector)
+HEALTH_PATH = "/healthz"
+
+
+def create_app(
+    config: Config,
+    telemons: Sequence[Telemon] = (),
+    *,
+    collector: Collector | None = None,
+) -> web.Application:
+    """The wired application; collection starts with the app and stops with it."""
+    credentials = Credentials(
+        config.http.username, config.http.basic_password, config.http.bearer_token
+    )
+    app = web.Application(middlewares=[auth_middleware(credentials, frozenset({HEALTH_PATH}))])
+    app[CONFIG_KEY] = config
+    app[COLLECTOR_KEY] = collector or build_collector(config, telemons)
+    app.router.add_get(config.http.path, metrics_handler)
+    app.router.add_get(HEALTH_PATH, health_handler)
+    app.router.add_get("/", index_handler)
+    app.cleanup_ctx.append(_collection_ctx)
+    return app
+
+
+async def _collection_ctx(app: web.Application) -> AsyncIterator[None]:
+    collector = app[COLLECTOR_KEY]
+    collector.start()
+    yield
+    await collector.stop()
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    """GET/HEAD: everything collected, as line protocol."""
+    body = await request.app[COLLECTOR_KEY].render()
+    return line_protocol_response(request, body, gzip=request.app[CONFIG_KEY].http.gzip)
+
+
+async def health_handler(request: web.Request) -> web.Response:
+    """Alive: the event loop answers."""
+    return web.Response(text="ok\n")
+
+
+async def index_handler(request: web.Request) -> web.Response:
+    """A page listing each input target's state and the endpoints."""
+    config = request.app[CONFIG_KEY]
+    rows = "".join(_row(state) for state in request.app[COLLECTOR_KEY].states)
+    path = html.escape(config.http.path)
+    page = _INDEX.format(
+        version=__version__,
+        metrics=path,
+        health=HEALTH_PATH,
+        rows=rows or '<tr><td colspan="6">no inputs configured</td></tr>',
+    )
+    return web.Response(text=page, content_type="text/html")
+
+
+def _row(state: TargetState) -> str:
+    if state.up is None:
+        status = '<td class="wait">pending</td>'
+    else:
+        status = '<td class="up">up</td>' if state.up else '<td class="down">down</td>'
+    last_ok = (
+        time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(state.last_success_ns / 1e9))
+        if state.last_success_ns
+        else "never"
+    )
+    cells = [state.input, state.target.target, last_ok, str(state.errors), state.last_error or ""]
+    escaped = [f"<td>{html.escape(c)}</td>" for c in cells]
+    return f"<tr>{escaped[0]}{escaped[1]}{status}{''.join(escaped[2:])}</tr>"
+
+
+def ssl_context(http: HttpConfig) -> ssl.SSLContext | None:
+    """A server TLS context when `tls_cert`/`tls_key` are set."""
+    if http.tls_cert is None or http.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(http.tls_cert, http.tls_key)
+    return context
+
+
+_INDEX = """<!doctype html>
+<html><head><meta charset="utf-8"><title>telemon</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; }}
+table {{ border-collapse: collapse; }}
+td, th {{ border: 1px solid #ccc; padding: .3em .6em; text-align: left; }}
+.up {{ color: #070; }} .down {{ color: #b00; }} .wait {{ color: #777; }}
+</style></head>
+<body><h1>telemon {version}</h1>
+<p><a href="{metrics}">{metrics}</a> (line protocol) &middot;
+<a href="{health}">{health}</a></p>
+<table><tr><th>input</th><th>target</th><th>state</th><th>last success</th>
+<th>errors</th><th>last error</th></tr>
+{rows}
+</table></body></html>
+"""
