@@ -60,7 +60,10 @@ class Credentials:
         return user_ok and password_ok
 
 
-def auth_middleware(credentials: Credentials, open_paths: frozenset[str]) -> Callable[..., Awaitable[web.StreamResponse]]:
+Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
+
+
+def auth_middleware(credentials: Credentials, open_paths: frozenset[str]) -> Middleware:
     """Answers 401 for requests without valid credentials, except on `open_paths`."""
 
     @web.middleware
