@@ -8,6 +8,7 @@ import hmac
 from collections.abc import Awaitable, Callable
 
 from aiohttp import hdrs, web
+from aiohttp.typedefs import Middleware
 
 __all__ = ["Credentials", "auth_middleware"]
 
@@ -58,9 +59,6 @@ class Credentials:
         user_ok = hmac.compare_digest(user, self._basic[0])
         password_ok = hmac.compare_digest(password, self._basic[1])
         return user_ok and password_ok
-
-
-Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 
 def auth_middleware(credentials: Credentials, open_paths: frozenset[str]) -> Middleware:

@@ -20,7 +20,7 @@ import aiohttp
 
 from telemon.inputs.base import InputContext, InputError, Target
 from telemon.lineprotocol import LineEncoder
-from telemon.metric import Metric
+from telemon.metric import FieldValue, Metric
 
 __all__ = ["Collector", "TargetState"]
 
@@ -57,7 +57,7 @@ class TargetState:
         """The interval, or a capped exponential backoff while failing."""
         if not self.consecutive_failures:
             return self.interval
-        backoff = self.interval * 2 ** min(self.consecutive_failures - 1, 16)
+        backoff: float = self.interval * 2 ** min(self.consecutive_failures - 1, 16)
         return min(backoff, max(self.interval, MAX_BACKOFF_S))
 
 
@@ -176,7 +176,7 @@ class Collector:
 
     def _status_metric(self, state: TargetState, now_ns: int) -> Metric:
         tags = {**self.global_tags, "input": state.input, "target": state.target.target}
-        fields = {
+        fields: dict[str, FieldValue] = {
             "up": int(bool(state.up)),
             "errors": state.errors,
             "collections": state.collections,
@@ -186,7 +186,7 @@ class Collector:
         return Metric("telemon_input", tags, fields, now_ns)
 
     def _telemon_metric(self) -> Metric:
-        fields: dict[str, int | float | bool | str] = {"scrapes": self.scrapes}
+        fields: dict[str, FieldValue] = {"scrapes": self.scrapes}
         fields.update(self.encoder.stats.as_fields())
         return Metric("telemon", dict(self.global_tags), fields, time.time_ns())
 

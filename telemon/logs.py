@@ -16,7 +16,7 @@ LogFormat = Literal["text", "json"]
 class _TextFormatter(logging.Formatter):
     """`2026-01-02T03:04:05Z level logger: message`, never more than one line."""
 
-    converter = time.gmtime
+    converter = staticmethod(time.gmtime)
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%SZ")

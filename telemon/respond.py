@@ -30,7 +30,7 @@ def line_protocol_response(
     request: web.BaseRequest, body: bytes, *, gzip: bool = True
 ) -> web.Response:
     """200 text/plain with `body`, gzipped when the client allows it."""
-    headers = {hdrs.VARY: hdrs.ACCEPT_ENCODING}
+    headers: dict[str, str] = {hdrs.VARY: hdrs.ACCEPT_ENCODING}
     if gzip and len(body) >= _GZIP_MIN_BYTES and accepts_gzip(request):
         body = gzip_bytes(body)
         headers[hdrs.CONTENT_ENCODING] = "gzip"
