@@ -25,9 +25,11 @@ class Credentials:
         token: str | None = None,
     ) -> None:
         self._basic = (
-            (username.encode(), password.encode()) if username and password is not None else None
+            (username.encode(), password.encode())
+            if username is not None and password is not None
+            else None
         )
-        self._token = token.encode() if token else None
+        self._token = token.encode() if token is not None else None
 
     @property
     def required(self) -> bool:

@@ -55,13 +55,20 @@ def _load(args: argparse.Namespace) -> Config:
     source = str(path) if path else "<defaults>"
     data: dict[str, Any] = read_config_data(path)
     if getattr(args, "listen", None):
-        data.setdefault("http", {})["listen"] = args.listen
+        _table(data, "http", source)["listen"] = args.listen
     for tag in getattr(args, "tag", []):
         key, sep, value = tag.partition("=")
-        if not sep:
+        if not sep or not key:
             raise ConfigError("--tag", [("", f"expected KEY=VALUE, got {tag!r}")])
-        data.setdefault("global_tags", {})[key] = value
+        _table(data, "global_tags", source)[key] = value
     return parse_config(data, source)
+
+
+def _table(data: dict[str, Any], key: str, source: str) -> dict[str, Any]:
+    """The table `key` of the document, for a command-line override."""
+    table = data.setdefault(key, {})
+    # Not a table: validation reports it under its key; the override is moot.
+    return table if isinstance(table, dict) else {}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

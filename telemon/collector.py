@@ -93,9 +93,9 @@ class Collector:
         else:
             self._succeeded(state, now_ns, partial_before)
         state.duration_ms = (time.perf_counter() - started) * 1000
-        metrics = [self._tagged(m, state.tags) for m in metrics]
-        state.body = self.encoder.encode_all(metrics)
-        state.lines = state.body.count(b"\n")
+        encoded = [self.encoder.encode(self._tagged(m, state.tags)) for m in metrics]
+        state.body = "".join(encoded).encode("utf-8", "replace")
+        state.lines = sum(1 for line in encoded if line)
         state.status = self.encoder.encode_all([self._status_metric(state, now_ns)])
         self._snapshot = None
         return metrics

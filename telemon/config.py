@@ -75,7 +75,7 @@ def _listen(value: Any) -> tuple[str, int]:
         raise ValueError("expected \"HOST:PORT\"")
     host, sep, port = value.rpartition(":")
     host = host.strip("[]")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
         raise ValueError(f"invalid listen address {value!r}: expected \"HOST:PORT\"")
     return host or "0.0.0.0", int(port)
 
@@ -118,6 +118,12 @@ class HttpConfig(Model):
 
     @model_validator(mode="after")
     def _check_auth(self) -> HttpConfig:
+        for name in ("username", "password", "token"):
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            if value is not None and not value.strip():
+                raise ValueError(f"{name} must not be empty (leave it out to disable auth)")
         if self.password and self.password_file:
             raise ValueError("set password or password_file, not both")
         if self.token and self.token_file:
@@ -162,7 +168,8 @@ class Config(Model):
 def _location(loc: tuple[int | str, ...]) -> str:
     # pydantic adds the name of a validator or union member to the location;
     # users only know the keys they wrote.
-    return ".".join(str(part) for part in loc if not str(part).startswith(("function-", "tagged-")))
+    parts = [str(part) or '""' for part in loc]
+    return ".".join(p for p in parts if p != "[key]" and not p.startswith(("function-", "tagged-")))
 
 
 def _message(error: Mapping[str, Any]) -> str:
@@ -172,7 +179,7 @@ def _message(error: Mapping[str, Any]) -> str:
         return "unknown key"
     if error["type"] == "missing":
         return "required key is missing"
-    message = str(error["msg"])
+    message = re.sub(r" or instance of \w+", "", str(error["msg"]))
     return message.removeprefix("Value error, ")
 
 

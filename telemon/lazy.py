@@ -17,6 +17,7 @@ counted in `errors`; the other fields are unaffected.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
 import logging
 import time
@@ -61,7 +62,8 @@ class Telemon:
         # Sync callables cannot be interrupted; one that overran its timeout
         # is run in a worker thread from then on, so it cannot stall scrapes.
         self._threaded: set[str] = set()
-        self._running: dict[str, asyncio.Future[Any]] = {}
+        self._running: dict[str, concurrent.futures.Future[Any]] = {}
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
 
     async def collect(self, now_ns: int | None = None) -> Metric:
         """Evaluate every field now (async fields concurrently)."""
@@ -81,13 +83,18 @@ class Telemon:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(self.render_async())
+            # Not asyncio.run(): it would wait for a stuck threaded field.
+            loop = asyncio.new_event_loop()
+            try:
+                return loop.run_until_complete(self.render_async())
+            finally:
+                loop.close()
         if any(inspect.iscoroutinefunction(f) for f in self.fields.values()):
             raise RuntimeError("async fields need `await tm.render_async()` in a running loop")
-        values, pending = self._evaluate_sync()
+        values, pending = self._evaluate_sync(can_wait=False)
         for key, awaitable in pending.items():
             _discard(awaitable)
-            self._fail(key, "is async: use `await tm.render_async()` inside an event loop")
+            self._fail(key, "returned an awaitable: use `await tm.render_async()` in a loop")
         ordered = {key: values[key] for key in self.fields if key in values}
         metric = Metric(self.measurement, dict(self.tags), ordered, time.time_ns())
         return self.encoder.encode(metric)
@@ -97,12 +104,16 @@ class Telemon:
         body = (await self.render_async()).encode("utf-8", "replace")
         return line_protocol_response(request, body)
 
-    def _evaluate_sync(self) -> tuple[dict[str, Any], dict[str, Awaitable[Any]]]:
+    def _evaluate_sync(
+        self, can_wait: bool = True
+    ) -> tuple[dict[str, Any], dict[str, Awaitable[Any]]]:
         values: dict[str, Any] = {}
         pending: dict[str, Awaitable[Any]] = {}
         for key, source in list(self.fields.items()):
             if not callable(source):
                 self._accept(key, source, values)
+            elif key in self._threaded and not can_wait:
+                self._fail(key, "runs in a thread (it overran its timeout): use render_async()")
             elif key in self._threaded:
                 pending[key] = self._in_thread(key, source)
             else:
@@ -131,10 +142,16 @@ class Telemon:
             self._accept(key, result, values)
 
     def _in_thread(self, key: str, source: Callable[[], Any]) -> asyncio.Future[Any]:
+        """The running call of `source`, started anew only once the last one ended."""
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=4, thread_name_prefix="telemon-field"
+            )
         running = self._running.get(key)
         if running is None or running.done():
-            running = self._running[key] = asyncio.ensure_future(asyncio.to_thread(source))
-        return asyncio.shield(running)
+            running = self._running[key] = self._executor.submit(source)
+        # A wrapper per render: cancelling it on timeout leaves the call running.
+        return asyncio.wrap_future(_detached(running))
 
     async def _await_all(self, pending: dict[str, Awaitable[Any]]) -> dict[str, Any]:
         tasks = {key: asyncio.ensure_future(aw) for key, aw in pending.items()}
@@ -170,3 +187,19 @@ class Telemon:
 def _discard(awaitable: Awaitable[Any]) -> None:
     if inspect.iscoroutine(awaitable):
         awaitable.close()
+
+
+def _detached(source: concurrent.futures.Future[Any]) -> concurrent.futures.Future[Any]:
+    """A future that mirrors `source` but can be cancelled on its own."""
+    mirror: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+    def copy(done: concurrent.futures.Future[Any]) -> None:
+        if mirror.cancelled():
+            return
+        if (exc := done.exception()) is not None:
+            mirror.set_exception(exc)
+        else:
+            mirror.set_result(done.result())
+
+    source.add_done_callback(copy)
+    return mirror

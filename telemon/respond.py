@@ -12,12 +12,23 @@ _GZIP_MIN_BYTES = 1024
 
 
 def accepts_gzip(request: web.BaseRequest) -> bool:
-    """True when the client's Accept-Encoding allows gzip (and not with q=0)."""
+    """True when Accept-Encoding allows gzip; a named coding beats `*` (RFC 9110)."""
+    weights: dict[str, float] = {}
     for item in request.headers.get(hdrs.ACCEPT_ENCODING, "").split(","):
         coding, _, params = item.partition(";")
-        if coding.strip().lower() in ("gzip", "*"):
-            return params.replace(" ", "").lower() not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
-    return False
+        weights[coding.strip().lower()] = _quality(params)
+    weight = weights.get("gzip", weights.get("*", 0.0))
+    return weight > 0
+
+
+def _quality(params: str) -> float:
+    name, _, value = params.replace(" ", "").partition("=")
+    if name.lower() != "q":
+        return 1.0
+    try:
+        return float(value)
+    except ValueError:
+        return 0.0
 
 
 def gzip_bytes(body: bytes) -> bytes:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 
-__all__ = ["Duration", "MeasurementName", "Model", "TagKey", "Tags", "parse_duration"]
+__all__ = ["Duration", "FieldName", "MeasurementName", "Model", "TagKey", "Tags", "parse_duration"]
 
 
 class Model(BaseModel):
@@ -36,6 +36,8 @@ def parse_duration(value: Any) -> float:
         raise ValueError("expected a duration like \"10s\"")
     if not seconds > 0:
         raise ValueError(f"duration must be positive, got {value!r}")
+    if not seconds < 10 * 365 * 86400:
+        raise ValueError(f"duration too long, got {value!r}")
     return seconds
 
 
@@ -68,4 +70,5 @@ def _check_name(name: str) -> str:
 
 
 MeasurementName = Annotated[str, AfterValidator(_check_name)]
+FieldName = Annotated[str, AfterValidator(_check_name)]
 

@@ -19,7 +19,7 @@ from pydantic import BeforeValidator
 from telemon.inputs.base import InputConfig, InputContext, Target
 from telemon.lazy import Telemon
 from telemon.metric import Metric
-from telemon.schema import MeasurementName
+from telemon.schema import FieldName, MeasurementName
 
 __all__ = ["FieldsConfig", "FieldsTarget", "resolve_callable"]
 
@@ -34,9 +34,9 @@ def resolve_callable(path: Any) -> Callable[[], Any]:
     except Exception as exc:  # noqa: BLE001 - any import-time error is a config error
         raise ValueError(f"cannot import {module_name!r}: {type(exc).__name__}: {exc}") from None
     for part in attribute.split("."):
-        target = getattr(target, part, None)
-        if target is None:
+        if not hasattr(target, part):
             raise ValueError(f"{module_name!r} has no attribute {attribute!r}")
+        target = getattr(target, part)
     if not callable(target):
         raise ValueError(f"{path!r} is not callable")
     return target  # type: ignore[no-any-return]
@@ -49,7 +49,7 @@ class FieldsConfig(InputConfig):
     """A measurement whose field values come from the named callables."""
 
     measurement: MeasurementName
-    fields: dict[str, ImportedCallable]
+    fields: dict[FieldName, ImportedCallable]
 
     def build(self, context: InputContext) -> list[Target]:
         """One lazy target evaluating every field at each scrape."""

@@ -142,9 +142,12 @@ def _read_pid(path: Path) -> int:
         text = path.read_text().strip()
     except OSError as exc:
         raise InputError(f"cannot read pid_file {path}: {exc.strerror}") from None
-    if not text.isdigit():
+    try:
+        pid = int(text) if text.isascii() else -1
+    except ValueError:
+        pid = -1
+    if pid <= 0:
         raise InputError(f"pid_file {path} does not hold a pid: {text[:40]!r}")
-    pid = int(text)
     if not psutil.pid_exists(pid):
         raise InputError(f"process {pid} from {path} is not running")
     return pid

@@ -1,0 +1,487 @@
+"""The HTTP application: /metrics, methods, gzip, auth, /healthz, the index page and TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import gzip
+import re
+import ssl
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from telemon.collector import Collector, TargetState
+from telemon.config import ConfigError, parse_config
+from telemon.inputs.base import InputError, Target
+from telemon.lineprotocol import LineEncoder
+from telemon.metric import Metric
+from telemon.server import COLLECTOR_KEY, create_app, ssl_context
+
+CONTENT_TYPE = "text/plain; charset=utf-8"
+
+
+class FakeTarget(Target):
+    """A target returning `count` lines, raising `error`, or waiting on `gate`."""
+
+    def __init__(self, name: str = "fake", count: int = 1, measurement: str = "fake") -> None:
+        super().__init__(name)
+        self.count = count
+        self.measurement = measurement
+        self.error: Exception | None = None
+        self.gate: asyncio.Event | None = None
+        self.calls = 0
+
+    async def collect(self, now_ns: int) -> list[Metric]:
+        """The configured outcome."""
+        self.calls += 1
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.error is not None:
+            raise self.error
+        return [
+            Metric(self.measurement, {"n": str(i)}, {"value": i, "ratio": i / 7}, now_ns)
+            for i in range(self.count)
+        ]
+
+
+def collector_for(*entries: tuple[str, Target]) -> Collector:
+    """A collector over (input name, target) pairs, polled hourly (once at start)."""
+    states = [TargetState(name, target, 3600.0, 1.0) for name, target in entries]
+    return Collector(states, LineEncoder())
+
+
+def config_for(**http: Any):
+    """A config with no configured inputs and the given `[http]` keys."""
+    return parse_config({"inputs": {}, "http": http})
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 3.0) -> None:
+    """Poll `predicate` until it holds, failing after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached before the deadline")
+        await asyncio.sleep(0.002)
+
+
+async def client_for(aiohttp_client, collector: Collector | None = None, **kwargs: Any):
+    """A test client for an app over `collector`, once every target was collected."""
+    http = kwargs.pop("http", {})
+    collector = collector or collector_for(("fake", FakeTarget()))
+    app = create_app(config_for(**http), collector=collector)
+    client = await aiohttp_client(app, **kwargs)
+    await wait_until(lambda: all(s.up is not None for s in collector.states))
+    return client
+
+
+def without_self_line(body: bytes) -> list[bytes]:
+    """The body's lines except the `telemon` line (its scrape counter changes)."""
+    return [line for line in body.splitlines() if not line.startswith(b"telemon ")]
+
+
+def basic(user: str, password: str) -> str:
+    """A Basic Authorization header value."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+async def test_get_metrics_serves_line_protocol(aiohttp_client) -> None:
+    """GET /metrics answers 200 text/plain UTF-8 with the targets, their status and self lines."""
+    client = await client_for(aiohttp_client)
+    resp = await client.get("/metrics")
+    assert resp.status == 200
+    assert resp.headers["Content-Type"] == CONTENT_TYPE
+    text = await resp.text()
+    assert re.search(r"^fake,n=0 value=0i,ratio=0\.0 \d+$", text, re.M)
+    assert re.search(r"^telemon_input,input=fake,target=fake up=1i,errors=0i,", text, re.M)
+    assert re.search(r"^telemon scrapes=1i,", text, re.M)
+    assert text.endswith("\n")
+
+
+async def test_head_metrics_has_headers_but_no_body(aiohttp_client) -> None:
+    """HEAD /metrics answers like GET without a body."""
+    client = await client_for(aiohttp_client)
+    resp = await client.head("/metrics")
+    assert resp.status == 200
+    assert resp.headers["Content-Type"] == CONTENT_TYPE
+    assert await resp.read() == b""
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
+async def test_other_methods_are_not_allowed(aiohttp_client, method: str) -> None:
+    """Methods other than GET and HEAD answer 405 with an Allow header naming GET."""
+    client = await client_for(aiohttp_client)
+    resp = await client.request(method, "/metrics")
+    assert resp.status == 405
+    assert "GET" in resp.headers["Allow"]
+    assert "POST" not in resp.headers["Allow"]
+
+
+async def test_custom_metrics_path(aiohttp_client) -> None:
+    """`http.path` moves the endpoint; the default path is then not served."""
+    client = await client_for(aiohttp_client, http={"path": "/custom/lines"})
+    assert (await client.get("/custom/lines")).status == 200
+    assert (await client.get("/metrics")).status == 404
+
+
+async def test_gzip_when_accepted(aiohttp_client) -> None:
+    """With Accept-Encoding: gzip the body is gzipped and decodes to the plain body."""
+    collector = collector_for(("fake", FakeTarget(count=60)))
+    client = await client_for(aiohttp_client, collector, auto_decompress=False)
+
+    plain = await client.get("/metrics", headers={"Accept-Encoding": "identity"})
+    assert "Content-Encoding" not in plain.headers
+    plain_body = await plain.read()
+    assert len(plain_body) > 2048
+
+    zipped = await client.get("/metrics", headers={"Accept-Encoding": "gzip"})
+    assert zipped.status == 200
+    assert zipped.headers["Content-Encoding"] == "gzip"
+    assert zipped.headers["Content-Type"] == CONTENT_TYPE
+    assert "Accept-Encoding" in zipped.headers.get("Vary", "")
+    raw = await zipped.read()
+    assert len(raw) < len(plain_body)
+    assert without_self_line(gzip.decompress(raw)) == without_self_line(plain_body)
+
+
+@pytest.mark.parametrize(
+    "accept", [None, "identity", "deflate", "br", "gzip;q=0", "gzip; q=0.0", "*;q=0"]
+)
+async def test_no_gzip_unless_accepted(aiohttp_client, accept: str | None) -> None:
+    """Without an Accept-Encoding that allows gzip, the body is sent as is."""
+    collector = collector_for(("fake", FakeTarget(count=60)))
+    client = await client_for(
+        aiohttp_client, collector, auto_decompress=False, skip_auto_headers=["Accept-Encoding"]
+    )
+    headers = {} if accept is None else {"Accept-Encoding": accept}
+    resp = await client.get("/metrics", headers=headers)
+    assert resp.status == 200
+    assert "Content-Encoding" not in resp.headers
+    assert (await resp.read()).startswith(b"fake,n=0 ")
+
+
+@pytest.mark.parametrize(
+    "accept", ["GZIP", "deflate, gzip", "*", "gzip;q=0.5", "identity, *;q=0.1", "*;q=0, gzip"]
+)
+async def test_gzip_accept_encoding_variants(aiohttp_client, accept: str) -> None:
+    """Case, lists, wildcards, non-zero q-values and gzip named beside `*;q=0` allow gzip."""
+    collector = collector_for(("fake", FakeTarget(count=60)))
+    client = await client_for(aiohttp_client, collector, auto_decompress=False)
+    resp = await client.get("/metrics", headers={"Accept-Encoding": accept})
+    assert resp.headers.get("Content-Encoding") == "gzip"
+    assert gzip.decompress(await resp.read()).startswith(b"fake,n=0 ")
+
+
+async def test_gzip_can_be_disabled(aiohttp_client) -> None:
+    """`http.gzip = false` never compresses."""
+    collector = collector_for(("fake", FakeTarget(count=60)))
+    client = await client_for(
+        aiohttp_client, collector, http={"gzip": False}, auto_decompress=False
+    )
+    resp = await client.get("/metrics", headers={"Accept-Encoding": "gzip"})
+    assert "Content-Encoding" not in resp.headers
+    assert (await resp.read()).startswith(b"fake,n=0 ")
+
+
+async def test_gzip_response_decompressed_by_client(aiohttp_client) -> None:
+    """A normal client (auto-decompress) reads the gzipped body as the plain text."""
+    collector = collector_for(("fake", FakeTarget(count=60)))
+    client = await client_for(aiohttp_client, collector)
+    resp = await client.get("/metrics", headers={"Accept-Encoding": "gzip"})
+    assert resp.headers["Content-Encoding"] == "gzip"
+    assert len(re.findall(r"^fake,", await resp.text(), re.M)) == 60
+
+
+BASIC = {"username": "scraper", "password": "s3cret:with colon"}
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        None,
+        "",
+        basic("intruder", "s3cret:with colon"),
+        basic("scraper", "wrong"),
+        basic("scraper", "s3cret:with colo"),
+        basic("scraper", ""),
+        "Basic !!!not-base64!!!",
+        "Basic c2NyYXBlcg",  # truncated base64
+        "Basic",
+        "Bearer s3cret:with colon",
+        "Digest " + base64.b64encode(b"scraper:s3cret:with colon").decode(),
+    ],
+)
+async def test_basic_auth_rejects(aiohttp_client, authorization: str | None) -> None:
+    """Missing, wrong or malformed basic credentials get 401 with a Basic challenge."""
+    client = await client_for(aiohttp_client, http=BASIC)
+    headers = {} if authorization is None else {"Authorization": authorization}
+    for path in ("/metrics", "/"):
+        resp = await client.get(path, headers=headers)
+        assert resp.status == 401
+        assert resp.headers["WWW-Authenticate"].startswith("Basic ")
+        assert b"fake" not in await resp.read()
+
+
+async def test_basic_auth_accepts_right_credentials(aiohttp_client) -> None:
+    """The configured username and password get the metrics and the index page."""
+    client = await client_for(aiohttp_client, http=BASIC)
+    auth = {"Authorization": basic("scraper", "s3cret:with colon")}
+    resp = await client.get("/metrics", headers=auth)
+    assert resp.status == 200
+    assert b"fake,n=0 " in await resp.read()
+    assert (await client.get("/", headers=auth)).status == 200
+    lower = {"Authorization": "basic " + basic("scraper", "s3cret:with colon")[6:]}
+    assert (await client.get("/metrics", headers=lower)).status == 200
+
+
+async def test_basic_auth_password_file(aiohttp_client, tmp_path: Path) -> None:
+    """`password_file` supplies the password (surrounding whitespace stripped)."""
+    secret = tmp_path / "password"
+    secret.write_text("from-file\n")
+    client = await client_for(aiohttp_client, http={"username": "u", "password_file": str(secret)})
+    ok = await client.get("/metrics", headers={"Authorization": basic("u", "from-file")})
+    assert ok.status == 200
+    bad = await client.get("/metrics", headers={"Authorization": basic("u", "from-file\n")})
+    assert bad.status == 401
+
+
+TOKEN = {"token": "tok-0123456789"}
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        None,
+        "",
+        "Bearer",
+        "Bearer ",
+        "Bearer tok-012345678",
+        "Bearer tok-0123456789x",
+        "Token tok-0123456789",
+        "tok-0123456789",
+        basic("tok-0123456789", ""),
+    ],
+)
+async def test_bearer_token_rejects(aiohttp_client, authorization: str | None) -> None:
+    """Missing or wrong bearer tokens get 401 with a Bearer challenge."""
+    client = await client_for(aiohttp_client, http=TOKEN)
+    headers = {} if authorization is None else {"Authorization": authorization}
+    resp = await client.get("/metrics", headers=headers)
+    assert resp.status == 401
+    assert resp.headers["WWW-Authenticate"].startswith("Bearer ")
+
+
+@pytest.mark.parametrize("authorization", ["Bearer tok-0123456789", "bearer  tok-0123456789 "])
+async def test_bearer_token_accepts_right_token(aiohttp_client, authorization: str) -> None:
+    """The configured token opens /metrics (scheme case-insensitive, spaces tolerated)."""
+    client = await client_for(aiohttp_client, http=TOKEN)
+    resp = await client.get("/metrics", headers={"Authorization": authorization})
+    assert resp.status == 200
+    assert b"fake,n=0 " in await resp.read()
+
+
+async def test_bearer_token_file(aiohttp_client, tmp_path: Path) -> None:
+    """`token_file` supplies the token."""
+    secret = tmp_path / "token"
+    secret.write_text("  file-token \n")
+    client = await client_for(aiohttp_client, http={"token_file": str(secret)})
+    ok = await client.get("/metrics", headers={"Authorization": "Bearer file-token"})
+    assert ok.status == 200
+    bad = await client.get("/metrics", headers={"Authorization": "Bearer tok-0123456789"})
+    assert bad.status == 401
+
+
+async def test_basic_and_bearer_together_either_works(aiohttp_client) -> None:
+    """With both configured, valid basic credentials or a valid token each get in."""
+    client = await client_for(aiohttp_client, http={**BASIC, **TOKEN})
+    right = {"Authorization": basic("scraper", "s3cret:with colon")}
+    by_basic = await client.get("/metrics", headers=right)
+    assert by_basic.status == 200
+    by_token = await client.get("/metrics", headers={"Authorization": "Bearer tok-0123456789"})
+    assert by_token.status == 200
+    for header in (None, basic("scraper", "no"), "Bearer no", "Bearer s3cret:with colon"):
+        resp = await client.get("/metrics", headers={"Authorization": header} if header else {})
+        assert resp.status == 401
+        assert "WWW-Authenticate" in resp.headers
+
+
+@pytest.mark.parametrize(
+    "http",
+    [{"username": "", "password": "pw"}, {"token": ""}],
+    ids=["empty-username", "empty-token"],
+)
+async def test_empty_credentials_never_leave_the_endpoint_open(aiohttp_client, http) -> None:
+    """An empty username or token is rejected by the config or still requires auth."""
+    try:
+        config = config_for(**http)
+    except ConfigError:
+        return
+    app = create_app(config, collector=collector_for(("fake", FakeTarget())))
+    client = await aiohttp_client(app)
+    resp = await client.get("/metrics")
+    assert resp.status == 401, f"{http} configured, yet /metrics is served without credentials"
+
+
+@pytest.mark.parametrize("http", [{}, BASIC, TOKEN, {**BASIC, **TOKEN}])
+async def test_healthz_is_open(aiohttp_client, http: dict[str, str]) -> None:
+    """/healthz answers 200 without credentials whatever auth is configured."""
+    client = await client_for(aiohttp_client, http=http)
+    resp = await client.get("/healthz")
+    assert resp.status == 200
+    assert await resp.text() == "ok\n"
+
+
+async def test_no_auth_configured_is_open(aiohttp_client) -> None:
+    """Without credentials configured every endpoint is open."""
+    client = await client_for(aiohttp_client)
+    for path in ("/metrics", "/", "/healthz"):
+        assert (await client.get(path)).status == 200
+
+
+async def test_index_lists_each_target_and_its_state(aiohttp_client) -> None:
+    """The index shows each target's state, last success, errors and last error, with links."""
+    good = FakeTarget("db-primary")
+    bad = FakeTarget("db-replica")
+    bad.error = InputError("connection refused")
+    waiting = FakeTarget("cold-start")
+    waiting.gate = asyncio.Event()
+    collector = collector_for(("pharo", good), ("vm", bad), ("later", waiting))
+    app = create_app(config_for(), collector=collector)
+    client = await aiohttp_client(app)
+    await wait_until(lambda: collector.states[0].up is True and collector.states[1].up is False)
+
+    resp = await client.get("/")
+    assert resp.status == 200
+    assert resp.headers["Content-Type"].startswith("text/html")
+    page = await resp.text()
+    rows = re.findall(r"<tr>(.*?)</tr>", page, re.S)
+    cells = {r[1]: r for r in (re.findall(r"<td[^>]*>(.*?)</td>", row) for row in rows) if r}
+    assert cells["db-primary"][0] == "pharo"
+    assert cells["db-primary"][2] == "up"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ", cells["db-primary"][3])
+    assert cells["db-replica"][:3] == ["vm", "db-replica", "down"]
+    assert cells["db-replica"][3] == "never"
+    assert cells["db-replica"][4] == "1"
+    assert cells["db-replica"][5] == "connection refused"
+    assert cells["cold-start"][2] == "pending"
+    assert '<a href="/metrics">' in page and '<a href="/healthz">' in page
+    waiting.gate.set()
+
+
+async def test_index_escapes_hostile_names_and_errors(aiohttp_client) -> None:
+    """Target names, input names and error messages are HTML-escaped on the index page."""
+    hostile = FakeTarget('<script>alert("t")</script>')
+    hostile.error = InputError('<img src=x onerror="alert(1)">&')
+    collector = collector_for(("<b>input</b>", hostile))
+    client = await client_for(aiohttp_client, collector)
+    page = await (await client.get("/")).text()
+    assert "<script>" not in page
+    assert "<img" not in page
+    assert "<b>input" not in page
+    assert "&lt;script&gt;alert(&quot;t&quot;)&lt;/script&gt;" in page
+    assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;&amp;" in page
+    assert "&lt;b&gt;input&lt;/b&gt;" in page
+
+
+async def test_index_without_inputs(aiohttp_client) -> None:
+    """With no targets the index says so."""
+    client = await client_for(aiohttp_client, Collector([], LineEncoder()))
+    page = await (await client.get("/")).text()
+    assert "no inputs configured" in page
+
+
+async def test_scrape_does_not_wait_for_a_stuck_target(aiohttp_client) -> None:
+    """A target whose collection hangs does not hold up GET /metrics."""
+    stuck = FakeTarget("stuck", measurement="stuck")
+    stuck.gate = asyncio.Event()
+    collector = collector_for(("fake", FakeTarget()), ("other", stuck))
+    app = create_app(config_for(), collector=collector)
+    client = await aiohttp_client(app)
+    await wait_until(lambda: collector.states[0].up is True and stuck.calls == 1)
+    resp = await asyncio.wait_for(client.get("/metrics"), 1.0)
+    text = await resp.text()
+    assert "fake,n=0 " in text
+    assert "stuck" not in text
+    stuck.gate.set()
+
+
+async def test_app_starts_and_stops_collection(aiohttp_client) -> None:
+    """Collection starts with the app and its tasks are stopped when the app shuts down."""
+    target = FakeTarget()
+    collector = collector_for(("fake", target))
+    app = create_app(config_for(), collector=collector)
+    client = await aiohttp_client(app)
+    assert app[COLLECTOR_KEY] is collector
+    await wait_until(lambda: target.calls == 1)
+    assert len(collector._tasks) == 1
+    await client.close()
+    assert collector._tasks == []
+
+
+def make_certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate and key for localhost / 127.0.0.1, made with openssl."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subject = ["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"]
+    command = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"]
+    subprocess.run(
+        [*command, *subject, "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+async def test_tls_serves_metrics_over_https(tmp_path: Path) -> None:
+    """With tls_cert and tls_key the app serves HTTPS verifiable against that certificate."""
+    cert, key = make_certificate(tmp_path)
+    config = parse_config(
+        {"inputs": {}, "http": {"tls_cert": str(cert), "tls_key": str(key), **TOKEN}}
+    )
+    server_context = ssl_context(config.http)
+    assert isinstance(server_context, ssl.SSLContext)
+    collector = collector_for(("fake", FakeTarget()))
+    runner = web.AppRunner(create_app(config, collector=collector))
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_context)
+        await site.start()
+        port = runner.addresses[0][1]
+        await wait_until(lambda: collector.states[0].up is True)
+        trusted = ssl.create_default_context(cafile=str(cert))
+        headers = {"Authorization": "Bearer tok-0123456789"}
+        async with aiohttp.ClientSession() as session:
+            for host in ("localhost", "127.0.0.1"):
+                url = f"https://{host}:{port}/metrics"
+                async with session.get(url, ssl=trusted, headers=headers) as resp:
+                    assert resp.status == 200
+                    assert resp.headers["Content-Type"] == CONTENT_TYPE
+                    assert "fake,n=0 " in await resp.text()
+            async with session.get(f"https://127.0.0.1:{port}/healthz", ssl=trusted) as resp:
+                assert resp.status == 200
+            untrusted = ssl.create_default_context()
+            with pytest.raises(aiohttp.ClientConnectorCertificateError):
+                await session.get(f"https://127.0.0.1:{port}/healthz", ssl=untrusted)
+    finally:
+        await runner.cleanup()
+
+
+def test_no_tls_context_without_certificate() -> None:
+    """Without tls_cert/tls_key there is no TLS context."""
+    assert ssl_context(config_for().http) is None
+
+
+def test_tls_needs_both_files(tmp_path: Path) -> None:
+    """A certificate without a key (or the reverse) is a config error."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_text("cert")
+    key.write_text("key")
+    with pytest.raises(ConfigError, match="TLS needs both"):
+        config_for(tls_cert=str(cert))
+    with pytest.raises(ConfigError, match="TLS needs both"):
+        config_for(tls_key=str(key))
