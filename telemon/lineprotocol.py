@@ -8,19 +8,24 @@ Sanitizing names, keys and tag values (line protocol cannot carry them all):
 * TAB, LF, FF and CR become the two characters ``\\t``, ``\\n``, ``\\f``,
   ``\\r`` (as Telegraf's serializer writes them); other control characters
   (U+0000-U+001F, U+007F) are removed.
-* Backslashes directly before a comma, ``=``, a space or the end of the
-  string are removed: no parser can read them back.
+* Backslashes directly before a comma, ``=``, a space, a double quote or the
+  end of the string are removed: no parser can read them back (InfluxDB 1.x
+  reads ``\\"`` in a measurement or field key as ``"``, Telegraf as ``\\"``).
+* Lone surrogates (which UTF-8 cannot encode) become ``?``, as `encode_all`
+  writes them.
 * A measurement that starts with ``#`` (a comment line) gets ``_`` instead.
 * The tag keys ``time``, ``_field`` and ``_measurement`` and the field key
   ``time`` are reserved by InfluxDB; they get a trailing ``_``.
 * Empty tag values are omitted; a tag or field whose key is empty after
-  sanitizing is dropped and counted.
+  sanitizing is dropped and counted, and so is a tag whose written key repeats
+  another's (InfluxDB rejects duplicate tags). Tags are sorted by written key.
 
 Field values: bool, int (``i``; ``u`` above int64 with ``uint_support``,
 else clamped), float (shortest round-trip digits, never an exponent) and str
 (quoted, at most 64 KiB, raw newlines kept). NaN and infinities are dropped.
 Once a field of a measurement has been written with a type, later values are
-converted to that type or dropped, so InfluxDB never sees a type conflict.
+converted to that type or dropped, so InfluxDB never sees a type conflict
+(names that are written alike share the type).
 """
 
 from __future__ import annotations
@@ -62,8 +67,9 @@ UINT64_MAX = 2**64 - 1
 
 _CONTROL_NAMED = {"\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_UNREADABLE_BACKSLASHES = re.compile(r"\\+(?=[,= ]|$)")
-_NEEDS_SANITIZING = re.compile(r"[\x00-\x1f\x7f\\]")
+_UNREADABLE_BACKSLASHES = re.compile(r'\\+(?=[,= "]|$)')
+_SURROGATES = re.compile(r"[\ud800-\udfff]")
+_NEEDS_SANITIZING = re.compile(r"[\x00-\x1f\x7f\\\ud800-\udfff]")
 _MEASUREMENT_ESCAPES = str.maketrans({",": "\\,", " ": "\\ "})
 _KEY_ESCAPES = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ "})
 _STRING_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"'})
@@ -77,6 +83,7 @@ def _sanitize(text: str) -> str:
     if not _NEEDS_SANITIZING.search(text):
         return text
     text = _CONTROL.sub(lambda m: _CONTROL_NAMED.get(m.group(), ""), text)
+    text = _SURROGATES.sub("?", text)
     return _UNREADABLE_BACKSLASHES.sub("", text)
 
 
@@ -159,22 +166,33 @@ class LineEncoder:
         self._ints_as_floats = self.options.integer_type == "float"
         self._omit_timestamp = self.options.omit_timestamp
         self._field_kinds: dict[str, dict[str, str]] = {}
-        self._shapes: dict[_ShapeKey, tuple[str, _Plan | None]] = {}
+        self._shapes: dict[_ShapeKey, _Shape] = {}
+        self._whole_lines: dict[_ShapeKey, tuple[struct.Struct, str]] = {}
         self._field_keys: dict[str, str] = {}
 
     def encode(self, metric: Metric) -> str:
         """One line ending in a newline, or "" when nothing could be written."""
-        values = tuple(metric.fields.values())
-        key = (metric.measurement, tuple(metric.tags.items()), tuple(metric.fields))
+        fields = metric.fields
+        key = (metric.measurement, tuple(metric.tags.items()), tuple(fields))
+        whole = self._whole_lines.get(key)
+        if whole is not None and metric.time_ns is not None:
+            # The common case in one step: a known all-int64 shape.
+            try:
+                whole[0].pack(*fields.values())
+            except struct.error:
+                pass
+            else:
+                self.stats.lines_written += 1
+                return whole[1] % (*fields.values(), metric.time_ns // self._divisor)
+        values = tuple(fields.values())
         shape = self._shapes.get(key)
         field_text = shape[1].format(values) if shape and shape[1] else None
-        if field_text is None:
+        if shape is None or field_text is None:
             field_text = self._encode_fields(metric.measurement, metric.fields)
-            if shape is None:
-                shape = _remember(self._shapes, key, self._new_shape(key))
-            else:
-                self._shapes[key] = (shape[0], _Plan.build(self._field_keys, self._kinds(key[0]), key[2], values))
-        header = shape[0]
+            shape = self._reshape(key, shape, values)
+        header, _, dropped_tags = shape
+        if dropped_tags:
+            self.stats.fields_invalid_key += dropped_tags
         if not header or not field_text:
             self.stats.lines_dropped += 1
             return ""
@@ -188,27 +206,41 @@ class LineEncoder:
         encode = self.encode
         return "".join([encode(m) for m in metrics]).encode("utf-8", "replace")
 
-    def _header(self, measurement: str, tags: tuple[tuple[str, str], ...]) -> str:
-        """Escaped measurement and sorted tags; "" when the name is unusable."""
+    def _header(self, measurement: str, tags: tuple[tuple[str, str], ...]) -> tuple[str, int]:
+        """Measurement and tags sorted by written key ("" if unusable), and tags dropped."""
         name = escape_measurement(measurement)
         if not name:
-            return ""
-        parts = [name]
-        for key, value in sorted(tags):
-            ekey, evalue = _tag_key(key), escape_key(value)
-            if not ekey:
-                self.stats.fields_invalid_key += 1
+            return "", 0
+        parts, last, dropped = [name], "", 0
+        for ekey, _, evalue in sorted((_tag_key(k), k, escape_key(v)) for k, v in tags):
+            if not ekey or (evalue and ekey == last):
+                dropped += 1  # no key left, or the same written key twice
             elif evalue:
                 parts.append(f"{ekey}={evalue}")
-        return ",".join(parts)
+                last = ekey
+        return ",".join(parts), dropped
 
-    def _new_shape(self, key: _ShapeKey) -> tuple[str, _Plan | None]:
-        return self._header(key[0], key[1]), None
+    def _reshape(self, key: _ShapeKey, shape: _Shape | None, values: tuple[Any, ...]) -> _Shape:
+        """A new shape (no plan yet), or the known one with a plan fitted to `values`."""
+        if shape is None:
+            header, dropped = self._header(key[0], key[1])
+            shape = (header, None, dropped)
+            _remember(self._shapes, key, shape)
+            return shape
+        plan = _Plan.build(self._field_keys, self._kinds(key[0]), key[2], values)
+        shape = self._shapes[key] = (shape[0], plan, shape[2])
+        header, _, dropped = shape
+        if plan and plan.struct and plan.types and header and not dropped and not self._omit_timestamp:
+            line = header.replace("%", "%%") + " " + plan.template + " %d\n"
+            _remember(self._whole_lines, key, (plan.struct, line))
+        return shape
 
     def _kinds(self, measurement: str) -> dict[str, str]:
-        kinds = self._field_kinds.get(measurement)
+        """Field types by written key, per written measurement name."""
+        name = escape_measurement(measurement)
+        kinds = self._field_kinds.get(name)
         if kinds is None:
-            kinds = self._field_kinds[measurement] = {}
+            kinds = self._field_kinds[name] = {}
         return kinds
 
     def _encode_fields(self, measurement: str, values: Mapping[str, Any]) -> str:
@@ -223,7 +255,7 @@ class LineEncoder:
             if not ekey:
                 self.stats.fields_invalid_key += 1
                 continue
-            text = self._convert(kinds, key, value)
+            text = self._convert(kinds, ekey, value)
             if text is not None:
                 parts.append(f"{ekey}={text}")
         return ",".join(parts)
@@ -305,6 +337,8 @@ class LineEncoder:
 
 
 _ShapeKey = tuple[str, tuple[tuple[str, str], ...], tuple[str, ...]]
+_Shape = tuple[str, "_Plan | None", int]
+"""The header, the fields' template (once known) and how many tags it dropped."""
 
 
 class _Plan:
@@ -313,20 +347,28 @@ class _Plan:
     Inputs send the same fields with the same types every time, so after one
     checked encoding the fields are written by a single `%` format. `format`
     answers None when a value needs the checked path (a new type, an int
-    outside int64, a float that would print an exponent, NaN or inf).
+    outside int64 or, in a float field, beyond 2**53, a float that would
+    print an exponent, NaN or inf).
     """
 
-    __slots__ = ("floats", "ints", "struct", "template", "types")
+    __slots__ = ("floats", "high", "ints", "low", "struct", "template", "types")
 
-    def __init__(self, template: str, types: tuple[type, ...]) -> None:
+    def __init__(
+        self,
+        template: str,
+        types: tuple[type, ...],
+        int_range: tuple[int, int] = (INT64_MIN, INT64_MAX),
+    ) -> None:
         self.template = template
         self.types = types
+        self.low, self.high = int_range
         ints = [i for i, t in enumerate(types) if t is int]
         floats = [i for i, t in enumerate(types) if t is float]
         # All-int shapes (the usual case) are type- and range-checked at C
         # speed by packing them as int64; a bool passes and is written as
         # 1i/0i, the same conversion the checked path makes.
-        self.struct = struct.Struct(f"{len(types)}q") if len(ints) == len(types) else None
+        all_int64 = len(ints) == len(types) and int_range == (INT64_MIN, INT64_MAX)
+        self.struct = struct.Struct(f"{len(types)}q") if all_int64 else None
         self.ints = _getter(ints)
         self.floats = _getter(floats)
 
@@ -339,14 +381,19 @@ class _Plan:
         values: tuple[Any, ...],
     ) -> _Plan | None:
         """The plan for these fields, or None when they need per-value checks."""
-        parts, types = [], []
-        for name, value in zip(names, values):
-            ekey, kind, vtype = field_keys.get(name), kinds.get(name), type(value)
-            if not ekey or (kind, vtype) not in _TEMPLATE_SPECS:
+        parts, types, int_range = [], [], (INT64_MIN, INT64_MAX)
+        for name, value in zip(names, values, strict=True):
+            ekey, vtype = field_keys.get(name), type(value)
+            if not ekey:
                 return None
+            kind = kinds.get(ekey, "")
+            if (kind, vtype) not in _TEMPLATE_SPECS:
+                return None
+            if (kind, vtype) == ("f", int):
+                int_range = _EXACT_FLOAT_INTS
             parts.append(ekey.replace("%", "%%") + "=" + _TEMPLATE_SPECS[kind, vtype])
             types.append(vtype)
-        return cls(",".join(parts), tuple(types))
+        return cls(",".join(parts), tuple(types), int_range)
 
     def format(self, values: tuple[Any, ...]) -> str | None:
         """The field text for `values`, or None when they need checking."""
@@ -360,7 +407,7 @@ class _Plan:
             return None
         if self.ints is not None:
             ints = self.ints(values)
-            if min(ints) < INT64_MIN or max(ints) > INT64_MAX:
+            if min(ints) < self.low or max(ints) > self.high:
                 return None
         if self.floats is not None:
             text = repr(self.floats(values))
@@ -369,7 +416,9 @@ class _Plan:
         return self.template % values
 
 
-_TEMPLATE_SPECS = {("i", int): "%di", ("f", float): "%r", ("f", int): "%d"}
+_TEMPLATE_SPECS = {("i", int): "%di", ("f", float): "%r", ("f", int): "%d.0"}
+_EXACT_FLOAT_INTS = (-(2**53), 2**53)
+"""Ints that a float holds exactly: for them `%d.0` is repr(float(n))."""
 
 
 def _getter(positions: list[int]) -> Callable[[tuple[Any, ...]], tuple[Any, ...]] | None:

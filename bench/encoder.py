@@ -1,0 +1,195 @@
+"""Benchmark: telemon's LineEncoder against influxdb-client's Point on the same points.
+
+Run from the project root:
+
+    PYTHONPATH=. .venv/bin/python bench/encoder.py [--lines 5000] [--points 1000] [--repeats 21]
+
+Each side builds its point object inside the timed loop (a `Metric` with a fresh
+fields dict, or a `Point` with `.tag()`/`.field()`/`.time()` calls) and turns it
+into one line. Repetitions alternate the two sides, with the garbage collector
+off while timing (as `timeit` does); best-of and median are reported in lines
+per second, as a markdown table. On a shared machine trust best-of most.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import os
+import platform
+import random
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib.metadata import version
+
+from influxdb_client import Point
+
+from telemon.lineprotocol import LineEncoder
+from telemon.metric import Metric
+
+MEASUREMENT = "pharo"
+FIELD_NAMES = (
+    "uptime", "oldSpace", "youngSpace", "memory", "memoryFree",
+    "fullGCs", "fullGCTime", "incrGCs", "incrGCTime", "tenureCount",
+)  # fmt: skip
+HOSTS = ("web-1", "web-2", "batch-1", "batch-2")
+INSTANCES = ("a", "b", "c", "d", "e")
+START_NS = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One point's raw data, shared by both encoders."""
+
+    tags: dict[str, str]
+    fields: dict[str, int | float]
+    time_ns: int
+
+
+def make_rows(count: int, mixed: bool, seed: int = 1) -> list[Row]:
+    """`count` distinct points over 20 series; `mixed` makes every other field a float."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(count):
+        tags = {"host": HOSTS[i % len(HOSTS)], "instance": INSTANCES[i % len(INSTANCES)]}
+        values: list[int | float] = [rng.randrange(10**3, 10**10) for _ in FIELD_NAMES]
+        if mixed:
+            values[1::2] = [v / 1000 + 0.0005 for v in values[1::2]]
+        fields = dict(zip(FIELD_NAMES, values, strict=True))
+        rows.append(Row(tags, fields, START_NS + i * 1_000_000_007))
+    return rows
+
+
+def run_telemon(rows: Sequence[Row], lines: int) -> float:
+    """Seconds to encode `lines` lines with one LineEncoder."""
+    encode = LineEncoder().encode
+    cycle = len(rows)
+    start = time.perf_counter()
+    for i in range(lines):
+        row = rows[i % cycle]
+        encode(Metric(MEASUREMENT, row.tags, row.fields, row.time_ns))
+    return time.perf_counter() - start
+
+
+def run_point(rows: Sequence[Row], lines: int) -> float:
+    """Seconds to build and serialize `lines` influxdb-client Points."""
+    cycle = len(rows)
+    start = time.perf_counter()
+    for i in range(lines):
+        row = rows[i % cycle]
+        point = Point(MEASUREMENT)
+        for key, value in row.tags.items():
+            point.tag(key, value)
+        for name, value in row.fields.items():
+            point.field(name, value)
+        point.time(row.time_ns).to_line_protocol()
+    return time.perf_counter() - start
+
+
+def check_same_data(rows: Sequence[Row]) -> None:
+    """Both sides must write the same fields (Point sorts them, telemon does not)."""
+    encoder = LineEncoder()
+    for row in rows:
+        ours = encoder.encode(Metric(MEASUREMENT, row.tags, row.fields, row.time_ns))
+        point = Point(MEASUREMENT).time(row.time_ns)
+        for key, value in row.tags.items():
+            point.tag(key, value)
+        for key, value in row.fields.items():
+            point.field(key, value)
+        theirs = point.to_line_protocol() + "\n"
+        if _normalized(ours) != _normalized(theirs):
+            raise SystemExit(f"outputs differ:\n{ours!r}\n{theirs!r}")
+
+
+def _normalized(line: str) -> tuple[str, list[str], str]:
+    header, field_text, stamp = line.split(" ")
+    return header, sorted(field_text.split(",")), stamp
+
+
+def measure(rows: Sequence[Row], lines: int, repeats: int) -> dict[str, list[float]]:
+    """Lines/s per repetition for each side, alternating which side goes first."""
+    sides: dict[str, Callable[[Sequence[Row], int], float]] = {
+        "telemon": run_telemon,
+        "influxdb-client": run_point,
+    }
+    rates: dict[str, list[float]] = {name: [] for name in sides}
+    for rep in range(repeats):
+        order = list(sides) if rep % 2 == 0 else list(reversed(sides))
+        for name in order:
+            gc.collect()
+            gc.disable()
+            try:
+                rates[name].append(lines / sides[name](rows, lines))
+            finally:
+                gc.enable()
+    return rates
+
+
+def cpu_model() -> str:
+    """The CPU model from /proc/cpuinfo (or what platform knows)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_info() -> list[str]:
+    """Lines describing where the figures come from."""
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return [
+        f"- date: {now}",
+        f"- CPU: {cpu_model()} ({platform.machine()}, {os_cpus()} logical CPUs)",
+        f"- Python: {platform.python_implementation()} {platform.python_version()}",
+        f"- influxdb-client: {version('influxdb-client')}",
+    ]
+
+
+def os_cpus() -> int:
+    """Logical CPUs available to this process."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0
+
+
+def table_row(variant: str, rates: dict[str, list[float]]) -> str:
+    """One markdown row: best and median for each side and their ratios."""
+    ours, theirs = rates["telemon"], rates["influxdb-client"]
+    best = max(ours) / max(theirs)
+    median = statistics.median(ours) / statistics.median(theirs)
+    return (
+        f"| {variant} | {max(ours):,.0f} | {statistics.median(ours):,.0f} "
+        f"| {max(theirs):,.0f} | {statistics.median(theirs):,.0f} "
+        f"| {best:.1f}x | {median:.1f}x |"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run both variants and print a markdown report."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lines", type=int, default=5_000, help="lines per repetition")
+    parser.add_argument("--points", type=int, default=1_000, help="distinct points, cycled")
+    parser.add_argument("--repeats", type=int, default=21, help="repetitions per side")
+    args = parser.parse_args(argv)
+    print("\n".join(machine_info()))
+    print(
+        f"- {args.lines:,} lines per repetition, {args.points:,} distinct points over 20 series, "
+        f"{args.repeats} repetitions per side (alternating)\n"
+    )
+    print(
+        "| fields | telemon best (lines/s) | telemon median | influxdb-client best "
+        "| influxdb-client median | ratio (best) | ratio (median) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for variant, mixed in (("10 int", False), ("5 int + 5 float", True)):
+        rows = make_rows(args.points, mixed)
+        check_same_data(rows)
+        print(table_row(variant, measure(rows, args.lines, args.repeats)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
