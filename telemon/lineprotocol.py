@@ -230,10 +230,10 @@ class LineEncoder:
         plan = _Plan.build(self._field_keys, self._kinds(key[0]), key[2], values)
         shape = self._shapes[key] = (shape[0], plan, shape[2])
         header, _, dropped = shape
-        whole_line_fits = plan and plan.struct and plan.types and header and not dropped
-        if whole_line_fits and not self._omit_timestamp:
-            line = header.replace("%", "%%") + " " + plan.template + " %d\n"
-            _remember(self._whole_lines, key, (plan.struct, line))
+        if plan is not None and plan.struct and plan.types and header and not dropped:
+            if not self._omit_timestamp:
+                line = header.replace("%", "%%") + " " + plan.template + " %d\n"
+                _remember(self._whole_lines, key, (plan.struct, line))
         return shape
 
     def _kinds(self, measurement: str) -> dict[str, str]:
