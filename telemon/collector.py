@@ -26,6 +26,9 @@ __all__ = ["Collector", "TargetState"]
 
 _log = logging.getLogger("telemon.collector")
 MAX_BACKOFF_S = 300.0
+# Self-metrics that change with every scrape (the `telemon` line, lazy
+# targets' status) are re-encoded at most this often, or when `up` changes.
+SELF_METRICS_MAX_AGE_S = 1.0
 
 
 @dataclass(slots=True, eq=False)
@@ -76,16 +79,50 @@ class Collector:
         self.global_tags = dict(global_tags or {})
         self.context = context or InputContext()
         self.scrapes = 0
+        self._polled = [s for s in self.states if not s.target.lazy]
+        self._lazy = [s for s in self.states if s.target.lazy]
         self._tasks: list[asyncio.Task[None]] = []
         self._snapshot: bytes | None = None
+        self._self_lines = b""
+        self._self_lines_at = -SELF_METRICS_MAX_AGE_S
 
     async def collect(self, state: TargetState) -> list[Metric]:
         """Collect one target now and encode what it gave; never raises."""
-        started, now_ns = time.perf_counter(), time.time_ns()
+        now_ns = time.time_ns()
+        metrics = await self._gather(state, now_ns, with_timeout=True)
+        state.status = self.encoder.encode_all([self._status_metric(state, now_ns)])
+        self._snapshot = None
+        return metrics
+
+    async def render(self) -> bytes:
+        """The body of one scrape: snapshots, lazy targets, self-metrics."""
+        self.scrapes += 1
+        lazy = self._lazy
+        lazy_bodies = []
+        for state in lazy:
+            was_up = state.up
+            # Lazy fields have their own timeouts; no timeout task per scrape.
+            await self._gather(state, time.time_ns(), with_timeout=False)
+            lazy_bodies.append(state.body)
+            if state.up != was_up:
+                self._self_lines_at = -SELF_METRICS_MAX_AGE_S
+        if self._snapshot is None:
+            self._snapshot = b"".join([s.body + s.status for s in self._polled])
+        now = time.monotonic()
+        if now - self._self_lines_at >= SELF_METRICS_MAX_AGE_S:
+            self._self_lines = self._encode_self_lines(lazy)
+            self._self_lines_at = now
+        return b"".join([self._snapshot, *lazy_bodies, self._self_lines])
+
+    async def _gather(self, state: TargetState, now_ns: int, *, with_timeout: bool) -> list[Metric]:
+        """Run the target's collect, record the outcome and encode the metrics."""
+        started = time.perf_counter()
         partial_before = state.target.partial_errors
-        metrics: list[Metric] = []
         try:
-            async with asyncio.timeout(state.timeout):
+            if with_timeout:
+                async with asyncio.timeout(state.timeout):
+                    metrics = await state.target.collect(now_ns)
+            else:
                 metrics = await state.target.collect(now_ns)
         except Exception as exc:  # noqa: BLE001 - one target must not stop the rest
             metrics = []
@@ -96,19 +133,13 @@ class Collector:
         encoded = [self.encoder.encode(self._tagged(m, state.tags)) for m in metrics]
         state.body = "".join(encoded).encode("utf-8", "replace")
         state.lines = sum(1 for line in encoded if line)
-        state.status = self.encoder.encode_all([self._status_metric(state, now_ns)])
-        self._snapshot = None
         return metrics
 
-    async def render(self) -> bytes:
-        """The body of one scrape: snapshots, lazy targets, self-metrics."""
-        self.scrapes += 1
-        lazy = [s for s in self.states if s.target.lazy]
-        if lazy:
-            await asyncio.gather(*(self.collect(s) for s in lazy))
-        if self._snapshot is None:
-            self._snapshot = b"".join(s.body + s.status for s in self.states)
-        return self._snapshot + self.encoder.encode_all([self._telemon_metric()])
+    def _encode_self_lines(self, lazy: list[TargetState]) -> bytes:
+        now_ns = time.time_ns()
+        metrics = [self._status_metric(s, now_ns) for s in lazy]
+        metrics.append(self._telemon_metric(now_ns))
+        return self.encoder.encode_all(metrics)
 
     async def collect_all(self) -> None:
         """Collect every target once, concurrently (for `telemon once`)."""
@@ -185,10 +216,10 @@ class Collector:
         }
         return Metric("telemon_input", tags, fields, now_ns)
 
-    def _telemon_metric(self) -> Metric:
+    def _telemon_metric(self, now_ns: int) -> Metric:
         fields: dict[str, FieldValue] = {"scrapes": self.scrapes}
         fields.update(self.encoder.stats.as_fields())
-        return Metric("telemon", dict(self.global_tags), fields, time.time_ns())
+        return Metric("telemon", dict(self.global_tags), fields, now_ns)
 
 
 def _reason(exc: BaseException, timeout: float) -> str:

@@ -71,8 +71,8 @@ class Telemon:
         values, pending = self._evaluate_sync()
         if pending:
             values.update(await self._await_all(pending))
-        ordered = {key: values[key] for key in self.fields if key in values}
-        return Metric(self.measurement, dict(self.tags), ordered, now_ns)
+            values = {key: values[key] for key in self.fields if key in values}
+        return Metric(self.measurement, dict(self.tags), values, now_ns)
 
     async def render_async(self) -> str:
         """Line protocol for one evaluation, from inside an event loop."""
@@ -133,7 +133,9 @@ class Telemon:
         except Exception as exc:  # noqa: BLE001 - user code may raise anything
             self._fail(key, f"raised {type(exc).__name__}: {exc}")
             return
-        if inspect.isawaitable(result):
+        if type(result) in _USABLE and time.perf_counter() - started <= self.timeout:
+            values[key] = result  # the usual case, without the checks below
+        elif inspect.isawaitable(result):
             pending[key] = result
         elif time.perf_counter() - started > self.timeout:
             self._threaded.add(key)

@@ -138,7 +138,10 @@ class EncoderStats:
 
     def as_fields(self) -> dict[str, int]:
         """The counters as a field dict, for the `telemon` measurement."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {name: getattr(self, name) for name in _STATS_NAMES}
+
+
+_STATS_NAMES = tuple(f.name for f in fields(EncoderStats))
 
 
 @dataclass(frozen=True, slots=True)

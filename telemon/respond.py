@@ -9,6 +9,8 @@ from aiohttp import hdrs, web
 __all__ = ["accepts_gzip", "gzip_bytes", "line_protocol_response"]
 
 _GZIP_MIN_BYTES = 1024
+_PLAIN_HEADERS = {hdrs.CONTENT_TYPE: "text/plain; charset=utf-8", hdrs.VARY: hdrs.ACCEPT_ENCODING}
+_GZIP_HEADERS = {**_PLAIN_HEADERS, hdrs.CONTENT_ENCODING: "gzip"}
 
 
 def accepts_gzip(request: web.BaseRequest) -> bool:
@@ -41,8 +43,8 @@ def line_protocol_response(
     request: web.BaseRequest, body: bytes, *, gzip: bool = True
 ) -> web.Response:
     """200 text/plain with `body`, gzipped when the client allows it."""
-    headers: dict[str, str] = {hdrs.VARY: hdrs.ACCEPT_ENCODING}
+    headers = _PLAIN_HEADERS
     if gzip and len(body) >= _GZIP_MIN_BYTES and accepts_gzip(request):
         body = gzip_bytes(body)
-        headers[hdrs.CONTENT_ENCODING] = "gzip"
-    return web.Response(body=body, content_type="text/plain", charset="utf-8", headers=headers)
+        headers = _GZIP_HEADERS
+    return web.Response(body=body, headers=headers)

@@ -34,7 +34,10 @@ def create_app(
     credentials = Credentials(
         config.http.username, config.http.basic_password, config.http.bearer_token
     )
-    app = web.Application(middlewares=[auth_middleware(credentials, frozenset({HEALTH_PATH}))])
+    middlewares = (
+        [auth_middleware(credentials, frozenset({HEALTH_PATH}))] if credentials.required else []
+    )
+    app = web.Application(middlewares=middlewares)
     app[CONFIG_KEY] = config
     app[COLLECTOR_KEY] = collector or build_collector(config, telemons)
     app.router.add_get(config.http.path, metrics_handler)

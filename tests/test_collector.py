@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
+import telemon.collector as collector_module
 from telemon import Telemon
 from telemon.collector import MAX_BACKOFF_S, Collector, TargetState
 from telemon.inputs.base import InputError, Target
@@ -139,8 +140,9 @@ async def running():
         await collector.stop()
 
 
-async def test_snapshot_is_encoded_once_per_collection() -> None:
+async def test_snapshot_is_encoded_once_per_collection(monkeypatch: pytest.MonkeyPatch) -> None:
     """Renders without a new collection reuse the bytes; only the `telemon` line changes."""
+    monkeypatch.setattr(collector_module, "SELF_METRICS_MAX_AGE_S", 0.0)
     target = FakeTarget()
     encoder = CountingEncoder()
     collector, [state] = make(target, encoder=encoder)
@@ -435,8 +437,9 @@ async def test_input_tags_override_and_global_tags_fill() -> None:
     assert tags_of(self_line) == {"dc": "eu1", "env": "global-env", "host": "global-host"}
 
 
-async def test_lazy_target_is_evaluated_per_render() -> None:
+async def test_lazy_target_is_evaluated_per_render(monkeypatch: pytest.MonkeyPatch) -> None:
     """A lazy target is collected by every render, not by the scheduler."""
+    monkeypatch.setattr(collector_module, "SELF_METRICS_MAX_AGE_S", 0.0)
     calls: list[int] = []
 
     def count() -> int:
@@ -457,6 +460,16 @@ async def test_lazy_target_is_evaluated_per_render() -> None:
         "lines": "1i",
         "duration_ms": "",
     }
+
+
+async def test_self_lines_are_reencoded_at_most_once_a_second() -> None:
+    """Back-to-back scrapes share the self-metrics lines; the lazy values stay fresh."""
+    tm = Telemon(f"lazy_{uuid.uuid4().hex[:8]}", fields={"n": iter(range(1, 100)).__next__})
+    collector, _ = make(FieldsTarget(tm), input_name="fields")
+    first, second = await collector.render(), await collector.render()
+    assert fields_of(lines_of(second, tm.measurement)[0]) == {"n": "2i"}
+    assert lines_of(first, "telemon") == lines_of(second, "telemon")
+    assert fields_of(lines_of(second, "telemon")[0])["scrapes"] == "1i"
 
 
 async def test_lazy_target_is_not_polled(running) -> None:
