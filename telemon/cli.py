@@ -25,8 +25,9 @@ from telemon.logs import setup_logging
 __all__ = ["main"]
 
 _log = logging.getLogger("telemon")
-_COMMANDS = ("serve", "once", "check")
+_COMMANDS = ("serve", "once", "check", "simulate", "demo")
 EXIT_FAILED, EXIT_CONFIG = 1, 2
+_SIMULATED_FORMATS = ("influx", "json", "labels", "parameters", "report")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,8 +46,19 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--tag", action="append", default=[], metavar="KEY=VALUE", help="a global tag (repeatable)"
     )
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    serve.add_argument("--log-format", default="text", choices=["text", "json"])
+    demo = commands.add_parser("demo", help="a simulated Pharo VM scraped by telemon")
+    demo.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT")
+    simulate = commands.add_parser("simulate", help="serve a simulated Pharo VM's statistics")
+    simulate.add_argument("--listen", default="127.0.0.1:8079", metavar="HOST:PORT")
+    simulate.add_argument("--format", choices=_SIMULATED_FORMATS, help="what / serves")
+    simulate.add_argument("--fault", help="misbehave on every request: hang, slow, 500, ...")
+    simulate.add_argument("--vms", type=int, default=1, help="VMs served at /<n>/... (default 1)")
+    simulate.add_argument("--seed", type=int, default=1)
+    for sub in (serve, demo, simulate):
+        sub.add_argument(
+            "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+        )
+        sub.add_argument("--log-format", default="text", choices=["text", "json"])
     return parser
 
 
@@ -77,6 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args_list or args_list[0] not in (*_COMMANDS, "-h", "--help", "--version"):
         args_list.insert(0, "serve")
     args = _parser().parse_args(args_list)
+    if args.command in ("simulate", "demo"):
+        setup_logging(args.log_level, args.log_format)
+        return _simulate(args) if args.command == "simulate" else _demo(args.listen)
     try:
         config = _load(args)
     except ConfigError as exc:
@@ -106,6 +121,47 @@ async def _once(config: Config) -> int:
                   file=sys.stderr)
     sys.stdout.flush()
     return EXIT_FAILED if failed else 0
+
+
+def _listen_address(value: str) -> tuple[str, int] | None:
+    host, _, port = value.rpartition(":")
+    if not (port.isascii() and port.isdigit()) or int(port) > 65535:
+        print(f"--listen: invalid address {value!r}: expected HOST:PORT", file=sys.stderr)
+        return None
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from telemon.simulator.app import run_simulator
+
+    address = _listen_address(args.listen)
+    if address is None:
+        return EXIT_CONFIG
+    try:
+        run_simulator(*address, fmt=args.format, fault=args.fault, vms=args.vms, seed=args.seed)
+    except ValueError as exc:
+        print(f"telemon simulate: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except OSError as exc:
+        _log.error("cannot listen on %s: %s", args.listen, exc.strerror or exc)
+        return EXIT_FAILED
+    return 0
+
+
+def _demo(listen: str) -> int:
+    from telemon.demo import demo_app
+
+    address = _listen_address(listen)
+    if address is None:
+        return EXIT_CONFIG
+    _log.info("telemon demo: Pharo VM lines at http://%s:%d/metrics", *address)
+    try:
+        web.run_app(demo_app(listen), host=address[0], port=address[1], print=None,
+                    access_log=None)
+    except OSError as exc:
+        _log.error("cannot listen on %s: %s", listen, exc.strerror or exc)
+        return EXIT_FAILED
+    return 0
 
 
 def _serve(config: Config) -> int:

@@ -37,6 +37,7 @@ FieldSource = Callable[[], Any] | FieldValue
 """A field: a value, or a callable (sync or async) returning one."""
 
 _USABLE = (bool, int, float, str)
+_USABLE_TYPES = frozenset(_USABLE)
 _log = OnceLogger(logging.getLogger("telemon.fields"))
 
 
@@ -64,10 +65,15 @@ class Telemon:
         self._threaded: set[str] = set()
         self._running: dict[str, concurrent.futures.Future[Any]] = {}
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._plain_items: tuple[tuple[str, FieldSource], ...] = ()
+        self._plain = False
 
     async def collect(self, now_ns: int | None = None) -> Metric:
         """Evaluate every field now (async fields concurrently)."""
         now_ns = time.time_ns() if now_ns is None else now_ns
+        values = self._evaluate_plain()
+        if values is not None:
+            return Metric(self.measurement, dict(self.tags), values, now_ns)
         values, pending = self._evaluate_sync()
         if pending:
             values.update(await self._await_all(pending))
@@ -103,6 +109,41 @@ class Telemon:
         """An aiohttp handler serving this measurement: `router.add_get(path, tm.handler)`."""
         body = (await self.render_async()).encode("utf-8", "replace")
         return line_protocol_response(request, body)
+
+    def _evaluate_plain(self) -> dict[str, Any] | None:
+        """The usual case in one pass: plain sync callables answering usable values.
+
+        None sends the render down the careful path (per-field timing, async
+        fields, threads). A whole pass that overran the timeout switches the
+        next renders to it too, which then finds the slow field.
+        """
+        items: tuple[tuple[str, Any], ...] = tuple(self.fields.items())
+        if items != self._plain_items:
+            self._plain_items = items
+            self._plain = all(callable(f) and not inspect.iscoroutinefunction(f) for _, f in items)
+            self._plain = self._plain and not self._threaded
+        if not self._plain:
+            return None
+        started = time.perf_counter()
+        results = []
+        for key, source in items:
+            try:
+                results.append(source())
+            except Exception as exc:  # noqa: BLE001 - user code may raise anything
+                self._fail(key, f"raised {type(exc).__name__}: {exc}")
+                results.append(None)
+        if time.perf_counter() - started > self.timeout:
+            self._plain = False
+        if not set(map(type, results)) <= _USABLE_TYPES:
+            values: dict[str, Any] = {}
+            for (key, _), result in zip(items, results, strict=True):
+                if inspect.isawaitable(result):
+                    _discard(result)
+                    self._plain = False  # evaluated with awaiting from the next render
+                else:
+                    self._accept(key, result, values)
+            return values
+        return {key: result for (key, _), result in zip(items, results, strict=True)}
 
     def _evaluate_sync(
         self, can_wait: bool = True

@@ -1,0 +1,154 @@
+"""The numbering of `Smalltalk vm getParameters` and one frozen reading of it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+__all__ = [
+    "COUNTER_PARAMETERS",
+    "LEGACY_PARAMETER_COUNT",
+    "MODERN_PARAMETER_COUNT",
+    "NIL_PARAMETERS",
+    "SQUEAK_EPOCH_OFFSET_S",
+    "Param",
+    "ParameterValue",
+    "VMSnapshot",
+]
+
+ParameterValue = int | float | None
+"""One element of `getParameters`: an integer, a float (55, 68) or nil."""
+
+MODERN_PARAMETER_COUNT = 85
+LEGACY_PARAMETER_COUNT = 40
+SQUEAK_EPOCH_OFFSET_S = 2_177_452_800
+"""Seconds from 1901-01-01 (the epoch of parameter 20) to 1970-01-01."""
+
+
+class Param(IntEnum):
+    """The 1-based `getParameters` indices the simulator sets."""
+
+    OLD_SPACE = 1
+    YOUNG_SPACE = 2
+    MEMORY = 3
+    TENURING_THRESHOLD = 6
+    FULL_GCS = 7
+    FULL_GC_TIME = 8
+    INCR_GCS = 9
+    INCR_GC_TIME = 10
+    TENURE_COUNT = 11
+    IDLE_MICROSECONDS = 16
+    CODE_ZONE_FRACTION = 17
+    COMPACTION_TIME = 18
+    SCAVENGE_THRESHOLD = 19
+    START_MICROSECONDS = 20
+    ROOT_TABLE_SIZE = 21
+    ROOT_TABLE_OVERFLOWS = 22
+    EXTRA_VM_MEMORY = 23
+    SHRINK_THRESHOLD = 24
+    GROW_HEADROOM = 25
+    INTERRUPT_CHECK_MS = 26
+    MARK_ITERATIONS = 27
+    SWEEP_ITERATIONS = 28
+    FORWARD_ITERATIONS = 29
+    COMPACT_ITERATIONS = 30
+    GROW_REQUESTS = 31
+    SHRINK_REQUESTS = 32
+    ROOT_ENTRIES_LAST_GC = 33
+    BYTES_ALLOCATED = 34
+    SURVIVOR_COUNT = 35
+    LAST_GC_AT = 36
+    MARKED_ROOTS = 37
+    LAST_INCR_GC_TIME = 38
+    PENDING_FINALIZATIONS = 39
+    WORD_SIZE = 40
+    IMAGE_FORMAT = 41
+    STACK_PAGES_IN_USE = 42
+    STACK_PAGES_DESIRED = 43
+    EDEN_SIZE = 44
+    NEW_SPACE_DESIRED = 45
+    CODE_ZONE_SIZE = 46
+    CODE_ZONE_DESIRED = 47
+    HEADER_FLAGS = 48
+    MAX_EXTERNAL_SEMAPHORES = 49
+    ROOT_TABLE_CAPACITY = 52
+    SEGMENTS = 53
+    FREE_OLD_SPACE = 54
+    GC_GROWTH_RATIO = 55
+    PROCESS_SWITCHES = 56
+    IO_PROCESS_EVENTS = 57
+    FORCE_INTERRUPT_CHECKS = 58
+    CHECK_EVENTS = 59
+    STACK_OVERFLOWS = 60
+    STACK_DIVORCES = 61
+    CODE_COMPACTIONS = 62
+    CODE_COMPACTION_TIME = 63
+    JITTED_METHODS = 64
+    FEATURE_FLAGS = 65
+    STACK_PAGE_SIZE = 66
+    MAX_OLD_SPACE = 67
+    AVG_LIVE_STACK_PAGES = 68
+    MAX_LIVE_STACK_PAGES = 69
+    PROXY_MAJOR = 70
+    PROXY_MINOR = 71
+    FULL_GC_MARK_TIME = 72
+    FULL_GC_SWEEP_TIME = 73
+    SEGMENT_ALLOCATION_MAX_PAUSE = 74
+    JIT_COMPILED_METHODS = 75
+    JIT_METHODS_TIME = 76
+    JIT_COMPILED_BLOCKS = 77
+    JIT_BLOCKS_TIME = 78
+    IMAGE_VERSION = 79
+    REMEMBERED_OLD = 80
+    REMEMBERED_OLD_MAX = 81
+    REMEMBERED_PERM_OLD = 82
+    REMEMBERED_PERM_OLD_MAX = 83
+    REMEMBERED_PERM_NEW = 84
+    REMEMBERED_PERM_NEW_MAX = 85
+
+
+NIL_PARAMETERS = frozenset({4, 5, 12, 13, 14, 15, 50, 51})
+"""Unused or reserved in Spur: answered as nil."""
+
+COUNTER_PARAMETERS: frozenset[int] = frozenset({
+    Param.FULL_GCS, Param.FULL_GC_TIME, Param.INCR_GCS, Param.INCR_GC_TIME, Param.TENURE_COUNT,
+    Param.IDLE_MICROSECONDS, Param.COMPACTION_TIME, Param.ROOT_TABLE_OVERFLOWS,
+    Param.GROW_REQUESTS, Param.SHRINK_REQUESTS, Param.BYTES_ALLOCATED, Param.PROCESS_SWITCHES,
+    Param.IO_PROCESS_EVENTS, Param.FORCE_INTERRUPT_CHECKS, Param.CHECK_EVENTS,
+    Param.STACK_OVERFLOWS, Param.STACK_DIVORCES, Param.CODE_COMPACTIONS,
+    Param.CODE_COMPACTION_TIME, Param.FULL_GC_MARK_TIME, Param.FULL_GC_SWEEP_TIME,
+    Param.JIT_COMPILED_METHODS, Param.JIT_METHODS_TIME, Param.JIT_COMPILED_BLOCKS,
+    Param.JIT_BLOCKS_TIME,
+})
+"""Totals since start-up: they never decrease until the VM restarts."""
+
+
+@dataclass(frozen=True, slots=True)
+class VMSnapshot:
+    """The VM's figures at one instant; the renderers read nothing else."""
+
+    uptime_ms: int
+    values: tuple[ParameterValue, ...]  # all 85; values[0] is parameter 1
+    parameter_count: int = MODERN_PARAMETER_COUNT
+    entity_count: int = 0
+    entity_memory: int = 0
+
+    def parameters(self) -> list[ParameterValue]:
+        """What `Smalltalk vm getParameters` answers (None for nil)."""
+        return list(self.values[: self.parameter_count])
+
+    def get(self, n: int) -> int:
+        """Parameter `n` (1-based) as an integer; 0 for nil."""
+        value = self.values[n - 1]
+        return 0 if value is None else int(value)
+
+    @property
+    def memory_free(self) -> int:
+        """Pharo's free heap: freeOldSpace + edenSize - youngSpace."""
+        get = self.get
+        return get(Param.FREE_OLD_SPACE) + get(Param.EDEN_SIZE) - get(Param.YOUNG_SPACE)
+
+    @property
+    def memory_used(self) -> int:
+        """Pharo's used heap: youngSpace + oldSpace - free."""
+        return self.get(Param.YOUNG_SPACE) + self.get(Param.OLD_SPACE) - self.memory_free
