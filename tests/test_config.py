@@ -38,7 +38,7 @@ SECRET_PASSWORD = "pw-3f9c1e-do-not-leak"
 SECRET_TOKEN = "tok-8a7b6c-do-not-leak"
 BAD_UNITS = 'use units ns, us, ms, s, m, h ("10s")'
 BAD_LISTEN = 'expected "HOST:PORT"'
-KNOWN_INPUTS = "unknown input; known inputs: fields, process, python"
+KNOWN_INPUTS = "unknown input; known inputs: fields, pharo, process, python"
 
 
 @pytest.fixture
@@ -824,7 +824,7 @@ def test_example_with_every_option_uncommented_validates(
     assert (http.tls_cert, http.tls_key) == (tmp_path / "tls_cert", tmp_path / "tls_key")
     assert config.global_tags
     names = [name for name, _ in config.inputs.configured()]
-    assert sorted(set(names)) == ["fields", "process", "python"]
+    assert sorted(set(names)) == ["fields", "pharo", "process", "python"]
     (fields,) = config.inputs.fields
     assert all(callable(f) for f in fields.fields.values())
     assert fields.fields["pid"]() == os.getpid()
@@ -886,7 +886,7 @@ def _validate_one(model: type[Any], name: str, value: Any) -> Any:
 
 
 def test_inputs_model_lists_every_input() -> None:
-    assert set(InputsConfig.model_fields) == {"fields", "process", "python"}
+    assert set(InputsConfig.model_fields) == {"fields", "pharo", "process", "python"}
 
 
 def test_example_every_option_is_explained() -> None:

@@ -6,6 +6,7 @@ from pydantic import Field
 
 from telemon.inputs.base import InputConfig, InputContext, InputError, Target
 from telemon.inputs.fields import FieldsConfig
+from telemon.inputs.pharo import PharoConfig
 from telemon.inputs.process import ProcessConfig
 from telemon.inputs.python import PythonConfig
 from telemon.schema import Model
@@ -17,6 +18,7 @@ class InputsConfig(Model):
     """`[inputs]`: each key is an input name holding a list of its tables."""
 
     fields: list[FieldsConfig] = Field(default_factory=list)
+    pharo: list[PharoConfig] = Field(default_factory=list)
     process: list[ProcessConfig] = Field(default_factory=list)
     python: list[PythonConfig] = Field(default_factory=list)
 

@@ -24,11 +24,12 @@ from telemon.inputs.pharo_formats import (
     parse_payload,
     with_telemon_fields,
 )
-from telemon.metric import Metric
+from telemon.metric import FieldValue, Metric
 from telemon.schema import MeasurementName
 
 __all__ = ["PharoConfig", "PharoTarget", "read_bounded", "samples_to_metrics"]
 
+_SMALLTALK_EPOCH_OFFSET_US = 2_177_452_800 * 1_000_000
 PharoFormat = Literal["auto", "influx", "json", "labels", "parameters", "report"]
 
 
@@ -160,10 +161,22 @@ def samples_to_metrics(
     metrics = []
     for sample in samples:
         name = sample.measurement or measurement
-        fields = with_telemon_fields(sample.fields) if name == measurement else sample.fields
+        fields = sample.fields
+        if name == measurement:
+            fields = with_telemon_fields(_with_uptime(fields, now_ns))
         tags = {**sample.tags, "instance": instance}
         metrics.append(Metric(name, tags, dict(fields), sample.time_ns or now_ns))
     return metrics
+
+
+def _with_uptime(fields: dict[str, FieldValue], now_ns: int) -> dict[str, FieldValue]:
+    """Telemon's `uptime` (ms) from VM parameter 20 when the payload lacks it."""
+    started_us = fields.get("startMicroseconds")
+    if "uptime" in fields or type(started_us) is not int or started_us <= 0:
+        return fields
+    # Pharo's microsecond clock counts from 1901-01-01, not from 1970.
+    uptime_ms = (now_ns // 1000 + _SMALLTALK_EPOCH_OFFSET_US - started_us) // 1000
+    return {"uptime": uptime_ms, **fields} if uptime_ms >= 0 else fields
 
 
 def display_url(url: str) -> str:

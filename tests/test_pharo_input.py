@@ -1,0 +1,241 @@
+"""`[[inputs.pharo]]` end to end: simulator -> telemon -> /metrics -> real InfluxDB."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from influx import InfluxDB, parse_line
+
+from telemon.agent import build_collector
+from telemon.config import ConfigError, parse_config
+from telemon.inputs.pharo import display_url
+from telemon.server import COLLECTOR_KEY, create_app
+from telemon.simulator.app import start_simulator
+
+TELEMON_FIELDS = (
+    "uptime", "oldSpace", "youngSpace", "memory", "memoryFree",
+    "fullGCs", "fullGCTime", "incrGCs", "incrGCTime", "tenureCount",
+)
+FORMAT_PATHS = {
+    "influx": "/metrics",
+    "json": "/stats.json",
+    "labels": "/stats/labels",
+    "parameters": "/vm/parameters",
+    "report": "/vm/report",
+}
+
+
+@pytest.fixture
+async def simulator() -> AsyncIterator[str]:
+    """A simulated fleet of Pharo VMs on a free port; answers its base URL."""
+    runner, port = await start_simulator("127.0.0.1", 0, vms=8, seed=7)
+    yield f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+async def scrape(aiohttp_client: Any, inputs: dict[str, Any], **extra: Any) -> str:
+    """Build telemon with `inputs`, collect every target once, answer one /metrics body."""
+    config = parse_config({"inputs": inputs, **extra})
+    collector = build_collector(config)
+    await collector.collect_all()
+    client: TestClient = await aiohttp_client(create_app(config, collector=collector))
+    response = await client.get("/metrics")
+    assert response.status == 200
+    return await response.text()
+
+
+def lines_of(body: str, measurement: str) -> list[str]:
+    def name(line: str) -> str:
+        return line.split(",", 1)[0].split(" ", 1)[0]
+
+    return [line for line in body.splitlines() if name(line) == measurement]
+
+
+def status_line(body: str, target: str) -> dict[str, Any]:
+    for line in lines_of(body, "telemon_input"):
+        parsed = parse_line(line)
+        if parsed.tags.get("target") == target:
+            return parsed.fields
+    raise AssertionError(f"no telemon_input line for {target}: {body}")
+
+
+@pytest.mark.parametrize("fmt", list(FORMAT_PATHS))
+@pytest.mark.parametrize("explicit", [False, True], ids=["auto", "explicit"])
+async def test_every_format_gives_telemon_fields(
+    aiohttp_client: Any, simulator: str, fmt: str, explicit: bool
+) -> None:
+    """Each format served by the simulator yields a typed `pharo` line with Telemon's fields."""
+    url = simulator + "/1" + FORMAT_PATHS[fmt]
+    table: dict[str, Any] = {"urls": [url], "tags": {"app": "blog"}}
+    if explicit:
+        table["format"] = fmt
+    body = await scrape(aiohttp_client, {"pharo": [table]}, global_tags={"dc": "eu"})
+    [line] = lines_of(body, "pharo")
+    parsed = parse_line(line)
+    host_port = url.split("/")[2]
+    assert parsed.tags["instance"] == host_port
+    assert parsed.tags["app"] == "blog" and parsed.tags["dc"] == "eu"
+    for name in TELEMON_FIELDS:
+        if fmt == "report" and name in ("youngSpace",):
+            continue
+        assert isinstance(parsed.fields.get(name), int), (name, line)
+    assert parsed.fields["memory"] >= parsed.fields["memoryFree"] > 0
+    assert parsed.timestamp is not None
+    assert status_line(body, url)["up"] == 1
+
+
+async def test_instance_names_can_be_set_per_url(aiohttp_client: Any, simulator: str) -> None:
+    """`[inputs.pharo.instances]` names a target; others keep host:port."""
+    first, second = simulator + "/1/stats.json", simulator + "/2/stats.json"
+    body = await scrape(
+        aiohttp_client, {"pharo": [{"urls": [first, second], "instances": {first: "blog"}}]}
+    )
+    instances = sorted(parse_line(line).tags["instance"] for line in lines_of(body, "pharo"))
+    assert instances == sorted(["blog", second.split("/")[2]])
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        ("500", "HTTP 500"),
+        ("garbage", ""),
+        ("html", ""),
+        ("empty", ""),
+        ("truncate", ""),
+    ],
+)
+async def test_a_failing_target_is_down_and_the_rest_carries_on(
+    aiohttp_client: Any, simulator: str, fault: str, reason: str
+) -> None:
+    """A bad answer marks only its target down, with a reason; /metrics still answers 200."""
+    bad = f"{simulator}/3/stats.json?fault={fault}"
+    good = f"{simulator}/4/stats.json"
+    config = parse_config({"inputs": {"pharo": [{"urls": [bad, good]}], "python": [{}]}})
+    collector = build_collector(config)
+    await collector.collect_all()
+    client: TestClient = await aiohttp_client(create_app(config, collector=collector))
+    body = await (await client.get("/metrics")).text()
+    assert status_line(body, bad)["up"] == 0
+    assert status_line(body, good)["up"] == 1
+    assert len(lines_of(body, "pharo")) == 1
+    assert lines_of(body, "python")
+    [state] = [s for s in collector.states if s.target.target == bad]
+    assert state.last_error and "\n" not in state.last_error
+    assert reason in state.last_error
+    index = await (await client.get("/")).text()
+    assert "down" in index
+
+
+async def test_a_hanging_target_times_out(aiohttp_client: Any, simulator: str) -> None:
+    """A target that never answers is down with "timed out" after the input's timeout."""
+    url = f"{simulator}/5/stats.json?fault=hang"
+    config = parse_config({"inputs": {"pharo": [{"urls": [url], "timeout": "200ms"}]}})
+    collector = build_collector(config)
+    await collector.collect_all()
+    [state] = collector.states
+    assert state.up is False and state.last_error == "timed out after 0.2s"
+    await collector.stop()
+
+
+async def test_a_huge_body_is_cut_off(aiohttp_client: Any, simulator: str) -> None:
+    """A body past max_body_size is not read further and marks the target down."""
+    url = f"{simulator}/5/stats.json?fault=huge"
+    config = parse_config({"inputs": {"pharo": [{"urls": [url], "max_body_size": 65536}]}})
+    collector = build_collector(config)
+    await collector.collect_all()
+    [state] = collector.states
+    assert state.up is False and "max_body_size" in (state.last_error or "")
+    await collector.stop()
+
+
+async def test_a_refused_connection_is_a_one_line_reason(aiohttp_client: Any) -> None:
+    """Nothing listening: down, with the address in the reason."""
+    config = parse_config({"inputs": {"pharo": [{"urls": ["http://127.0.0.1:9/stats"]}]}})
+    collector = build_collector(config)
+    await collector.collect_all()
+    [state] = collector.states
+    assert state.up is False
+    assert "127.0.0.1:9" in (state.last_error or "")
+    await collector.stop()
+
+
+async def test_recovery_after_a_restart_of_the_vm(aiohttp_client: Any, simulator: str) -> None:
+    """A target comes back up by itself once it answers again."""
+    good = f"{simulator}/6/stats.json"
+    config = parse_config({"inputs": {"pharo": [{"urls": [good]}]}})
+    collector = build_collector(config)
+    [state] = collector.states
+    target = state.target
+    target.url = good + "?fault=500"  # type: ignore[attr-defined]
+    await collector.collect(state)
+    assert state.up is False
+    target.url = good  # type: ignore[attr-defined]
+    await collector.collect(state)
+    assert state.up is True and state.consecutive_failures == 0
+    await collector.stop()
+
+
+def test_credentials_never_appear_in_the_target_name() -> None:
+    """user:password in a URL is dropped from tags, logs and the index page."""
+    assert display_url("http://bob:s3cret@vm:8080/stats") == "http://vm:8080/stats"
+
+
+@pytest.mark.parametrize(
+    ("table", "key", "message"),
+    [
+        ({"urls": []}, "inputs.pharo.0.urls", "at least 1"),
+        ({"urls": ["ftp://x/"]}, "inputs.pharo.0.urls.0", "not an http"),
+        ({"urls": ["http://a/"], "format": "xml"}, "inputs.pharo.0.format", "'auto'"),
+        ({"urls": ["http://a/"], "instances": {"http://b/": "x"}}, "inputs.pharo.0", "not one of"),
+        ({"urls": ["http://a/"], "username": "u"}, "inputs.pharo.0", "username and password"),
+    ],
+)
+def test_config_errors_name_the_key(table: dict[str, Any], key: str, message: str) -> None:
+    """Bad `[[inputs.pharo]]` tables are config errors naming the key."""
+    with pytest.raises(ConfigError) as info:
+        parse_config({"inputs": {"pharo": [table]}})
+    [(where, what)] = info.value.details
+    assert where == key and message in what
+
+
+async def test_stored_in_influxdb_for_every_format(
+    aiohttp_client: Any, simulator: str, influxdb: InfluxDB
+) -> None:
+    """The lines of every format are accepted by InfluxDB and read back with their tags."""
+    urls = [f"{simulator}/{n}{path}" for n, path in enumerate(FORMAT_PATHS.values(), start=1)]
+    instances = {url: fmt for url, fmt in zip(urls, FORMAT_PATHS, strict=True)}
+    body = await scrape(
+        aiohttp_client, {"pharo": [{"urls": urls, "instances": instances}]},
+        global_tags={"host": "ci"},
+    )
+    db = influxdb.create_database(f"pharo_{uuid.uuid4().hex[:8]}")
+    status, text = influxdb.write(db, body.encode())
+    assert status == 204, text
+    series = influxdb.series(db, 'SELECT * FROM "pharo" GROUP BY "instance"')
+    by_instance = {s["tags"]["instance"]: dict(zip(s["columns"], s["values"][0], strict=True))
+                   for s in series}
+    assert sorted(by_instance) == sorted(FORMAT_PATHS)
+    for fmt, row in by_instance.items():
+        assert row["memory"] > 0 and row["fullGCs"] is not None, fmt
+        assert row["memory"] - row["memoryFree"] > 0, fmt
+    keys = influxdb.series(db, 'SHOW FIELD KEYS FROM "pharo"')[0]["values"]
+    types = dict((name, kind) for name, kind in keys)
+    assert types["memory"] == "integer" and types["uptime"] == "integer"
+
+
+async def test_demo_app_serves_pharo_lines(aiohttp_client: Any) -> None:
+    """`telemon demo` wires a simulator and a telemon that scrapes every format."""
+    from telemon.demo import DEMO_PATHS, demo_app
+
+    app: web.Application = demo_app("127.0.0.1:0")
+    client: TestClient = await aiohttp_client(app)
+    collector = client.server.app[COLLECTOR_KEY]
+    await collector.collect_all()
+    body = await (await client.get("/metrics")).text()
+    instances = {parse_line(line).tags["instance"] for line in lines_of(body, "pharo")}
+    assert instances == {f"demo-{fmt}" for fmt in DEMO_PATHS}
