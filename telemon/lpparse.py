@@ -76,6 +76,7 @@ _TAG_VALUE = re.compile(r"(?:[^\\ ,\t\n\r\f]|\\[^\t\n\r\f])+")
 _STRING = re.compile(r'"((?:[^"\\]|\\.)*)"', re.DOTALL)
 _BARE = re.compile(r"[^ ,\t\n\r\f]+")
 _TOKEN = re.compile(r"[^ \t\r\n]+")
+_LF = re.compile(r"\r?\n")
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _PAIR = re.compile(r"\\(.)", re.DOTALL)
 
@@ -192,9 +193,9 @@ def _skip_ws(text: str, pos: int) -> int:
     return match.end() if match else pos
 
 
-def _line_end(text: str, pos: int) -> int:
-    """Where the physical line holding `pos` ends (at its CR or LF)."""
-    match = _LINE_BREAK.search(text, pos)
+def _line_end(text: str, pos: int, breaks: re.Pattern[str]) -> int:
+    """Where the physical line holding `pos` ends (at its line break)."""
+    match = breaks.search(text, pos)
     return match.start() if match else len(text)
 
 
@@ -212,6 +213,8 @@ class _Reader:
         self.text = text
         self.multiplier = multiplier
         self.tolerant = tolerant
+        # Strict mode ends lines only at LF, as Telegraf does; a bare CR is an error there.
+        self.breaks = _LINE_BREAK if tolerant else _LF
         self.line_number = 1  # of the physical line that starts at `line_start`
         self.line_start = 0
         self.drops: list[tuple[int, str, str]] = []  # (pos, field key, reason)
@@ -244,7 +247,7 @@ class _Reader:
         self, pos: int, fail: _Fail, errors: list[LineProtocolError]
     ) -> tuple[ParsedLine | None, int]:
         """Read the physical line loosely; skip it (with the strict error) if that fails too."""
-        end = _line_end(self.text, pos)
+        end = _line_end(self.text, pos, self.breaks)
         self.drops = []
         parsed = _read_loosely(self.text[pos:end], self.multiplier, self._drop_at(pos))
         if parsed is None:
@@ -261,7 +264,7 @@ class _Reader:
 
     def _advance(self, end: int) -> None:
         """Count the physical lines between the current line start and `end`."""
-        for match in _LINE_BREAK.finditer(self.text, self.line_start, end):
+        for match in self.breaks.finditer(self.text, self.line_start, end):
             self.line_number += 1
             self.line_start = match.end()
 
@@ -274,9 +277,9 @@ class _Reader:
         if pos > 0 and self.text[pos - 1 : pos + 1] == "\r\n":
             pos -= 1  # the LF of a CRLF: the line ended at the CR
         number, start = self.line_number, self.line_start
-        for match in _LINE_BREAK.finditer(self.text, start, pos):
+        for match in self.breaks.finditer(self.text, start, pos):
             number, start = number + 1, match.end()
-        line = self.text[start : _line_end(self.text, start)]
+        line = self.text[start : _line_end(self.text, start, self.breaks)]
         return LineProtocolError(number, pos - start + 1, line, reason, field)
 
     def _after_break(self, pos: int) -> int:
@@ -304,7 +307,7 @@ class _Reader:
         if self._at_line_end(pos):
             return None, self._after_break(pos)
         if text[pos] == "#":
-            return None, self._after_break(_line_end(text, pos))
+            return None, self._after_break(_line_end(text, pos, self.breaks))
         measurement, tags, pos = self._header(pos)
         pos = self._separator(pos, "expected fields")
         fields, pos = self._fields(pos)
@@ -315,7 +318,7 @@ class _Reader:
         text = self.text
         match = _MEASUREMENT.match(text, pos)
         if match is None:
-            _fail(pos, "expected measurement")
+            _fail(pos, self._unexpected(pos) if text[pos] == "\r" else "expected measurement")
         measurement = _unescape(match[0], _MEASUREMENT_ESCAPES)
         pos = match.end()
         tags: dict[str, str] = {}

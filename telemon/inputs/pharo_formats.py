@@ -47,7 +47,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
@@ -235,7 +235,7 @@ def parse_auto(
     )
 
 
-def with_telemon_fields(fields: dict[str, FieldValue]) -> dict[str, FieldValue]:
+def with_telemon_fields(fields: Mapping[str, FieldValue]) -> dict[str, FieldValue]:
     """`fields` with Telemon's ten names added where derivable, Telemon's first.
 
     Never changes a value the payload gave. Derived:
@@ -293,7 +293,7 @@ def _norm(name: str) -> str:
 class _Lookup:
     """Numeric payload values by Telemon name or alias, case- and separator-blind."""
 
-    def __init__(self, fields: dict[str, FieldValue]) -> None:
+    def __init__(self, fields: Mapping[str, FieldValue]) -> None:
         self.fields = fields
         self.by_norm: dict[str, int | float] = {}
         for key, value in fields.items():
