@@ -89,6 +89,34 @@ def run_point(rows: Sequence[Row], lines: int) -> float:
     return time.perf_counter() - start
 
 
+def run_telemon_prebuilt(rows: Sequence[Row], lines: int) -> float:
+    """Seconds to serialize `lines` prebuilt Metrics."""
+    encode = LineEncoder().encode
+    metrics = [Metric(MEASUREMENT, row.tags, row.fields, row.time_ns) for row in rows]
+    cycle = len(metrics)
+    start = time.perf_counter()
+    for i in range(lines):
+        encode(metrics[i % cycle])
+    return time.perf_counter() - start
+
+
+def run_point_prebuilt(rows: Sequence[Row], lines: int) -> float:
+    """Seconds to serialize `lines` prebuilt influxdb-client Points."""
+    points = []
+    for row in rows:
+        point = Point(MEASUREMENT).time(row.time_ns)
+        for key, value in row.tags.items():
+            point.tag(key, value)
+        for key, value in row.fields.items():
+            point.field(key, value)
+        points.append(point)
+    cycle = len(points)
+    start = time.perf_counter()
+    for i in range(lines):
+        points[i % cycle].to_line_protocol()
+    return time.perf_counter() - start
+
+
 def check_same_data(rows: Sequence[Row]) -> None:
     """Both sides must write the same fields (Point sorts them, telemon does not)."""
     encoder = LineEncoder()
@@ -109,12 +137,13 @@ def _normalized(line: str) -> tuple[str, list[str], str]:
     return header, sorted(field_text.split(",")), stamp
 
 
-def measure(rows: Sequence[Row], lines: int, repeats: int) -> dict[str, list[float]]:
+Runner = Callable[[Sequence[Row], int], float]
+
+
+def measure(
+    rows: Sequence[Row], lines: int, repeats: int, sides: dict[str, Runner]
+) -> dict[str, list[float]]:
     """Lines/s per repetition for each side, alternating which side goes first."""
-    sides: dict[str, Callable[[Sequence[Row], int], float]] = {
-        "telemon": run_telemon,
-        "influxdb-client": run_point,
-    }
     rates: dict[str, list[float]] = {name: [] for name in sides}
     for rep in range(repeats):
         order = list(sides) if rep % 2 == 0 else list(reversed(sides))
@@ -188,7 +217,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     for variant, mixed in (("10 int", False), ("5 int + 5 float", True)):
         rows = make_rows(args.points, mixed)
         check_same_data(rows)
-        print(table_row(variant, measure(rows, args.lines, args.repeats)), flush=True)
+        for how, sides in (
+            ("build + serialize", {"telemon": run_telemon, "influxdb-client": run_point}),
+            ("serialize only", {"telemon": run_telemon_prebuilt,
+                                "influxdb-client": run_point_prebuilt}),
+        ):
+            rates = measure(rows, args.lines, args.repeats, sides)
+            print(table_row(f"{variant}, {how}", rates), flush=True)
 
 
 if __name__ == "__main__":
