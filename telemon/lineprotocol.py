@@ -170,7 +170,7 @@ class LineEncoder:
         self._omit_timestamp = self.options.omit_timestamp
         self._field_kinds: dict[str, dict[str, str]] = {}
         self._shapes: dict[_ShapeKey, _Shape] = {}
-        self._whole_lines: dict[_ShapeKey, tuple[struct.Struct, str]] = {}
+        self._whole_lines: dict[_ShapeKey, tuple[_Plan, str]] = {}
         self._field_keys: dict[str, str] = {}
 
     def encode(self, metric: Metric) -> str:
@@ -178,16 +178,11 @@ class LineEncoder:
         fields = metric.fields
         key = (metric.measurement, tuple(metric.tags.items()), tuple(fields))
         whole = self._whole_lines.get(key)
-        if whole is not None and metric.time_ns is not None:
-            # The common case in one step: a known all-int64 shape.
-            try:
-                whole[0].pack(*fields.values())
-            except struct.error:
-                pass
-            else:
-                self.stats.lines_written += 1
-                return whole[1] % (*fields.values(), metric.time_ns // self._divisor)
         values = tuple(fields.values())
+        if whole is not None and metric.time_ns is not None and whole[0].accepts(values):
+            # The common case in one step: a known shape, values its template fits.
+            self.stats.lines_written += 1
+            return whole[1] % (*values, metric.time_ns // self._divisor)
         shape = self._shapes.get(key)
         field_text = shape[1].format(values) if shape and shape[1] else None
         if shape is None or field_text is None:
@@ -233,10 +228,10 @@ class LineEncoder:
         plan = _Plan.build(self._field_keys, self._kinds(key[0]), key[2], values)
         shape = self._shapes[key] = (shape[0], plan, shape[2])
         header, _, dropped = shape
-        if plan is not None and plan.struct and plan.types and header and not dropped:
+        if plan is not None and plan.types and header and not dropped:
             if not self._omit_timestamp:
                 line = header.replace("%", "%%") + " " + plan.template + " %d\n"
-                _remember(self._whole_lines, key, (plan.struct, line))
+                _remember(self._whole_lines, key, (plan, line))
         return shape
 
     def _kinds(self, measurement: str) -> dict[str, str]:
@@ -399,25 +394,29 @@ class _Plan:
             types.append(vtype)
         return cls(",".join(parts), tuple(types), int_range)
 
-    def format(self, values: tuple[Any, ...]) -> str | None:
-        """The field text for `values`, or None when they need checking."""
+    def accepts(self, values: tuple[Any, ...]) -> bool:
+        """True when the template writes `values` exactly as the checked path would."""
         if self.struct is not None:
             try:
                 self.struct.pack(*values)
             except struct.error:
-                return None
-            return self.template % values
+                return False
+            return True
         if tuple(map(type, values)) != self.types:
-            return None
+            return False
         if self.ints is not None:
             ints = self.ints(values)
             if min(ints) < self.low or max(ints) > self.high:
-                return None
+                return False
         if self.floats is not None:
             text = repr(self.floats(values))
             if "e" in text or "n" in text:  # exponent, nan or inf
-                return None
-        return self.template % values
+                return False
+        return True
+
+    def format(self, values: tuple[Any, ...]) -> str | None:
+        """The field text for `values`, or None when they need checking."""
+        return self.template % values if self.accepts(values) else None
 
 
 _TEMPLATE_SPECS = {("i", int): "%di", ("f", float): "%r", ("f", int): "%d.0"}
