@@ -96,7 +96,8 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU model from /proc/cpuinfo (or what platform knows)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
             for line in cpuinfo:
@@ -143,7 +144,7 @@ def machine_info(extra: Sequence[str] = ()) -> list[tuple[str, str]]:
     info = [
         ("telemon revision", _git_revision()),
         ("date", datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")),
-        ("cpu", _cpu_model()),
+        ("cpu", cpu_model()),
         ("cores", f"{os.cpu_count()} (usable: {len(os.sched_getaffinity(0))})"),
         ("load average", " ".join(f"{x:.2f}" for x in os.getloadavg())),
         ("kernel", f"{platform.system()} {platform.release()}"),

@@ -20,12 +20,17 @@ import os
 import platform
 import random
 import statistics
+import sys  # noqa: E402
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
+from pathlib import Path  # noqa: E402
 
 from influxdb_client import Point
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import cpu_model  # noqa: E402
 
 from telemon.lineprotocol import LineEncoder
 from telemon.metric import Metric
@@ -155,18 +160,6 @@ def measure(
             finally:
                 gc.enable()
     return rates
-
-
-def cpu_model() -> str:
-    """The CPU model from /proc/cpuinfo (or what platform knows)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def machine_info() -> list[str]:
