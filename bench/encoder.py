@@ -20,12 +20,12 @@ import os
 import platform
 import random
 import statistics
-import sys  # noqa: E402
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
 from influxdb_client import Point
 

@@ -49,6 +49,7 @@ class TargetState:
     last_success_ns: int | None = None
     last_error: str | None = None
     body: bytes = b""
+    metrics: list[Metric] = field(default_factory=list)
     status: bytes = b""
 
     @property
@@ -114,6 +115,17 @@ class Collector:
             self._self_lines_at = now
         return b"".join([self._snapshot, *lazy_bodies, self._self_lines])
 
+    async def render_metrics(self) -> list[Metric]:
+        """Everything one scrape shows, as metrics (for other exposition formats)."""
+        self.scrapes += 1
+        now_ns = time.time_ns()
+        for state in self._lazy:
+            await self._gather(state, now_ns, with_timeout=False)
+        metrics = [m for s in self.states for m in s.metrics]
+        metrics += [self._status_metric(s, now_ns) for s in self.states]
+        metrics.append(self._telemon_metric(now_ns))
+        return metrics
+
     async def _gather(self, state: TargetState, now_ns: int, *, with_timeout: bool) -> list[Metric]:
         """Run the target's collect, record the outcome and encode the metrics."""
         started = time.perf_counter()
@@ -130,7 +142,8 @@ class Collector:
         else:
             self._succeeded(state, now_ns, partial_before)
         state.duration_ms = (time.perf_counter() - started) * 1000
-        encoded = [self.encoder.encode(self._tagged(m, state.tags)) for m in metrics]
+        state.metrics = metrics = [self._tagged(m, state.tags) for m in metrics]
+        encoded = [self.encoder.encode(m) for m in metrics]
         state.body = "".join(encoded).encode("utf-8", "replace")
         state.lines = sum(1 for line in encoded if line)
         return metrics
