@@ -10,6 +10,7 @@ from telemon.inputs import InputContext
 from telemon.inputs.fields import FieldsTarget
 from telemon.lazy import Telemon
 from telemon.lineprotocol import EncoderOptions, LineEncoder
+from telemon.sink import SeriesStore, SinkTarget
 
 __all__ = ["build_collector", "build_encoder"]
 
@@ -28,7 +29,7 @@ def build_encoder(config: Config) -> LineEncoder:
 
 
 def build_collector(config: Config, telemons: Sequence[Telemon] = ()) -> Collector:
-    """Every configured input's targets, plus embedded `Telemon`s, ready to run."""
+    """Every configured input's targets, embedded `Telemon`s and the sink, ready to run."""
     agent = config.agent
     context = InputContext(field_timeout=agent.field_timeout)
     states = []
@@ -41,4 +42,8 @@ def build_collector(config: Config, telemons: Sequence[Telemon] = ()) -> Collect
     for telemon in telemons:
         telemon.encoder = encoder
         states.append(TargetState("fields", FieldsTarget(telemon), agent.interval, agent.timeout))
+    if config.sink.enabled:
+        # The server finds the store through this target (`telemon.sink.find_store`).
+        store = SeriesStore(config.sink.ttl or 2 * agent.interval, config.sink.max_series)
+        states.append(TargetState("sink", SinkTarget(store), agent.interval, agent.timeout))
     return Collector(states, encoder, dict(config.global_tags), context)

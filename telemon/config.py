@@ -25,12 +25,14 @@ from pydantic import (
 
 from telemon.inputs import InputsConfig
 from telemon.schema import Duration, Model, Tags
+from telemon.sink import SinkConfig
 
 __all__ = [
     "AgentConfig",
     "Config",
     "ConfigError",
     "HttpConfig",
+    "PrometheusConfig",
     "default_config_path",
     "load_config",
     "parse_config",
@@ -156,13 +158,30 @@ class HttpConfig(Model):
         return self._token.get_secret_value() if self._token else None
 
 
+class PrometheusConfig(Model):
+    """`[prometheus]`: how the Prometheus text format is written (when a client asks for it)."""
+
+    timestamps: bool = False
+    string_as_label: bool = False
+
+
 class Config(Model):
     """The whole file."""
 
     global_tags: Tags = Field(default_factory=dict)
     agent: AgentConfig = Field(default_factory=AgentConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
+    prometheus: PrometheusConfig = Field(default_factory=PrometheusConfig)
     inputs: InputsConfig = Field(default_factory=InputsConfig.defaults)
+    sink: SinkConfig = Field(default_factory=SinkConfig)
+
+    @model_validator(mode="after")
+    def _check_sink_paths(self) -> Config:
+        reserved = {self.http.path: "http.path", "/healthz": "/healthz"}
+        for path in self.sink.paths if self.sink.enabled else ():
+            if path in reserved:
+                raise ValueError(f"sink.paths: {path!r} is already {reserved[path]}")
+        return self
 
 
 def _location(loc: tuple[int | str, ...]) -> str:

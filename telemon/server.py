@@ -15,7 +15,10 @@ from telemon.auth import Credentials, auth_middleware
 from telemon.collector import Collector, TargetState
 from telemon.config import Config, HttpConfig
 from telemon.lazy import Telemon
+from telemon.prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
+from telemon.prometheus import render_prometheus, wants_prometheus
 from telemon.respond import line_protocol_response
+from telemon.sink import find_store, open_paths, setup_sink
 
 __all__ = ["COLLECTOR_KEY", "CONFIG_KEY", "create_app", "ssl_context"]
 
@@ -35,7 +38,9 @@ def create_app(
         config.http.username, config.http.basic_password, config.http.bearer_token
     )
     middlewares = (
-        [auth_middleware(credentials, frozenset({HEALTH_PATH}))] if credentials.required else []
+        [auth_middleware(credentials, frozenset({HEALTH_PATH}) | open_paths(config))]
+        if credentials.required
+        else []
     )
     app = web.Application(middlewares=middlewares)
     app[CONFIG_KEY] = config
@@ -43,6 +48,8 @@ def create_app(
     app.router.add_get(config.http.path, metrics_handler)
     app.router.add_get(HEALTH_PATH, health_handler)
     app.router.add_get("/", index_handler)
+    if config.sink.enabled:
+        setup_sink(app, config, find_store(app[COLLECTOR_KEY]))
     app.cleanup_ctx.append(_collection_ctx)
     return app
 
@@ -55,9 +62,26 @@ async def _collection_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
-    """GET/HEAD: everything collected, as line protocol."""
-    body = await request.app[COLLECTOR_KEY].render()
-    return line_protocol_response(request, body, gzip=request.app[CONFIG_KEY].http.gzip)
+    """GET/HEAD: everything collected, as line protocol or (when asked) Prometheus text."""
+    collector, config = request.app[COLLECTOR_KEY], request.app[CONFIG_KEY]
+    try:
+        prometheus = wants_prometheus(request.query.get("format"), request.headers.get("Accept"))
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text=f"{exc}\n") from None
+    if not prometheus:  # the fast path: encoded snapshots joined
+        response = line_protocol_response(request, await collector.render(), gzip=config.http.gzip)
+    else:
+        options = config.prometheus
+        body = render_prometheus(
+            await collector.render_metrics(),
+            timestamps=options.timestamps,
+            string_as_label=options.string_as_label,
+        )
+        response = line_protocol_response(request, body, gzip=config.http.gzip)
+        response.headers["Content-Type"] = PROMETHEUS_CONTENT_TYPE
+    # The body depends on Accept too: caches must not mix the formats.
+    response.headers["Vary"] = "Accept, Accept-Encoding"
+    return response
 
 
 async def health_handler(request: web.Request) -> web.Response:

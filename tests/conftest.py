@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import NoReturn
 
 import pytest
 from influx import InfluxDB, run_influxd
+from prom import Prometheus, run_prometheus
 
 
 def require_executable(name: str, package: str) -> str:
@@ -31,3 +33,24 @@ def influxdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxDB]:
     binary = require_executable("influxd", "influxdb")
     with run_influxd(binary, tmp_path_factory.mktemp("influxd")) as client:
         yield client
+
+
+# --- Prometheus (appended: move these imports to the top when convenient) ---------------
+
+
+@pytest.fixture
+def prometheus_for(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[[str], Prometheus]]:
+    """A factory starting a real Prometheus (`prometheus`) that scrapes a target every 1s.
+
+    `prometheus_for("127.0.0.1:PORT")` starts one; each stops after the test.
+    """
+    binary = require_executable("prometheus", "prometheus")
+    with contextlib.ExitStack() as stack:
+
+        def start(target: str) -> Prometheus:
+            directory = tmp_path_factory.mktemp("prometheus")
+            return stack.enter_context(run_prometheus(binary, directory, target))
+
+        yield start

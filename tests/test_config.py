@@ -21,6 +21,7 @@ from telemon.config import (
     AgentConfig,
     ConfigError,
     HttpConfig,
+    PrometheusConfig,
     default_config_path,
     load_config,
     parse_config,
@@ -30,6 +31,7 @@ from telemon.inputs import InputsConfig
 from telemon.inputs.fields import FieldsConfig
 from telemon.inputs.process import ProcessConfig
 from telemon.inputs.python import PythonConfig
+from telemon.sink import SinkConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "telemon.example.toml"
@@ -845,6 +847,8 @@ def test_example_exclusive_options_are_refused_together(tmp_path: Path) -> None:
 MODELS = [
     pytest.param("agent", AgentConfig, id="agent"),
     pytest.param("http", HttpConfig, id="http"),
+    pytest.param("prometheus", PrometheusConfig, id="prometheus"),
+    pytest.param("sink", SinkConfig, id="sink"),
     pytest.param("inputs.process", ProcessConfig, id="process"),
     pytest.param("inputs.python", PythonConfig, id="python"),
     pytest.param("inputs.fields", FieldsConfig, id="fields"),

@@ -1,0 +1,210 @@
+"""The Prometheus text exposition format (0.0.4), named as Telegraf's prometheus_client names.
+
+Pure: no I/O, no clock. `render_prometheus` turns `Metric`s into one body:
+
+* A sample is named ``<measurement>_<field>``, or ``<measurement>`` for a field
+  named ``value``. Names and label names keep ``[a-zA-Z0-9_]`` (and ``:`` in
+  metric names); every other character becomes ``_``, ``_`` is trimmed at both
+  ends (as Telegraf does, which also keeps the reserved ``__`` prefix out), and
+  a name starting with a digit gets a leading ``_``.
+* Tags are labels; empty tag values are left out (Prometheus reads an empty
+  label as no label). Bools are 1/0; ints are written exactly; floats by
+  repr; NaN and infinities are left out; string fields are left out, or with
+  `string_as_label` become labels of every sample of their metric.
+* Each name gets ``# HELP`` and ``# TYPE`` once, before its samples, which are
+  contiguous; a name + label set seen twice keeps the last value.
+* `COUNTERS` says which fields are cumulative (``counter``); the rest are
+  ``gauge``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from telemon.metric import FieldValue, Metric
+
+__all__ = [
+    "CONTENT_TYPE",
+    "COUNTERS",
+    "is_counter",
+    "label_name",
+    "metric_name",
+    "render_prometheus",
+    "wants_prometheus",
+]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+"""What Prometheus and Telegraf's inputs.prometheus expect for the text format."""
+
+COUNTERS: dict[str, tuple[str, ...]] = {
+    # Any measurement (the pharo and python measurements can be renamed).
+    "*": (
+        r"fullGCs|fullGCTime|incrGCs|incrGCTime|tenureCount",
+        r"bytesAllocated",
+        r"gc_(collections|collected|uncollectable)_\d+",
+        r"cpu_time_(user|system)",
+        r"(rx|tx)_(bytes|packets|errors|dropped)",
+    ),
+    # telemon's own cumulative counts (`lines` is the last collection's count).
+    "telemon_input": (r"errors|collections",),
+    "telemon": (
+        r"scrapes",
+        r"lines_(written|dropped)",
+        r"fields_(nonfinite|type_conflict|unsupported|invalid_key)",
+        r"ints_clamped|strings_truncated",
+    ),
+}
+"""Field-name patterns (matching the whole name) of monotonic fields, per measurement."""
+
+_COUNTER_PATTERNS = {
+    measurement: re.compile("|".join(f"(?:{p})" for p in patterns))
+    for measurement, patterns in COUNTERS.items()
+}
+_INVALID_NAME = re.compile(r"[^a-zA-Z0-9_:]")
+_INVALID_LABEL = re.compile(r"[^a-zA-Z0-9_]")
+_LABEL_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n"})
+_HELP_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n"})
+_OPENMETRICS = "application/openmetrics-text"
+
+Labels = tuple[tuple[str, str], ...]
+
+
+def is_counter(measurement: str, field_name: str) -> bool:
+    """True when `COUNTERS` lists the field as monotonic."""
+    for key in (measurement, "*"):
+        pattern = _COUNTER_PATTERNS.get(key)
+        if pattern is not None and pattern.fullmatch(field_name):
+            return True
+    return False
+
+
+def _sanitize(name: str, invalid: re.Pattern[str]) -> str:
+    name = invalid.sub("_", name).strip("_")
+    return "_" + name if name[:1].isdigit() else name
+
+
+def metric_name(measurement: str, field_name: str) -> str:
+    """``<measurement>_<field>`` (``value``: the measurement), sanitized; "" if nothing is left."""
+    raw = measurement if field_name == "value" else f"{measurement}_{field_name}"
+    return _sanitize(raw, _INVALID_NAME)
+
+
+def label_name(key: str) -> str:
+    """A tag key as a label name; "" if nothing is left."""
+    return _sanitize(key, _INVALID_LABEL)
+
+
+def format_value(value: FieldValue) -> str | None:
+    """The sample value text, or None for what Prometheus should not see (strings, NaN, Inf)."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return repr(value)
+    return None
+
+
+@dataclass(slots=True)
+class _Family:
+    """The samples of one name, in first-seen order; a repeated label set keeps the last."""
+
+    help: str
+    type: str
+    samples: dict[Labels, tuple[str, int | None]] = field(default_factory=dict)
+
+
+def render_prometheus(
+    metrics: Iterable[Metric], *, timestamps: bool = False, string_as_label: bool = False
+) -> bytes:
+    """The Prometheus text format for `metrics`; timestamps (ms) only when asked."""
+    families: dict[str, _Family] = {}
+    for metric in metrics:
+        labels = _labels(metric, string_as_label)
+        time_ms = metric.time_ns // 1_000_000 if timestamps and metric.time_ns is not None else None
+        for key, value in metric.fields.items():
+            text = format_value(value)
+            name = metric_name(metric.measurement, key)
+            if text is None or not name:
+                continue
+            family = families.get(name) or families.setdefault(name, _new_family(metric, key))
+            family.samples[labels] = (text, time_ms)
+    text = "".join(_family_text(name, family) for name, family in families.items())
+    return text.encode("utf-8", "replace")
+
+
+def _new_family(metric: Metric, key: str) -> _Family:
+    kind = "counter" if is_counter(metric.measurement, key) else "gauge"
+    return _Family(f"telemon metric {metric.measurement} field {key}", kind)
+
+
+def _labels(metric: Metric, string_as_label: bool) -> Labels:
+    """Sorted label pairs; a label name seen twice keeps the first value (tag keys sorted)."""
+    pairs = sorted(metric.tags.items())
+    if string_as_label:
+        # As Telegraf: string fields come after the tags and win over them.
+        strings = sorted((k, v) for k, v in metric.fields.items() if isinstance(v, str))
+        pairs = strings + pairs
+    labels: dict[str, str] = {}
+    for key, value in pairs:
+        name = label_name(key)
+        if name and value and name not in labels:
+            labels[name] = value
+    return tuple(sorted(labels.items()))
+
+
+def _family_text(name: str, family: _Family) -> str:
+    lines = [
+        f"# HELP {name} {family.help.translate(_HELP_ESCAPES)}\n",
+        f"# TYPE {name} {family.type}\n",
+    ]
+    for labels, (value, time_ms) in family.samples.items():
+        lines.append(_sample(name, labels, value, time_ms))
+    return "".join(lines)
+
+
+def _sample(name: str, labels: Labels, value: str, time_ms: int | None) -> str:
+    text = name
+    if labels:
+        inner = ",".join(f'{k}="{v.translate(_LABEL_ESCAPES)}"' for k, v in labels)
+        text += "{" + inner + "}"
+    suffix = f" {time_ms}" if time_ms is not None else ""
+    return f"{text} {value}{suffix}\n"
+
+
+def wants_prometheus(format_param: str | None, accept: str | None) -> bool:
+    """True for ``?format=prometheus``, or an Accept listing the 0.0.4 text or OpenMetrics.
+
+    ``?format=influx`` forces line protocol; no Accept, ``*/*`` and anything else
+    keep line protocol. Raises ValueError for an unknown ``format``.
+    """
+    if format_param is not None:
+        if format_param not in ("influx", "prometheus"):
+            raise ValueError(f"unknown format {format_param!r}: use influx or prometheus")
+        return format_param == "prometheus"
+    return any(_is_prometheus_range(item) for item in (accept or "").split(","))
+
+
+def _is_prometheus_range(media_range: str) -> bool:
+    """A media range naming the Prometheus text format (or OpenMetrics) with q > 0."""
+    media_type, *raw_params = (part.strip() for part in media_range.split(";"))
+    params = {}
+    for param in raw_params:
+        key, _, value = param.partition("=")
+        params[key.strip().lower()] = value.strip().strip('"')
+    if _quality(params.get("q", "1")) <= 0:
+        return False
+    media_type = media_type.lower()
+    return media_type == _OPENMETRICS or (
+        media_type == "text/plain" and params.get("version") == "0.0.4"
+    )
+
+
+def _quality(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return 0.0

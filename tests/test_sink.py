@@ -1,0 +1,491 @@
+"""The write sink: pushed line protocol is stored and served again on /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import gzip
+import resource
+import struct
+import tracemalloc
+import zlib
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from telemon.collector import Collector, TargetState
+from telemon.config import ConfigError, parse_config
+from telemon.lineprotocol import LineEncoder
+from telemon.lpparse import ParsedLine, parse_lines
+from telemon.server import create_app
+from telemon.sink import BodyTooLarge, BoundedInflater, SeriesStore, SinkConfig, SinkTarget
+
+T0 = 1_700_000_000_000_000_000
+TOKEN = "sink-token"
+BOMB_SIZE = 1 << 30  # inflated; about 1 MB as sent
+
+
+class Clock:
+    """An injectable wall clock in nanoseconds."""
+
+    def __init__(self, now_ns: int = T0) -> None:
+        self.now_ns = now_ns
+
+    def __call__(self) -> int:
+        return self.now_ns
+
+    def advance(self, seconds: float) -> None:
+        self.now_ns += int(seconds * 1e9)
+
+
+def sink_app(
+    clock: Clock | None = None, http: dict[str, Any] | None = None, **sink: Any
+) -> tuple[web.Application, SeriesStore]:
+    """An app with only the sink target; its store has `clock` and the config's limits."""
+    config = parse_config({"inputs": {}, "http": http or {}, "sink": {"enabled": True, **sink}})
+    store = SeriesStore(config.sink.ttl or 20.0, config.sink.max_series, clock or Clock())
+    collector = Collector([TargetState("sink", SinkTarget(store), 3600.0, 1.0)], LineEncoder())
+    return create_app(config, collector=collector), store
+
+
+async def scraped(client: TestClient[Any, Any], **headers: str) -> list[ParsedLine]:
+    """The pushed lines /metrics serves (self-metrics left out)."""
+    response = await client.get("/metrics", headers=headers)
+    assert response.status == 200
+    lines = parse_lines(await response.text())
+    return [line for line in lines if not line.measurement.startswith("telemon")]
+
+
+def gzip_bomb(size: int = BOMB_SIZE) -> bytes:
+    """A gzip member of `size` zero bytes, built from one compressed 16 MiB block repeated."""
+    block = b"\0" * (16 << 20)
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    # After a full flush the compressor forgets its history, so equal input
+    # compresses to equal bytes: compress twice, repeat the second result.
+    first = compressor.compress(block) + compressor.flush(zlib.Z_FULL_FLUSH)
+    again = compressor.compress(block) + compressor.flush(zlib.Z_FULL_FLUSH)
+    count = size // len(block)
+    crc = 0
+    for _ in range(count):
+        crc = zlib.crc32(block, crc)
+    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+    trailer = compressor.flush(zlib.Z_FINISH) + struct.pack("<II", crc, size & 0xFFFFFFFF)
+    return header + first + again * (count - 1) + trailer
+
+
+# aiohttp inflates request bodies itself unless its server says otherwise: test both.
+INFLATERS = pytest.mark.parametrize(
+    "auto_decompress", [True, False], ids=["aiohttp-inflates", "sink-inflates"]
+)
+
+
+@pytest.fixture(scope="module")
+def bomb() -> bytes:
+    """One gzip bomb for the module (building it takes most of a second)."""
+    return gzip_bomb()
+
+
+# --- round trip -----------------------------------------------------------------------
+
+
+async def test_pushed_lines_reappear_on_metrics_with_their_types(aiohttp_client: Any) -> None:
+    app, store = sink_app()
+    client = await aiohttp_client(app)
+    body = 'vm,host=a\\ b,app=blog int=42i,float=1.5,whole=2.0,flag=true,text="x \\"y\\""\n'
+    response = await client.post("/telegraf", data=body + "vm,host=c int=-1i 123\n")
+    assert response.status == 204
+    assert await response.read() == b""
+    lines = {line.tags["host"]: line for line in await scraped(client)}
+    assert lines["a b"].tags == {"host": "a b", "app": "blog"}
+    assert lines["a b"].fields == {
+        "int": 42,
+        "float": 1.5,
+        "whole": 2.0,
+        "flag": True,
+        "text": 'x "y"',
+    }
+    assert [type(v) for v in lines["a b"].fields.values()] == [int, float, float, bool, str]
+    assert lines["a b"].time_ns == T0  # no timestamp: the arrival time
+    assert lines["c"].time_ns == 123
+    assert len(store) == 2
+
+
+async def test_self_metrics_count_the_sink(aiohttp_client: Any) -> None:
+    app, _ = sink_app()
+    client = await aiohttp_client(app)
+    await client.post("/telegraf", data="a v=1\nb v=2\n")
+    lines = parse_lines(await (await client.get("/metrics")).text())
+    counters = next(line for line in lines if line.measurement == "telemon_sink")
+    assert counters.fields == {"series": 2, "writes": 1, "lines": 2, "refused_lines": 0}
+    status = next(line for line in lines if line.measurement == "telemon_input")
+    assert status.tags == {"input": "sink", "target": "sink"}
+
+
+async def test_fields_merge_per_series_newest_timestamp_wins(aiohttp_client: Any) -> None:
+    app, _ = sink_app()
+    client = await aiohttp_client(app)
+    body = "m,h=a x=1,y=1 200\nm,h=a x=2 100\nm,h=a z=3 150\nm,h=a y=4 200\n"
+    assert (await client.post("/telegraf", data=body)).status == 204
+    [line] = await scraped(client)
+    assert line.fields == {"x": 1.0, "y": 4.0, "z": 3.0}
+    assert line.time_ns == 200
+
+
+async def test_tag_order_does_not_make_a_new_series(aiohttp_client: Any) -> None:
+    app, store = sink_app()
+    client = await aiohttp_client(app)
+    await client.post("/telegraf", data="m,a=1,b=2 x=1 1\nm,b=2,a=1 y=2 2\n")
+    assert len(store) == 1
+
+
+async def test_raw_newline_inside_a_string_field_survives(aiohttp_client: Any) -> None:
+    app, _ = sink_app()
+    client = await aiohttp_client(app)
+    body = 'log,h=a msg="first\nsecond",n=1i 5\nnext v=1 6\n'
+    assert (await client.post("/telegraf", data=body)).status == 204
+    lines = {line.measurement: line for line in await scraped(client)}
+    assert lines["log"].fields == {"msg": "first\nsecond", "n": 1}
+    assert lines["next"].fields == {"v": 1.0}
+
+
+async def test_put_works_and_other_methods_are_405(aiohttp_client: Any) -> None:
+    app, store = sink_app()
+    client = await aiohttp_client(app)
+    assert (await client.put("/write", data="m v=1\n")).status == 204
+    assert len(store) == 1
+    for method in ("GET", "DELETE", "PATCH"):
+        response = await client.request(method, "/telegraf")
+        assert response.status == 405, method
+        assert set(response.headers["Allow"].split(",")) == {"POST", "PUT"}
+
+
+async def test_every_default_path_accepts_writes(aiohttp_client: Any) -> None:
+    app, store = sink_app()
+    client = await aiohttp_client(app)
+    for number, path in enumerate(("/telegraf", "/write", "/api/v2/write")):
+        assert (await client.post(path, data=f"m{number} v=1\n")).status == 204
+    assert len(store) == 3
+
+
+async def test_disabled_sink_has_no_routes(aiohttp_client: Any) -> None:
+    client = await aiohttp_client(create_app(parse_config({"inputs": {}})))
+    assert (await client.post("/telegraf", data="m v=1\n")).status == 404
+
+
+# --- bad bodies -----------------------------------------------------------------------
+
+
+async def test_a_bad_line_is_400_naming_it_and_nothing_is_kept(aiohttp_client: Any) -> None:
+    app, store = sink_app()
+    client = await aiohttp_client(app)
+    response = await client.post("/telegraf", data="good v=1\nalso v=2\nbad v=\nlater v=4\n")
+    assert response.status == 400
+    text = await response.text()
+    assert "line 3, column 7" in text
+    assert "bad v=" in text
+    assert len(store) == 0
+    assert await scraped(client) == []
+
+
+async def test_invalid_utf8_is_400_naming_its_place(aiohttp_client: Any) -> None:
+    app, store = sink_app()
+    client = await aiohttp_client(app)
+    response = await client.post("/telegraf", data=b'a v=1\nb s="\xff"\n')
+    assert response.status == 400
+    assert "line 2, column 6: invalid UTF-8" in await response.text()
+    assert len(store) == 0
+
+
+async def test_plain_body_past_max_body_size_is_413(aiohttp_client: Any) -> None:
+    app, store = sink_app(max_body_size=1000)
+    client = await aiohttp_client(app)
+    assert (await client.post("/telegraf", data="m v=1\n" * 166)).status == 204  # 996 bytes
+    response = await client.post("/telegraf", data="n v=1\n" * 200)
+    assert response.status == 413
+    assert len(store) == 1
+
+
+async def test_chunked_body_past_max_body_size_is_413(aiohttp_client: Any) -> None:
+    """Without Content-Length the bound holds while reading."""
+    app, store = sink_app(max_body_size=1000)
+    client = await aiohttp_client(app)
+
+    async def chunks() -> Any:
+        for _ in range(300):  # 1800 bytes
+            yield b"m v=1\n"
+
+    response = await client.post("/telegraf", data=chunks())
+    assert response.status == 413
+    assert len(store) == 0
+
+
+# --- gzip ----------------------------------------------------------------------------
+
+
+@INFLATERS
+async def test_gzip_body(aiohttp_client: Any, auto_decompress: bool) -> None:
+    app, _ = sink_app()
+    client = await aiohttp_client(app, server_kwargs={"auto_decompress": auto_decompress})
+    body = gzip.compress(b"m,h=a v=1i 10\n") + gzip.compress(b"m,h=b v=2i 20\n")  # two members
+    headers = {"Content-Encoding": "gzip"}
+    assert (await client.post("/telegraf", data=body, headers=headers)).status == 204
+    assert {line.tags["h"]: line.fields["v"] for line in await scraped(client)} == {"a": 1, "b": 2}
+
+
+@INFLATERS
+async def test_gzip_bomb_is_413_without_memory_blowup(
+    aiohttp_client: Any, bomb: bytes, auto_decompress: bool
+) -> None:
+    app, store = sink_app(max_body_size=4 << 20)
+    client = await aiohttp_client(app, server_kwargs={"auto_decompress": auto_decompress})
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    response = await client.post("/telegraf", data=bomb, headers={"Content-Encoding": "gzip"})
+    assert response.status == 413
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mib < 100
+    assert len(store) == 0
+
+
+async def test_gzip_inflating_past_max_body_size_is_413(aiohttp_client: Any) -> None:
+    app, _ = sink_app(max_body_size=1000)
+    client = await aiohttp_client(app, server_kwargs={"auto_decompress": False})
+    body = gzip.compress(b"m v=1\n" * 200)  # 1200 bytes inflated, far fewer sent
+    response = await client.post("/telegraf", data=body, headers={"Content-Encoding": "gzip"})
+    assert response.status == 413
+
+
+@INFLATERS
+async def test_broken_gzip_is_400(aiohttp_client: Any, auto_decompress: bool) -> None:
+    app, store = sink_app()
+    client = await aiohttp_client(app, server_kwargs={"auto_decompress": auto_decompress})
+    body = gzip.compress(b"m v=1\n" * 50)[:-12]
+    response = await client.post("/telegraf", data=body, headers={"Content-Encoding": "gzip"})
+    assert response.status == 400
+    assert len(store) == 0
+
+
+async def test_unknown_content_encoding_is_415(aiohttp_client: Any) -> None:
+    app, _ = sink_app()
+    client = await aiohttp_client(app, server_kwargs={"auto_decompress": False})
+    response = await client.post("/telegraf", data=b"x", headers={"Content-Encoding": "compress"})
+    assert response.status == 415
+
+
+def test_bounded_inflater_stops_a_bomb_in_bounded_memory(bomb: bytes) -> None:
+    inflater = BoundedInflater(8 << 20)
+    tracemalloc.start()
+    try:
+        with pytest.raises(BodyTooLarge):
+            for start in range(0, len(bomb), 64 * 1024):
+                inflater.feed(bomb[start : start + 64 * 1024])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 << 20
+
+
+def test_bounded_inflater_allows_exactly_the_limit() -> None:
+    data = b"m v=1\n" * 100
+    inflater = BoundedInflater(len(data))
+    assert inflater.feed(gzip.compress(data)) == data
+    inflater.finish()
+    with pytest.raises(BodyTooLarge):
+        BoundedInflater(len(data) - 1).feed(gzip.compress(data))
+
+
+# --- authentication -------------------------------------------------------------------
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+AUTH = {"username": "pharo", "password": "pw", "token": TOKEN}
+
+
+@pytest.mark.parametrize(
+    ("headers", "query", "status"),
+    [
+        pytest.param({}, {}, 401, id="none"),
+        pytest.param({"Authorization": basic("pharo", "pw")}, {}, 204, id="basic"),
+        pytest.param({"Authorization": basic("pharo", "no")}, {}, 401, id="basic-wrong"),
+        pytest.param({"Authorization": f"Bearer {TOKEN}"}, {}, 204, id="bearer"),
+        pytest.param({"Authorization": f"Token {TOKEN}"}, {}, 204, id="token"),
+        pytest.param({"Authorization": "Token nope"}, {}, 401, id="token-wrong"),
+        pytest.param({}, {"u": "pharo", "p": "pw"}, 204, id="query-basic"),
+        pytest.param({}, {"u": "pharo", "p": "no"}, 401, id="query-wrong"),
+        pytest.param({}, {"u": "anyone", "p": TOKEN}, 204, id="query-token"),
+        pytest.param({}, {"u": "pharo"}, 401, id="query-no-password"),
+    ],
+)
+async def test_auth(
+    aiohttp_client: Any, headers: dict[str, str], query: dict[str, str], status: int
+) -> None:
+    app, store = sink_app(http=AUTH)
+    client = await aiohttp_client(app)
+    response = await client.post("/write", data="m v=1\n", headers=headers, params=query)
+    assert response.status == status
+    assert len(store) == (1 if status == 204 else 0)
+    if status == 401:
+        assert "WWW-Authenticate" in response.headers
+
+
+async def test_metrics_still_needs_credentials_when_the_sink_is_open(aiohttp_client: Any) -> None:
+    app, _ = sink_app(http={"token": TOKEN})
+    client = await aiohttp_client(app)
+    assert (await client.get("/metrics")).status == 401
+    assert (await client.get("/metrics", params={"p": TOKEN})).status == 401
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    assert (await client.get("/metrics", headers=bearer)).status == 200
+
+
+# --- precision ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "precision", "time_ns"),
+    [
+        ("/write", "", 1_700_000_000),
+        ("/write", "n", 1_700_000_000),
+        ("/write", "u", 1_700_000_000_000),
+        ("/write", "ms", 1_700_000_000_000_000),
+        ("/write", "s", 1_700_000_000_000_000_000),
+        ("/api/v2/write", "ns", 1_700_000_000),
+        ("/api/v2/write", "us", 1_700_000_000_000),
+        ("/api/v2/write", "s", 1_700_000_000_000_000_000),
+        ("/telegraf", "ms", 1_700_000_000_000_000),
+    ],
+)
+async def test_precision(aiohttp_client: Any, path: str, precision: str, time_ns: int) -> None:
+    app, _ = sink_app()
+    client = await aiohttp_client(app)
+    params = {"precision": precision, "db": "telegraf", "rp": "autogen", "org": "o", "bucket": "b"}
+    response = await client.post(path, data="m v=1 1700000000\n", params=params)
+    assert response.status == 204
+    [line] = await scraped(client)
+    assert line.time_ns == time_ns
+
+
+async def test_unknown_precision_is_400(aiohttp_client: Any) -> None:
+    app, store = sink_app()
+    client = await aiohttp_client(app)
+    response = await client.post("/write", data="m v=1 1\n", params={"precision": "h"})
+    assert response.status == 400
+    assert "unknown precision 'h'" in await response.text()
+    assert len(store) == 0
+
+
+async def test_timestamp_overflowing_with_precision_is_400(aiohttp_client: Any) -> None:
+    app, _ = sink_app()
+    client = await aiohttp_client(app)
+    response = await client.post("/write", data="m v=1 9999999999999\n", params={"precision": "s"})
+    assert response.status == 400
+    assert "timestamp out of range" in await response.text()
+
+
+# --- expiry and the series cap ----------------------------------------------------------
+
+
+async def test_series_expire_after_ttl(aiohttp_client: Any) -> None:
+    clock = Clock()
+    app, store = sink_app(clock, ttl="30s")
+    client = await aiohttp_client(app)
+    await client.post("/telegraf", data="old v=1 1\nboth a=1 1\n")
+    clock.advance(20)
+    await client.post("/telegraf", data="both b=2 2\n")
+    assert {line.measurement for line in await scraped(client)} == {"old", "both"}
+    clock.advance(10)  # 30s after the first write
+    [line] = await scraped(client)
+    assert (line.measurement, line.fields) == ("both", {"b": 2.0})  # field a expired too
+    clock.advance(20)
+    assert await scraped(client) == []
+    assert len(store) == 0
+
+
+async def test_series_cap_refuses_new_series_with_503(aiohttp_client: Any) -> None:
+    clock = Clock()
+    app, store = sink_app(clock, ttl="10s", max_series=2)
+    client = await aiohttp_client(app)
+    response = await client.post("/telegraf", data="a v=1\nb v=1\nc v=1\n")
+    assert response.status == 503
+    assert response.headers["Retry-After"] == "10"
+    assert "1 lines of new series dropped, 2 kept" in await response.text()
+    assert {line.measurement for line in await scraped(client)} == {"a", "b"}
+    assert (await client.post("/telegraf", data="a v=2\n")).status == 204  # updates still go in
+    clock.advance(5)
+    await client.post("/telegraf", data="a v=3\n")
+    clock.advance(5)  # b expires, a does not
+    assert (await client.post("/telegraf", data="c v=1\n")).status == 204
+    assert {line.measurement for line in await scraped(client)} == {"a", "c"}
+    assert store.refused_lines == 1
+
+
+def test_store_default_ttl_is_twice_the_agent_interval() -> None:
+    from telemon.agent import build_collector
+    from telemon.sink import find_store
+
+    config = parse_config({"inputs": {}, "agent": {"interval": "15s"}, "sink": {"enabled": True}})
+    assert find_store(build_collector(config)).ttl_ns == 30_000_000_000
+
+
+# --- configuration --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sink", "expected"),
+    [
+        ({"paths": ["write"]}, ("sink.paths.0", "must start with '/'")),
+        ({"paths": ["/healthz"]}, ("sink.paths.0", "must start with '/'")),
+        ({"paths": []}, ("sink.paths", "list at least one path")),
+        ({"paths": ["/a", "/a"]}, ("sink.paths", "paths must be distinct")),
+        ({"max_series": 0}, ("sink.max_series", "greater than 0")),
+        ({"ttl": "0s"}, ("sink.ttl", "positive")),
+        ({"enabled": True, "paths": ["/metrics"]}, ("", "sink.paths: '/metrics' is already")),
+    ],
+)
+def test_config_errors(sink: dict[str, Any], expected: tuple[str, str]) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"sink": sink})
+    [(key, message)] = info.value.details
+    assert (key, expected[1] in message) == (expected[0], True), message
+
+
+def test_config_path_clash_matters_only_when_enabled() -> None:
+    config = parse_config({"http": {"path": "/write"}})
+    assert config.sink == SinkConfig()
+
+
+# --- an InfluxDB client pointing at telemon ---------------------------------------------
+
+
+async def test_influxdb_client_writes_to_api_v2_write(aiohttp_client: Any) -> None:
+    from influxdb_client import InfluxDBClient, Point, WritePrecision
+    from influxdb_client.client.write_api import SYNCHRONOUS
+
+    app, _ = sink_app(http={"token": TOKEN})
+    client = await aiohttp_client(app)
+    url = str(client.make_url("/")).rstrip("/")
+
+    def write() -> None:
+        with InfluxDBClient(url=url, token=TOKEN, org="o", enable_gzip=True) as influx:
+            api = influx.write_api(write_options=SYNCHRONOUS)
+            point = (
+                Point("pharo")
+                .tag("image", "blog one")
+                .field("uptime", 12)
+                .field("load", 0.5)
+                .field("note", "ok\nfine")
+                .time(1_700_000_000_123, WritePrecision.MS)
+            )
+            api.write(bucket="b", record=point, write_precision=WritePrecision.MS)
+            api.write(bucket="b", record="pharo,image=two uptime=3i 1700000000")
+
+    # The client blocks: run it off the loop that serves it.
+    await asyncio.to_thread(write)
+    served = await scraped(client, Authorization=f"Bearer {TOKEN}")
+    lines = {line.tags["image"]: line for line in served}
+    assert lines["blog one"].fields == {"uptime": 12, "load": 0.5, "note": "ok\nfine"}
+    assert lines["blog one"].time_ns == 1_700_000_000_123_000_000
+    assert lines["two"].time_ns == 1_700_000_000
