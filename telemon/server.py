@@ -42,7 +42,9 @@ def create_app(
         if credentials.required
         else []
     )
-    app = web.Application(middlewares=middlewares)
+    # The sink inflates gzip bodies itself, in bounded steps; aiohttp's own
+    # inflating would keep decompressing a refused gzip bomb while draining it.
+    app = web.Application(middlewares=middlewares, handler_args={"auto_decompress": False})
     app[CONFIG_KEY] = config
     app[COLLECTOR_KEY] = collector or build_collector(config, telemons)
     app.router.add_get(config.http.path, metrics_handler)
