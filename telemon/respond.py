@@ -9,7 +9,11 @@ from aiohttp import hdrs, web
 __all__ = ["accepts_gzip", "gzip_bytes", "line_protocol_response"]
 
 _GZIP_MIN_BYTES = 1024
-_PLAIN_HEADERS = {hdrs.CONTENT_TYPE: "text/plain; charset=utf-8", hdrs.VARY: hdrs.ACCEPT_ENCODING}
+# Vary on Accept too: /metrics answers Prometheus text when Accept asks for it.
+_PLAIN_HEADERS = {
+    hdrs.CONTENT_TYPE: "text/plain; charset=utf-8",
+    hdrs.VARY: "Accept, Accept-Encoding",
+}
 _GZIP_HEADERS = {**_PLAIN_HEADERS, hdrs.CONTENT_ENCODING: "gzip"}
 
 

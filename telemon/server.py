@@ -81,8 +81,6 @@ async def metrics_handler(request: web.Request) -> web.Response:
         )
         response = line_protocol_response(request, body, gzip=config.http.gzip)
         response.headers["Content-Type"] = PROMETHEUS_CONTENT_TYPE
-    # The body depends on Accept too: caches must not mix the formats.
-    response.headers["Vary"] = "Accept, Accept-Encoding"
     return response
 
 
