@@ -10,9 +10,11 @@ from telemon.inputs import InputContext
 from telemon.inputs.fields import FieldsTarget
 from telemon.lazy import Telemon
 from telemon.lineprotocol import EncoderOptions, LineEncoder
+from telemon.outputs import OutputsTarget, build_outputs
+from telemon.outputs.base import OutputRunner
 from telemon.sink import SeriesStore, SinkTarget
 
-__all__ = ["build_collector", "build_encoder"]
+__all__ = ["build_collector", "build_encoder", "build_output_runners"]
 
 
 def build_encoder(config: Config) -> LineEncoder:
@@ -46,4 +48,17 @@ def build_collector(config: Config, telemons: Sequence[Telemon] = ()) -> Collect
         # The server finds the store through this target (`telemon.sink.find_store`).
         store = SeriesStore(config.sink.ttl or 2 * agent.interval, config.sink.max_series)
         states.append(TargetState("sink", SinkTarget(store), agent.interval, agent.timeout))
+    if config.outputs.configured:
+        # `build_output_runners` hands this target the runners whose counters it serves.
+        states.append(TargetState("outputs", OutputsTarget(), agent.interval, agent.timeout))
     return Collector(states, encoder, dict(config.global_tags), context)
+
+
+def build_output_runners(config: Config, collector: Collector) -> list[OutputRunner]:
+    """The configured outputs' runners, pushing what `collector` collects (not started)."""
+    return build_outputs(
+        config.outputs,
+        collector,
+        interval=config.agent.interval,
+        precision=config.agent.precision,
+    )

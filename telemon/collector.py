@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -80,6 +80,8 @@ class Collector:
         self.global_tags = dict(global_tags or {})
         self.context = context or InputContext()
         self.scrapes = 0
+        # Called with each polled collection's encoded lines (outputs push every one).
+        self.listeners: list[Callable[[bytes], None]] = []
         self._polled = [s for s in self.states if not s.target.lazy]
         self._lazy = [s for s in self.states if s.target.lazy]
         self._tasks: list[asyncio.Task[None]] = []
@@ -93,10 +95,12 @@ class Collector:
         metrics = await self._gather(state, now_ns, with_timeout=True)
         state.status = self.encoder.encode_all([self._status_metric(state, now_ns)])
         self._snapshot = None
+        for listener in self.listeners:
+            listener(state.body + state.status)
         return metrics
 
-    async def render(self) -> bytes:
-        """The body of one scrape: snapshots, lazy targets, self-metrics."""
+    async def render(self, *, snapshot: bool = True) -> bytes:
+        """One scrape's body: snapshots (unless `snapshot` is false), lazy targets, self-metrics."""
         self.scrapes += 1
         lazy = self._lazy
         lazy_bodies = []
@@ -109,11 +113,16 @@ class Collector:
                 self._self_lines_at = -SELF_METRICS_MAX_AGE_S
         if self._snapshot is None:
             self._snapshot = b"".join([s.body + s.status for s in self._polled])
+        if not snapshot:  # outputs get polled lines from `listeners`, once per collection
+            return b"".join([*lazy_bodies, self._self_lines_now(lazy)])
+        return b"".join([self._snapshot, *lazy_bodies, self._self_lines_now(lazy)])
+
+    def _self_lines_now(self, lazy: list[TargetState]) -> bytes:
         now = time.monotonic()
         if now - self._self_lines_at >= SELF_METRICS_MAX_AGE_S:
             self._self_lines = self._encode_self_lines(lazy)
             self._self_lines_at = now
-        return b"".join([self._snapshot, *lazy_bodies, self._self_lines])
+        return self._self_lines
 
     async def render_metrics(self) -> list[Metric]:
         """Everything one scrape shows, as metrics (for other exposition formats)."""

@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from telemon.inputs import InputsConfig
+from telemon.outputs import OutputsConfig
 from telemon.schema import Duration, Model, Tags
 from telemon.sink import SinkConfig
 
@@ -174,6 +175,7 @@ class Config(Model):
     prometheus: PrometheusConfig = Field(default_factory=PrometheusConfig)
     inputs: InputsConfig = Field(default_factory=InputsConfig.defaults)
     sink: SinkConfig = Field(default_factory=SinkConfig)
+    outputs: OutputsConfig = Field(default_factory=OutputsConfig)
 
     @model_validator(mode="after")
     def _check_sink_paths(self) -> Config:
@@ -181,6 +183,13 @@ class Config(Model):
         for path in self.sink.paths if self.sink.enabled else ():
             if path in reserved:
                 raise ValueError(f"sink.paths: {path!r} is already {reserved[path]}")
+        return self
+
+    @model_validator(mode="after")
+    def _check_output_timestamps(self) -> Config:
+        # Spooled lines are written late: without timestamps they would be dated on arrival.
+        if self.outputs.configured and self.agent.omit_timestamp:
+            raise ValueError("outputs need timestamps: set agent.omit_timestamp = false")
         return self
 
 

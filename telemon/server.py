@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import html
 import ssl
 import time
@@ -10,7 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 from aiohttp import web
 
 from telemon import __version__
-from telemon.agent import build_collector
+from telemon.agent import build_collector, build_output_runners
 from telemon.auth import Credentials, auth_middleware
 from telemon.collector import Collector, TargetState
 from telemon.config import Config, HttpConfig
@@ -58,9 +59,14 @@ def create_app(
 
 async def _collection_ctx(app: web.Application) -> AsyncIterator[None]:
     collector = app[COLLECTOR_KEY]
+    runners = build_output_runners(app[CONFIG_KEY], collector)
     collector.start()
+    for runner in runners:
+        runner.start()
     yield
+    # Collection first, so the outputs' last write (or spooling) holds every collection.
     await collector.stop()
+    await asyncio.gather(*(runner.stop() for runner in runners))
 
 
 async def metrics_handler(request: web.Request) -> web.Response:

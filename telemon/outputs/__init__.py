@@ -1,0 +1,220 @@
+"""Outputs: push everything collected into InfluxDB (`[[outputs.influxdb]]`, `..._v2]]`).
+
+Each URL gets every line, through its own runner and spool (see `base`);
+`OutputsTarget` serves a `telemon_output` line of counters per URL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field, PositiveInt, SecretStr, field_validator, model_validator
+
+from telemon.inputs.base import Target
+from telemon.metric import FieldValue, Metric
+from telemon.outputs.base import OutputRunner, RunOptions
+from telemon.outputs.influxdb import InfluxDBSender
+from telemon.outputs.influxdb_v2 import InfluxDBv2Sender
+from telemon.outputs.spool import Spool
+from telemon.schema import Duration, Model
+
+if TYPE_CHECKING:
+    from telemon.collector import Collector
+
+__all__ = [
+    "InfluxDBConfig",
+    "InfluxDBv2Config",
+    "OutputsConfig",
+    "OutputsTarget",
+    "build_outputs",
+    "find_outputs_target",
+]
+
+MIB = 1024 * 1024
+
+
+def _check_url(url: str) -> str:
+    if not url.startswith(("http://", "https://")) or len(url) <= len("http://"):
+        raise ValueError(f"{url!r} must be an http:// or https:// URL")
+    return url
+
+
+class OutputConfig(Model):
+    """Keys every `[[outputs.NAME]]` table accepts: batching, retries, the spool."""
+
+    flush_interval: Duration | None = None
+    metric_batch_size: PositiveInt = 1000
+    timeout: Duration = 5.0
+    content_encoding: Literal["gzip", "identity"] = "gzip"
+    max_retry_interval: Duration = 60.0
+    spool_dir: Path | None = None
+    spool_max_bytes: PositiveInt = 100 * MIB
+
+
+class InfluxDBConfig(OutputConfig):
+    """`[[outputs.influxdb]]`: InfluxDB 1.x; every URL gets every line."""
+
+    urls: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:8086"])
+    database: str = "telegraf"
+    retention_policy: str = ""
+    skip_database_creation: bool = False
+    username: str | None = None
+    password: SecretStr | None = None
+
+    @field_validator("urls")
+    @classmethod
+    def _check_urls(cls, urls: list[str]) -> list[str]:
+        if not urls:
+            raise ValueError("list at least one URL")
+        if len(set(urls)) != len(urls):
+            raise ValueError("urls must be distinct")
+        return [_check_url(url) for url in urls]
+
+    @field_validator("database")
+    @classmethod
+    def _check_database(cls, database: str) -> str:
+        if not database.strip():
+            raise ValueError("must not be empty")
+        return database
+
+    @model_validator(mode="after")
+    def _check_auth(self) -> InfluxDBConfig:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("basic auth needs both username and password")
+        return self
+
+
+class InfluxDBv2Config(OutputConfig):
+    """`[[outputs.influxdb_v2]]`: InfluxDB 2.x (or anything serving `/api/v2/write`)."""
+
+    url: str = "http://127.0.0.1:8086"
+    org: str = ""
+    bucket: str
+    token: SecretStr | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _check_v2_url(cls, url: str) -> str:
+        return _check_url(url)
+
+    @field_validator("bucket")
+    @classmethod
+    def _check_bucket(cls, bucket: str) -> str:
+        if not bucket.strip():
+            raise ValueError("must not be empty")
+        return bucket
+
+
+class OutputsConfig(Model):
+    """`[outputs]`: where to push what is collected (nothing by default)."""
+
+    influxdb: list[InfluxDBConfig] = Field(default_factory=list)
+    influxdb_v2: list[InfluxDBv2Config] = Field(default_factory=list)
+
+    @property
+    def configured(self) -> bool:
+        """Whether any output table is present."""
+        return bool(self.influxdb or self.influxdb_v2)
+
+
+class OutputsTarget(Target):
+    """Serves a `telemon_output` line of counters per output URL, at every scrape."""
+
+    lazy = True
+
+    def __init__(self) -> None:
+        super().__init__("outputs")
+        self.runners: list[OutputRunner] = []
+
+    async def collect(self, now_ns: int) -> list[Metric]:
+        """One line per runner (none before the outputs are built)."""
+        return [_stats_metric(runner, now_ns) for runner in self.runners]
+
+
+def _stats_metric(runner: OutputRunner, now_ns: int) -> Metric:
+    stats, spool = runner.stats, runner.spool
+    fields: dict[str, FieldValue] = {
+        "written": stats.written,
+        "failed": stats.failed,
+        "retried": stats.retried,
+        "dropped": stats.dropped,
+        "spooled": stats.spooled,
+        "spool_lines": spool.lines,
+        "spool_bytes": spool.bytes,
+    }
+    tags = {"output": runner.name, "url": runner.sender.url}
+    return Metric("telemon_output", tags, fields, now_ns)
+
+
+def find_outputs_target(collector: Collector) -> OutputsTarget | None:
+    """The collector's outputs target (build_collector adds one when outputs are configured)."""
+    for state in collector.states:
+        if isinstance(state.target, OutputsTarget):
+            return state.target
+    return None
+
+
+def build_outputs(
+    outputs: OutputsConfig, collector: Collector, *, interval: float, precision: str
+) -> list[OutputRunner]:
+    """One runner per output URL (not started); their counters join the outputs target."""
+    runners = []
+    for v1 in outputs.influxdb:
+        for url in v1.urls:
+            sender = InfluxDBSender(
+                url,
+                v1.database,
+                retention_policy=v1.retention_policy,
+                username=v1.username,
+                password=v1.password.get_secret_value() if v1.password else None,
+                precision=precision,
+                timeout=v1.timeout,
+                gzip=v1.content_encoding == "gzip",
+                create_database=not v1.skip_database_creation,
+            )
+            key = ("influxdb", url, v1.database, v1.retention_policy)
+            runners.append(_runner(collector, sender, v1, key, interval))
+    for v2 in outputs.influxdb_v2:
+        sender2 = InfluxDBv2Sender(
+            v2.url,
+            v2.org,
+            v2.bucket,
+            token=v2.token.get_secret_value() if v2.token else None,
+            precision=precision,
+            timeout=v2.timeout,
+            gzip=v2.content_encoding == "gzip",
+        )
+        key = ("influxdb_v2", v2.url, v2.org, v2.bucket)
+        runners.append(_runner(collector, sender2, v2, key, interval))
+    target = find_outputs_target(collector)
+    if target is not None:
+        target.runners = runners
+    return runners
+
+
+def _runner(
+    collector: Collector,
+    sender: InfluxDBSender | InfluxDBv2Sender,
+    config: OutputConfig,
+    key: Sequence[str],
+    interval: float,
+) -> OutputRunner:
+    options = RunOptions(
+        flush_interval=config.flush_interval or interval,
+        batch_size=config.metric_batch_size,
+        max_retry_interval=config.max_retry_interval,
+        timeout=config.timeout,
+    )
+    spool = Spool(_spool_path(config.spool_dir, key), config.spool_max_bytes)
+    return OutputRunner(collector, sender, spool, options)
+
+
+def _spool_path(spool_dir: Path | None, key: Sequence[str]) -> Path | None:
+    """A directory per destination, named so the same destination finds it after a restart."""
+    if spool_dir is None:
+        return None
+    digest = hashlib.sha256("\0".join(key).encode()).hexdigest()[:16]
+    return spool_dir / f"{key[0]}-{digest}"

@@ -1,0 +1,103 @@
+"""`[[outputs.influxdb]]`: InfluxDB 1.x `/write` over HTTP."""
+
+from __future__ import annotations
+
+import gzip
+import logging
+
+import aiohttp
+from yarl import URL
+
+from telemon.outputs.base import WriteError, classify_status
+
+__all__ = ["InfluxDBSender"]
+
+_log = logging.getLogger("telemon.outputs")
+# InfluxDB 1.x names of the `[agent] precision` units.
+V1_PRECISIONS = {"ns": "n", "us": "u", "ms": "ms", "s": "s"}
+
+
+class InfluxDBSender:
+    """Writes batches to one InfluxDB 1.x URL, creating the database first unless told not to."""
+
+    name = "influxdb"
+
+    def __init__(
+        self,
+        url: str,
+        database: str,
+        *,
+        retention_policy: str = "",
+        username: str | None = None,
+        password: str | None = None,
+        precision: str = "ns",
+        timeout: float = 5.0,
+        gzip: bool = True,
+        create_database: bool = True,
+    ) -> None:
+        self.url = url
+        self.database = database
+        base = URL(url.rstrip("/"))
+        query = {"db": database, "precision": V1_PRECISIONS[precision]}
+        if retention_policy:
+            query["rp"] = retention_policy
+        self._write_url = (base / "write").with_query(query)
+        self._query_url = base / "query"
+        self._auth = aiohttp.BasicAuth(username, password or "") if username else None
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._gzip = gzip
+        self._create_database = create_database
+        self._session: aiohttp.ClientSession | None = None
+
+    async def send(self, data: bytes) -> None:
+        """POST one batch to `/write`."""
+        if self._create_database:
+            await self._ensure_database()
+        headers = {"Content-Type": "text/plain; charset=utf-8"}
+        if self._gzip:
+            data = gzip.compress(data, compresslevel=5)
+            headers["Content-Encoding"] = "gzip"
+        status, text, retry_after = await self._post(self._write_url, data, headers)
+        if status == 404 and "database not found" in text and not self._create_database:
+            _log.warning("output influxdb %s: database %r not found", self.url, self.database)
+        elif status == 404 and "database not found" in text:
+            self._create_database = True  # dropped meanwhile: create it again, then retry
+            raise WriteError(f"database {self.database!r} not found", retry=True)
+        error = classify_status(status, text, retry_after)
+        if error is not None:
+            raise error
+
+    async def _ensure_database(self) -> None:
+        """CREATE DATABASE (idempotent) before the first write; 401/403 mean no right to: skip."""
+        query = {"q": f'CREATE DATABASE "{_quote(self.database)}"'}
+        status, text, _ = await self._post(self._query_url.with_query(query), b"", {})
+        if status in (401, 403):
+            _log.warning("output influxdb %s: cannot create database: HTTP %d", self.url, status)
+        elif status >= 300:
+            error = classify_status(status, text)
+            assert error is not None
+            raise WriteError(f"creating database: {error}", retry=error.retry)
+        self._create_database = False
+
+    async def _post(
+        self, url: URL, data: bytes, headers: dict[str, str]
+    ) -> tuple[int, str, str | None]:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self._timeout, auth=self._auth)
+        try:
+            async with self._session.post(url, data=data, headers=headers) as response:
+                text = await response.text(errors="replace")
+                return response.status, text, response.headers.get("Retry-After")
+        except TimeoutError:
+            raise WriteError(f"timed out after {self._timeout.total:g}s", retry=True) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise WriteError(str(exc) or type(exc).__name__, retry=True) from None
+
+    async def aclose(self) -> None:
+        """Close the HTTP session."""
+        if self._session is not None:
+            await self._session.close()
+
+
+def _quote(name: str) -> str:
+    return name.replace("\\", "\\\\").replace('"', '\\"')

@@ -1,0 +1,453 @@
+"""Outputs: pushing to real InfluxDB 1.x and VictoriaMetrics (v2 API), through outages.
+
+The status-code matrix runs against a small aiohttp server, since real
+databases cannot be made to answer each code on demand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from aiohttp import web
+from conftest import require_executable
+from influx import InfluxDB, _spawn, _wait_ready, free_port, write_config
+
+from telemon.collector import Collector, TargetState
+from telemon.config import ConfigError, parse_config
+from telemon.inputs.base import Target
+from telemon.lineprotocol import EncoderOptions, LineEncoder
+from telemon.metric import Metric
+from telemon.outputs import OutputsConfig, OutputsTarget, build_outputs
+from telemon.outputs.base import OutputRunner, RunOptions
+from telemon.outputs.influxdb import InfluxDBSender
+from telemon.outputs.spool import Spool
+
+INTERVAL = 0.1  # of the counting target
+FLUSH = 0.2  # of the outputs
+DEADLINE = 30.0
+
+
+class Counter(Target):
+    """A polled target recording the timestamp of every point it gives."""
+
+    def __init__(self, run: str, stamps: list[int], note: str = "two\nlines") -> None:
+        super().__init__("counter")
+        self.run = run
+        self.stamps = stamps
+        self.note = note
+
+    async def collect(self, now_ns: int) -> list[Metric]:
+        self.stamps.append(now_ns)
+        # A raw newline in a string field: bodies must never be split on LF naively.
+        fields = {"n": len(self.stamps), "note": self.note}
+        return [Metric("outage", {"run": self.run}, fields, now_ns)]
+
+
+class Telemon:
+    """A collector with its outputs, started and stopped like the server does."""
+
+    def __init__(self, counter: Counter, outputs: dict[str, Any]) -> None:
+        if "influxdb_v2" in outputs:
+            counter.note = "one line"  # VictoriaMetrics 1.79 skips lines with a raw LF in a string
+        states = [
+            TargetState("counter", counter, INTERVAL, 1.0),
+            TargetState("outputs", OutputsTarget(), FLUSH, 1.0),
+        ]
+        self.collector = Collector(states, LineEncoder(EncoderOptions()))
+        config = OutputsConfig.model_validate(outputs)
+        self.runners = build_outputs(config, self.collector, interval=FLUSH, precision="ns")
+
+    def start(self) -> None:
+        self.collector.start()
+        for runner in self.runners:
+            runner.start()
+
+    async def stop(self) -> None:
+        await self.collector.stop()
+        for runner in self.runners:
+            await runner.stop()
+
+
+async def wait_for(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+# --- a real InfluxDB 1.x that can be killed and started again on the same data -------
+
+
+class Influxd:
+    """influxd on fixed ports and a fixed data dir, so a restart keeps the data."""
+
+    def __init__(self, binary: str, directory: Path) -> None:
+        self.binary = binary
+        self.directory = directory
+        self.port = free_port()
+        self.config = write_config(directory, self.port, free_port())
+        self.client = InfluxDB(f"http://127.0.0.1:{self.port}")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = (self.directory / "influxd.log").open("ab")
+        self.process = _spawn(self.binary, self.config, log)
+        log.close()
+        _wait_ready(self.process, self.client, self.directory / "influxd.log")
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+
+@pytest.fixture
+def influxd(tmp_path: Path) -> Iterator[Influxd]:
+    (tmp_path / "influxd").mkdir()
+    server = Influxd(require_executable("influxd", "influxdb"), tmp_path / "influxd")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+def _influx_stamps(server: Influxd, db: str, run: str) -> list[int]:
+    try:
+        series = server.client.series(db, f"SELECT n FROM outage WHERE run = '{run}'")
+    except (OSError, AssertionError):
+        return []
+    return [row[0] for s in series for row in s["values"]]
+
+
+async def test_v1_outage_and_restart_lose_nothing(influxd: Influxd, tmp_path: Path) -> None:
+    stamps: list[int] = []
+    run = "v1"
+    outputs = {
+        "influxdb": [{
+            "urls": [influxd.client.url],
+            "database": "telemon_test",
+            "flush_interval": FLUSH,
+            "metric_batch_size": 7,
+            "max_retry_interval": 0.5,
+            "timeout": 2,
+            "spool_dir": str(tmp_path / "spool"),
+        }]
+    }
+
+    async def stored() -> list[int]:
+        return await asyncio.to_thread(_influx_stamps, influxd, "telemon_test", run)
+
+    await outage_scenario(run, stamps, outputs, stored, influxd.kill, influxd.start)
+    assert sorted(await stored()) == stamps
+
+
+async def outage_scenario(
+    run: str,
+    stamps: list[int],
+    outputs: dict[str, Any],
+    stored: Callable[[], Awaitable[list[int]]],
+    kill: Callable[[], None],
+    start: Callable[[], None],
+) -> None:
+    """Write, kill the database, keep collecting, restart telemon, start the database."""
+    first = Telemon(Counter(run, stamps), outputs)
+    first.start()
+    try:
+        await wait_for(lambda: _has(stored, 3), "the first points")
+        kill()
+        outage_from = len(stamps)
+        await wait_for(lambda: _spooled(first.runners[0], 3), "batches in the spool")
+    finally:
+        await first.stop()
+    second = Telemon(Counter(run, stamps), outputs)
+    assert second.runners[0].spool.lines > 0  # left by the first run, on disk
+    second.start()
+    try:
+        await asyncio.sleep(1.0)  # keep collecting while the database is away
+        outage_to = len(stamps)
+        await asyncio.to_thread(start)
+        await wait_for(lambda: _has(stored, outage_to), "the points of the outage")
+    finally:
+        await second.stop()
+    await wait_for(lambda: _has(stored, len(stamps)), "the points written at stop")
+    assert outage_to - outage_from >= 10
+    runner = second.runners[0]
+    assert (runner.spool.lines, runner.stats.dropped) == (0, 0)
+
+
+async def _has(stored: Callable[[], Awaitable[list[int]]], count: int) -> bool:
+    return len(await stored()) >= count
+
+
+async def _spooled(runner: OutputRunner, lines: int) -> bool:
+    return runner.spool.lines >= lines
+
+
+async def test_v1_self_metrics_and_lazy_lines_reach_influxdb(influxd: Influxd) -> None:
+    counter = Counter("self", [])
+    outputs = {
+        "influxdb": [
+            {"urls": [influxd.client.url], "database": "selfm", "content_encoding": "identity"}
+        ]
+    }
+    telemon = Telemon(counter, outputs)
+    telemon.start()
+
+    async def seen() -> bool:
+        rows = await asyncio.to_thread(
+            influxd.client.series, "selfm", "SELECT written, url FROM telemon_output"
+        ) if telemon.runners[0].stats.written else []
+        return any(row[1] > 0 for s in rows for row in s["values"])
+
+    try:
+        await wait_for(seen, "telemon_output lines with written > 0")
+    finally:
+        await telemon.stop()
+
+
+# --- VictoriaMetrics through the influxdb_v2 output ----------------------------------
+
+
+class VictoriaMetrics:
+    """victoria-metrics on a fixed port and data dir."""
+
+    def __init__(self, binary: str, directory: Path) -> None:
+        self.binary = binary
+        self.directory = directory
+        self.url = f"http://127.0.0.1:{free_port()}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = (self.directory / "vm.log").open("ab")
+        self.process = subprocess.Popen(
+            [
+                self.binary,
+                f"-httpListenAddr={self.url.removeprefix('http://')}",
+                f"-storageDataPath={self.directory / 'data'}",
+                "-loggerLevel=ERROR",
+            ],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+        )
+        log.close()
+        deadline = time.monotonic() + DEADLINE
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, (self.directory / "vm.log").read_text()
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("victoria-metrics did not start")
+
+    def kill(self) -> None:
+        # SIGTERM: on SIGKILL VictoriaMetrics loses the last second of samples it
+        # already acknowledged (kept in memory), which no client can prevent.
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait()
+
+    def stamps_ms(self, run: str) -> list[int]:
+        """Every stored sample's timestamp (ms) of outage_n for `run`, duplicates included."""
+        query = urllib.parse.urlencode({"match[]": f'outage_n{{run="{run}"}}'})
+        try:
+            with urllib.request.urlopen(f"{self.url}/api/v1/export?{query}", timeout=5) as resp:
+                text = resp.read().decode()
+        except OSError:
+            return []
+        return [t for line in text.splitlines() if line for t in json.loads(line)["timestamps"]]
+
+
+@pytest.fixture
+def victoria(tmp_path: Path) -> Iterator[VictoriaMetrics]:
+    binary = require_executable("victoria-metrics", "victoria-metrics")
+    (tmp_path / "vm").mkdir()
+    server = VictoriaMetrics(binary, tmp_path / "vm")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+async def test_v2_outage_and_restart_lose_nothing(
+    victoria: VictoriaMetrics, tmp_path: Path
+) -> None:
+    stamps: list[int] = []
+    run = "v2"
+    outputs = {
+        "influxdb_v2": [{
+            "url": victoria.url,
+            "org": "o",
+            "bucket": "b",
+            "token": "t",
+            "flush_interval": FLUSH,
+            "metric_batch_size": 5,
+            "max_retry_interval": 0.5,
+            "timeout": 2,
+            "spool_dir": str(tmp_path / "spool"),
+        }]
+    }
+
+    async def stored() -> list[int]:
+        return await asyncio.to_thread(victoria.stamps_ms, run)
+
+    await outage_scenario(run, stamps, outputs, stored, victoria.kill, victoria.start)
+    await asyncio.sleep(1.5)  # anything written twice would be searchable by now
+    assert sorted(await stored()) == [s // 1_000_000 for s in stamps]  # each exactly once
+
+
+# --- status codes, against a scripted server ------------------------------------------
+
+
+class StubCollector:
+    """Just what a runner uses of a collector; lines are fed through `on_collect`."""
+
+    def __init__(self) -> None:
+        self.listeners: list[Callable[[bytes], None]] = []
+
+    async def render(self, *, snapshot: bool = True) -> bytes:
+        return b""
+
+
+class Scripted:
+    """A /write endpoint answering the scripted statuses in turn, then 204."""
+
+    def __init__(self, *answers: tuple[int, dict[str, str]]) -> None:
+        self.answers = list(answers)
+        self.written: list[bytes] = []
+        self.requests = 0
+        self.gzip = False
+
+    async def write(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        body = await request.read()  # aiohttp inflates gzip
+        self.gzip = request.headers.get("Content-Encoding") == "gzip"
+        status, headers = self.answers.pop(0) if self.answers else (204, {})
+        if status == 204:
+            self.written.append(body)
+        return web.Response(status=status, headers=headers, text="" if status == 204 else "no")
+
+
+async def _runner(aiohttp_server: Any, script: Scripted) -> OutputRunner:
+    app = web.Application()
+    app.router.add_post("/write", script.write)
+    server = await aiohttp_server(app)
+    sender = InfluxDBSender(str(server.make_url("")), "db", create_database=False)
+    options = RunOptions(flush_interval=0.01, batch_size=2, max_retry_interval=0.02, timeout=2)
+    return OutputRunner(cast(Collector, StubCollector()), sender, Spool(None, 10_000), options)
+
+
+LINES = [f"m v={n}i {n}\n".encode() for n in range(6)]
+
+
+async def _push_all(runner: OutputRunner, rounds: int = 20) -> None:
+    runner.on_collect(b"".join(LINES))
+    for _ in range(rounds):
+        await runner.flush()
+        if not runner.spool and not runner._queue:
+            break
+        await asyncio.sleep(0.03)
+    await runner.stop()
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 413])
+async def test_4xx_drops_only_that_batch(aiohttp_server: Any, status: int) -> None:
+    script = Scripted((204, {}), (status, {}))
+    runner = await _runner(aiohttp_server, script)
+    await _push_all(runner)
+    assert script.written == [b"".join(LINES[0:2]), b"".join(LINES[4:6])]
+    assert script.gzip  # content_encoding defaults to gzip
+    stats = runner.stats
+    assert (stats.written, stats.dropped, stats.failed, stats.retried) == (4, 2, 1, 0)
+
+
+@pytest.mark.parametrize(
+    "answer", [(500, {}), (502, {}), (503, {}), (429, {}), (429, {"Retry-After": "0"})]
+)
+async def test_5xx_and_429_are_retried_in_order(
+    aiohttp_server: Any, answer: tuple[int, dict[str, str]]
+) -> None:
+    script = Scripted((204, {}), answer, answer)
+    runner = await _runner(aiohttp_server, script)
+    await _push_all(runner)
+    assert b"".join(script.written) == b"".join(LINES)
+    stats = runner.stats
+    assert (stats.written, stats.dropped, stats.failed) == (6, 0, 2)
+    assert stats.retried == 2
+    assert stats.spooled == 4  # the failed batch and the one after it
+
+
+async def test_refused_connection_spools_then_stop_keeps_it(tmp_path: Path) -> None:
+    sender = InfluxDBSender(f"http://127.0.0.1:{free_port()}", "db")
+    options = RunOptions(flush_interval=0.01, batch_size=2, max_retry_interval=0.02, timeout=1)
+    spool = Spool(tmp_path, 10_000)
+    runner = OutputRunner(cast(Collector, StubCollector()), sender, spool, options)
+    runner.on_collect(b"".join(LINES))
+    await runner.flush()
+    runner.on_collect(b"m v=9i 9\n")
+    await runner.stop()
+    assert Spool(tmp_path, 10_000).lines == 7
+    assert (runner.stats.failed, runner.stats.written) == (1, 0)
+
+
+# --- configuration -------------------------------------------------------------------
+
+
+def test_outputs_config_errors() -> None:
+    cases = [
+        ({"influxdb": [{"urls": []}]}, "outputs.influxdb.0.urls"),
+        ({"influxdb": [{"urls": ["localhost:8086"]}]}, "outputs.influxdb.0.urls"),
+        ({"influxdb": [{"username": "u"}]}, "outputs.influxdb.0"),
+        ({"influxdb_v2": [{"url": "http://x"}]}, "outputs.influxdb_v2.0.bucket"),
+        ({"influxdb_v2": [{"bucket": "b", "content_encoding": "br"}]},
+         "outputs.influxdb_v2.0.content_encoding"),
+    ]
+    for outputs, key in cases:
+        with pytest.raises(ConfigError) as info:
+            parse_config({"outputs": outputs})
+        assert [k for k, _ in info.value.details] == [key], info.value.details
+    with pytest.raises(ConfigError, match="outputs need timestamps"):
+        parse_config({"agent": {"omit_timestamp": True}, "outputs": {"influxdb": [{}]}})
+
+
+def test_influxdb_client_is_not_imported_without_a_v2_output() -> None:
+    code = (
+        "import sys, telemon.server, telemon.cli;"
+        "from telemon.config import parse_config;"
+        "from telemon.agent import build_collector, build_output_runners;"
+        "c = parse_config({'outputs': {'influxdb': [{}]}});"
+        "build_output_runners(c, build_collector(c));"
+        "assert 'influxdb_client' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+async def test_server_starts_and_stops_its_outputs(aiohttp_client: Any, tmp_path: Path) -> None:
+    from telemon.server import create_app
+
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens: lines go to the spool
+    config = parse_config({
+        "agent": {"interval": "100ms"},
+        "inputs": {"python": [{}]},
+        "outputs": {"influxdb": [{"urls": [url], "spool_dir": str(tmp_path)}]},
+    })
+    client = await aiohttp_client(create_app(config))
+    await asyncio.sleep(0.5)
+    text = await (await client.get("/metrics")).text()
+    assert f'telemon_output,output=influxdb,url={url} ' in text
+    await client.close()
+    assert Spool(next(tmp_path.iterdir()), 10**6).lines > 0
