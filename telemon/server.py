@@ -72,10 +72,14 @@ async def _collection_ctx(app: web.Application) -> AsyncIterator[None]:
 async def metrics_handler(request: web.Request) -> web.Response:
     """GET/HEAD: everything collected, as line protocol or (when asked) Prometheus text."""
     collector, config = request.app[COLLECTOR_KEY], request.app[CONFIG_KEY]
-    try:
-        prometheus = wants_prometheus(request.query.get("format"), request.headers.get("Accept"))
-    except ValueError as exc:
-        raise web.HTTPBadRequest(text=f"{exc}\n") from None
+    accept = request.headers.get("Accept")
+    prometheus = False
+    # Telegraf's inputs.http sends neither a query nor an Accept: skip parsing.
+    if request.query_string or (accept and accept != "*/*"):
+        try:
+            prometheus = wants_prometheus(request.query.get("format"), accept)
+        except ValueError as exc:
+            raise web.HTTPBadRequest(text=f"{exc}\n") from None
     if not prometheus:  # the fast path: encoded snapshots joined
         response = line_protocol_response(request, await collector.render(), gzip=config.http.gzip)
     else:
