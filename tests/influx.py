@@ -163,7 +163,7 @@ def run_influxd(binary: str, directory: Path, attempts: int = 3) -> Iterator[Inf
                 yield client
                 return
             finally:
-                _stop(process)
+                stop_process(process)
 
 
 def _spawn(binary: str, config: Path, log: Any) -> subprocess.Popen[bytes]:
@@ -187,10 +187,10 @@ def _wait_ready(process: subprocess.Popen[bytes], client: InfluxDB, log: Path) -
         except subprocess.TimeoutExpired:
             pass  # still running: ask it
         else:
-            raise StartupError(f"influxd exited with {process.returncode}:\n{_tail(log)}")
+            raise StartupError(f"influxd exited with {process.returncode}:\n{log_tail(log)}")
         if _answers(client):
             return
-    raise StartupError(f"influxd did not answer /ping within {STARTUP_TIMEOUT}s:\n{_tail(log)}")
+    raise StartupError(f"influxd did not answer /ping within {STARTUP_TIMEOUT}s:\n{log_tail(log)}")
 
 
 def _answers(client: InfluxDB) -> bool:
@@ -200,7 +200,8 @@ def _answers(client: InfluxDB) -> bool:
         return False
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """Terminate a service, killing it if it does not stop within 15 s."""
     if process.poll() is None:
         process.terminate()
         try:
@@ -210,7 +211,8 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
-def _tail(log: Path, lines: int = 20) -> str:
+def log_tail(log: Path, lines: int = 20) -> str:
+    """The last lines of a service's log, for failure messages."""
     return "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
 
 

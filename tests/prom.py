@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from influx import free_port
+from influx import free_port, log_tail, stop_process
 
 __all__ = ["Prometheus", "PrometheusStartupError", "run_prometheus"]
 
@@ -101,7 +101,7 @@ def run_prometheus(
                 yield Prometheus(f"http://127.0.0.1:{port}", target)
                 return
             finally:
-                _stop(process)
+                stop_process(process)
 
 
 def _spawn(binary: str, config: Path, data: Path, port: int, log: Any) -> subprocess.Popen[bytes]:
@@ -125,11 +125,13 @@ def _wait_ready(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
             pass  # still running: ask it
         else:
             raise PrometheusStartupError(
-                f"prometheus exited with {process.returncode}:\n{_tail(log)}"
+                f"prometheus exited with {process.returncode}:\n{log_tail(log)}"
             )
         if _ready(url):
             return
-    raise PrometheusStartupError(f"prometheus not ready within {STARTUP_TIMEOUT}s:\n{_tail(log)}")
+    raise PrometheusStartupError(
+        f"prometheus not ready within {STARTUP_TIMEOUT}s:\n{log_tail(log)}"
+    )
 
 
 def _ready(url: str) -> bool:
@@ -138,17 +140,3 @@ def _ready(url: str) -> bool:
             return bool(response.status == 200)
     except (OSError, urllib.error.HTTPError):  # refused or 503 while it starts
         return False
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _tail(log: Path, lines: int = 20) -> str:
-    return "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
