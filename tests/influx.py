@@ -12,7 +12,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -180,6 +180,17 @@ def _spawn(binary: str, config: Path, log: Any) -> subprocess.Popen[bytes]:
 
 def _wait_ready(process: subprocess.Popen[bytes], client: InfluxDB, log: Path) -> None:
     """Poll /ping until 204; fail early if the process exits."""
+    wait_for_service(process, lambda: _answers(client), "influxd", log)
+
+
+def wait_for_service(
+    process: subprocess.Popen[bytes],
+    ready: Callable[[], bool],
+    name: str,
+    log: Path,
+    error: type[Exception] = StartupError,
+) -> None:
+    """Poll `ready` until true; raise `error` with the log's tail if the process exits or stalls."""
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while time.monotonic() < deadline:
         try:
@@ -187,10 +198,10 @@ def _wait_ready(process: subprocess.Popen[bytes], client: InfluxDB, log: Path) -
         except subprocess.TimeoutExpired:
             pass  # still running: ask it
         else:
-            raise StartupError(f"influxd exited with {process.returncode}:\n{log_tail(log)}")
-        if _answers(client):
+            raise error(f"{name} exited with {process.returncode}:\n{log_tail(log)}")
+        if ready():
             return
-    raise StartupError(f"influxd did not answer /ping within {STARTUP_TIMEOUT}s:\n{log_tail(log)}")
+    raise error(f"{name} not ready within {STARTUP_TIMEOUT}s:\n{log_tail(log)}")
 
 
 def _answers(client: InfluxDB) -> bool:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -16,12 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from influx import free_port, log_tail, stop_process
+from influx import free_port, stop_process, wait_for_service
 
 __all__ = ["Prometheus", "PrometheusStartupError", "run_prometheus"]
 
-STARTUP_TIMEOUT = 30.0
-POLL_INTERVAL = 0.1
 SCRAPE_INTERVAL = "1s"
 
 
@@ -117,21 +114,7 @@ def _spawn(binary: str, config: Path, data: Path, port: int, log: Any) -> subpro
 
 def _wait_ready(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
     """Poll /-/ready until 200; fail early if the process exits."""
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while time.monotonic() < deadline:
-        try:
-            process.wait(timeout=POLL_INTERVAL)
-        except subprocess.TimeoutExpired:
-            pass  # still running: ask it
-        else:
-            raise PrometheusStartupError(
-                f"prometheus exited with {process.returncode}:\n{log_tail(log)}"
-            )
-        if _ready(url):
-            return
-    raise PrometheusStartupError(
-        f"prometheus not ready within {STARTUP_TIMEOUT}s:\n{log_tail(log)}"
-    )
+    wait_for_service(process, lambda: _ready(url), "prometheus", log, PrometheusStartupError)
 
 
 def _ready(url: str) -> bool:
