@@ -5,10 +5,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import NoReturn
 
 import pytest
+from dockerd import DockerEngine, run_dockerd
 from influx import InfluxDB, run_influxd
 from prom import Prometheus, run_prometheus
 
@@ -54,3 +57,22 @@ def prometheus_for(
             return stack.enter_context(run_prometheus(binary, directory, target))
 
         yield start
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[DockerEngine]:
+    """A real Docker Engine: the one on /var/run/docker.sock, or a private `dockerd`.
+
+    Containers the tests start carry a per-run label and are removed at the end.
+    """
+    dockerd = require_executable("dockerd", "docker.io")
+    docker = require_executable("docker", "docker.io")
+    require_executable("busybox", "busybox-static")
+    # A short directory: dockerd's and containerd's socket paths must fit in 108 bytes.
+    directory = Path(tempfile.mkdtemp(prefix="tmd-", dir="/tmp"))
+    try:
+        with run_dockerd(dockerd, docker, directory) as engine:
+            engine.ensure_busybox()
+            yield engine
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
