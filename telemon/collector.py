@@ -13,12 +13,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
 
-from telemon.inputs.base import InputContext, InputError, Target
+from telemon.inputs.base import Discovered, InputContext, InputError, Target
 from telemon.lineprotocol import LineEncoder
 from telemon.metric import FieldValue, Metric
 
@@ -84,7 +84,11 @@ class Collector:
         self.listeners: list[Callable[[bytes], None]] = []
         self._polled = [s for s in self.states if not s.target.lazy]
         self._lazy = [s for s in self.states if s.target.lazy]
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: dict[TargetState, asyncio.Task[None]] = {}
+        self._started = False
+        self._closing: set[asyncio.Task[None]] = set()
+        self._discovered: dict[int, dict[str, TargetState]] = {}
+        self.context.discovery = self.sync_discovered
         self._snapshot: bytes | None = None
         self._self_lines = b""
         self._self_lines_at = -SELF_METRICS_MAX_AGE_S
@@ -164,8 +168,54 @@ class Collector:
         return self.encoder.encode_all(metrics)
 
     async def collect_all(self) -> None:
-        """Collect every target once, concurrently (for `telemon once`)."""
-        await asyncio.gather(*(self.collect(s) for s in self.states))
+        """Collect every target once, concurrently (for `telemon once`).
+
+        Targets discovered by that round are collected too.
+        """
+        done: set[TargetState] = set()
+        while pending := [s for s in self.states if s not in done]:
+            done.update(pending)
+            await asyncio.gather(*(self.collect(s) for s in pending))
+
+    def sync_discovered(self, owner: Target, input_name: str, found: Sequence[Discovered]) -> None:
+        """Make `found` the targets `owner` discovered: poll new ones, drop the gone ones.
+
+        They share the owner's interval, timeout and input tags.
+        """
+        owner_state = next(s for s in self.states if s.target is owner)
+        current = self._discovered.setdefault(id(owner), {})
+        wanted = {d.key: d for d in found}
+        for key in current.keys() - wanted.keys():
+            self._remove(current.pop(key))
+        for key in wanted.keys() - current.keys():
+            item = wanted[key]
+            state = TargetState(
+                input_name,
+                item.target,
+                owner_state.interval,
+                owner_state.timeout,
+                {**owner_state.tags, **item.tags},
+            )
+            current[key] = state
+            self._add(state)
+
+    def _add(self, state: TargetState) -> None:
+        self.states.append(state)
+        self._polled.append(state)
+        self._snapshot = None
+        if self._started:
+            self._tasks[state] = asyncio.create_task(self._poll(state, 0.0))
+
+    def _remove(self, state: TargetState) -> None:
+        self.states.remove(state)
+        self._polled.remove(state)
+        self._snapshot = None
+        task = self._tasks.pop(state, None)
+        if task is not None:
+            task.cancel()
+        closing = asyncio.get_running_loop().create_task(state.target.aclose())
+        self._closing.add(closing)  # a reference, so the task is not collected early
+        closing.add_done_callback(self._closing.discard)
 
     def start(self) -> None:
         """Start one polling task per polled target, spreading start times."""
@@ -176,13 +226,16 @@ class Collector:
         for states in by_input.values():
             for index, state in enumerate(states):
                 offset = state.interval * index / len(states)
-                self._tasks.append(asyncio.create_task(self._poll(state, offset)))
+                self._tasks[state] = asyncio.create_task(self._poll(state, offset))
+        self._started = True
 
     async def stop(self) -> None:
         """Cancel the polling tasks and release the targets."""
-        for task in self._tasks:
+        self._started = False
+        tasks = list(self._tasks.values())
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()

@@ -421,7 +421,7 @@ async def test_app_starts_and_stops_collection(aiohttp_client) -> None:
     await wait_until(lambda: target.calls == 1)
     assert len(collector._tasks) == 1
     await client.close()
-    assert collector._tasks == []
+    assert not collector._tasks
 
 
 def make_certificate(directory: Path) -> tuple[Path, Path]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import aiohttp
 from pydantic import Field
@@ -10,7 +12,7 @@ from pydantic import Field
 from telemon.metric import Metric
 from telemon.schema import Duration, Model, Tags
 
-__all__ = ["InputConfig", "InputContext", "InputError", "Target"]
+__all__ = ["Discovered", "InputConfig", "InputContext", "InputError", "Target"]
 
 
 class InputError(Exception):
@@ -35,6 +37,9 @@ class InputContext:
     def __init__(self, field_timeout: float = 1.0) -> None:
         self.field_timeout = field_timeout
         self._session: aiohttp.ClientSession | None = None
+        # Set by the collector: an input that finds targets at run time (Pharo
+        # containers by label) hands the full current set to it at each poll.
+        self.discovery: Callable[[Target, str, Sequence[Discovered]], None] | None = None
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -77,3 +82,13 @@ class Target(ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release what the target holds (connections, files)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Discovered:
+    """A target an input found at run time, polled like a configured one until it is gone."""
+
+    key: str
+    """Stable identity: the same key in the next poll means the same target."""
+    target: Target
+    tags: dict[str, str] = field(default_factory=dict)

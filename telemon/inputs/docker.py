@@ -1,0 +1,363 @@
+"""`[[inputs.docker]]`: containers' CPU, memory, network, block I/O and status.
+
+One target per engine. Each poll reads `/info` and the container list, then
+each selected container's one-shot stats and inspect document, concurrently
+with a bound and a timeout per call. Measurements and fields are Telegraf's
+`inputs.docker` ones (see `docker_stats`). With `discover_pharo = true`,
+containers labelled `telemon.pharo.port` are polled as Pharo targets for
+as long as they run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import AfterValidator, Field
+
+from telemon.inputs import docker_stats as ds
+from telemon.inputs.base import Discovered, InputConfig, InputContext, InputError, Target
+from telemon.inputs.docker_api import EngineClient, NotFound, check_endpoint
+from telemon.inputs.pharo import PharoConfig, PharoFormat
+from telemon.metric import FieldValue, Metric
+from telemon.schema import Duration
+
+__all__ = ["DockerConfig", "DockerTarget", "PharoLabelError", "pharo_endpoint"]
+
+ContainerState = Literal["created", "restarting", "running", "removing", "paused", "exited", "dead"]
+Device = Literal["cpu", "blkio", "network"]
+PHARO_LABEL = "telemon.pharo."
+
+
+class DockerConfig(InputConfig):
+    """Which engine, which containers, which labels become tags."""
+
+    endpoint: Annotated[str, AfterValidator(check_endpoint)] = "unix:///var/run/docker.sock"
+    container_name_include: list[str] = Field(default_factory=list)
+    container_name_exclude: list[str] = Field(default_factory=list)
+    container_state_include: list[ContainerState] = Field(default_factory=list)
+    container_state_exclude: list[ContainerState] = Field(default_factory=list)
+    docker_label_include: list[str] = Field(default_factory=list)
+    docker_label_exclude: list[str] = Field(default_factory=list)
+    perdevice_include: list[Device] = Field(default_factory=lambda: _devices("cpu", "network"))
+    total_include: list[Device] = Field(default_factory=lambda: _devices("cpu", "blkio", "network"))
+    stats_timeout: Duration = 5.0
+    max_concurrency: int = Field(default=64, ge=1, le=1024)
+    max_body_size: int = Field(default=16 * 1024 * 1024, gt=0)
+    discover_pharo: bool = False
+
+    def build(self, context: InputContext) -> list[Target]:
+        """One target: the engine."""
+        return [DockerTarget(self, context)]
+
+    def wanted_states(self) -> set[str]:
+        """Container states to report: running only unless a state list is set."""
+        states = set(self.container_state_include or get_args(ContainerState))
+        if not self.container_state_include and not self.container_state_exclude:
+            states = {"running"}
+        return states - set(self.container_state_exclude)
+
+    def wants_name(self, name: str) -> bool:
+        """The name filters, globs as in Telegraf (empty include = all)."""
+        included = not self.container_name_include or _matches(name, self.container_name_include)
+        return included and not _matches(name, self.container_name_exclude)
+
+    def tag_labels(self, labels: dict[str, str]) -> dict[str, str]:
+        """The labels that become tags (empty include = all, as in Telegraf)."""
+        return {
+            key: value
+            for key, value in labels.items()
+            if (not self.docker_label_include or _matches(key, self.docker_label_include))
+            and not _matches(key, self.docker_label_exclude)
+        }
+
+
+def _devices(*names: Device) -> list[Device]:
+    return list(names)
+
+
+def _matches(name: str, globs: list[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, glob) for glob in globs)
+
+
+@dataclass(slots=True)
+class _Round:
+    """What one poll gathers, plus its failures that are not the engine's."""
+
+    now_ns: int
+    engine_tags: dict[str, str]
+    podman: bool
+    metrics: list[Metric] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+class DockerTarget(Target):
+    """One Docker (or Podman) engine."""
+
+    def __init__(self, config: DockerConfig, context: InputContext) -> None:
+        super().__init__(config.endpoint)
+        self.config = config
+        self.context = context
+        self.client = EngineClient(
+            config.endpoint,
+            max_body_size=config.max_body_size,
+            connections=config.max_concurrency,
+        )
+        self.cpu = ds.CpuTracker()
+        self._limit = asyncio.Semaphore(config.max_concurrency)
+        self._partial_errors = 0
+        self._last_partial_error: str | None = None
+
+    @property
+    def partial_errors(self) -> int:
+        """Containers whose stats failed (not vanished) and bad discovery labels."""
+        return self._partial_errors
+
+    @property
+    def last_partial_error(self) -> str | None:
+        """The latest of those reasons."""
+        return self._last_partial_error
+
+    async def collect(self, now_ns: int) -> list[Metric]:
+        """One poll of the engine and its selected containers."""
+        timeout = self.config.stats_timeout
+        info = await self.client.get_json("/info", timeout=timeout)
+        if not isinstance(info, dict):
+            raise InputError("/info: the engine answered no JSON object")
+        wanted = self.config.wanted_states()
+        listing = await self._list(all_states=wanted != {"running"}, timeout=timeout)
+        version = self.client.version
+        engine_tags = {
+            "engine_host": str(info.get("Name") or ""),
+            "server_version": str(info.get("ServerVersion") or ""),
+        }
+        round_ = _Round(now_ns, engine_tags, podman=bool(version and version.podman))
+        round_.metrics.append(Metric("docker", dict(engine_tags), ds.engine_fields(info), now_ns))
+        selected = [
+            c
+            for c in listing
+            if c.get("State") in wanted
+            and self.config.wants_name(ds.container_name(c.get("Names")))
+        ]
+        await asyncio.gather(*(self._container(round_, c) for c in selected))
+        self.cpu.keep_only({str(c.get("Id")) for c in listing})
+        if self.config.discover_pharo:
+            self._discover(round_, listing)
+        for reason in round_.errors:
+            self._partial_errors += 1
+            self._last_partial_error = reason
+        return round_.metrics
+
+    async def _list(self, *, all_states: bool, timeout: float) -> list[dict[str, Any]]:
+        listing = await self.client.get_json(
+            "/containers/json", {"all": "1" if all_states else "0"}, timeout=timeout
+        )
+        if not isinstance(listing, list):
+            raise InputError("/containers/json: the engine answered no JSON list")
+        return [c for c in listing if isinstance(c, dict) and isinstance(c.get("Id"), str)]
+
+    async def _container(self, round_: _Round, item: dict[str, Any]) -> None:
+        """Status and stats of one container; a vanished container is skipped quietly."""
+        container_id = item["Id"]
+        name = ds.container_name(item.get("Names"))
+        try:
+            async with self._limit, asyncio.timeout(self.config.stats_timeout):
+                inspect = await self.client.get_json(f"/containers/{container_id}/json")
+                stats = None
+                if (inspect.get("State") or {}).get("Running"):
+                    stats = await self.client.get_json(
+                        f"/containers/{container_id}/stats", self._stats_params()
+                    )
+        except NotFound:
+            return  # removed between the listing and now: not an error
+        except TimeoutError:
+            round_.errors.append(
+                f"container {name}: no answer within {self.config.stats_timeout:g}s"
+            )
+            return
+        except InputError as exc:
+            round_.errors.append(f"container {name}: {exc}")
+            return
+        tags = self._container_tags(round_, item, inspect)
+        round_.metrics += self._container_metrics(round_, container_id, tags, inspect, stats)
+
+    def _stats_params(self) -> dict[str, str]:
+        version = self.client.version
+        if version is not None and version.one_shot and not version.podman:
+            return {"stream": "false", "one-shot": "true"}
+        return {"stream": "false"}
+
+    def _container_tags(
+        self, round_: _Round, item: dict[str, Any], inspect: dict[str, Any]
+    ) -> dict[str, str]:
+        image, version = ds.parse_image(str(item.get("Image") or ""))
+        labels = item.get("Labels")
+        labels = labels if isinstance(labels, dict) else {}
+        status = (inspect.get("State") or {}).get("Status") or item.get("State") or ""
+        return {
+            **self.config.tag_labels({str(k): str(v) for k, v in labels.items()}),
+            **round_.engine_tags,
+            "container_name": ds.container_name(item.get("Names")),
+            "container_image": image,
+            "container_version": version,
+            "container_status": str(status),
+        }
+
+    def _container_metrics(
+        self,
+        round_: _Round,
+        container_id: str,
+        tags: dict[str, str],
+        inspect: dict[str, Any],
+        stats: Any,
+    ) -> list[Metric]:
+        now_ns = round_.now_ns
+        metrics = [
+            Metric(
+                "docker_container_status",
+                tags,
+                ds.status_fields(inspect, container_id, now_ns),
+                now_ns,
+            )
+        ]
+        health = ds.health_fields(inspect)
+        if health:
+            metrics.append(Metric("docker_container_health", tags, health, now_ns))
+        if isinstance(stats, dict):
+            metrics += self._stats_metrics(round_, container_id, tags, stats)
+        return metrics
+
+    def _stats_metrics(
+        self, round_: _Round, container_id: str, tags: dict[str, str], stats: dict[str, Any]
+    ) -> list[Metric]:
+        # Stats lines carry the engine's read time, as in Telegraf.
+        read_ns = ds.parse_timestamp_ns(stats.get("read")) or round_.now_ns
+        per_device, total = set(self.config.perdevice_include), set(self.config.total_include)
+        metrics: list[Metric] = []
+
+        def add(measurement: str, extra: dict[str, str], fields: dict[str, FieldValue]) -> None:
+            if fields:
+                metrics.append(Metric(measurement, {**tags, **extra}, fields, read_ns))
+
+        memory = stats.get("memory_stats")
+        if isinstance(memory, dict):
+            add(
+                "docker_container_mem",
+                {},
+                ds.mem_fields(memory, container_id, podman=round_.podman),
+            )
+        sample = ds.CpuSample.from_stats(stats)
+        if sample is not None:
+            percent = self.cpu.percent(container_id, sample, wall_clock=round_.podman)
+            if "cpu" in total:
+                add(
+                    "docker_container_cpu",
+                    {"cpu": "cpu-total"},
+                    ds.cpu_fields(stats, container_id, percent),
+                )
+            if "cpu" in per_device:
+                for cpu, fields in ds.percpu_points(stats, container_id):
+                    add("docker_container_cpu", {"cpu": cpu}, fields)
+        for network, fields in ds.net_points(
+            stats, container_id, per_interface="network" in per_device, total="network" in total
+        ):
+            add("docker_container_net", {"network": network}, fields)
+        for device, fields in ds.blkio_points(
+            stats, container_id, per_device="blkio" in per_device, total="blkio" in total
+        ):
+            add("docker_container_blkio", {"device": device}, fields)
+        return metrics
+
+    def _discover(self, round_: _Round, listing: list[dict[str, Any]]) -> None:
+        """Hand the collector the Pharo targets that running, labelled containers name."""
+        if self.context.discovery is None:
+            return
+        found = []
+        for item in listing:
+            if item.get("State") != "running" or not _has_pharo_label(item):
+                continue
+            name = ds.container_name(item.get("Names"))
+            try:
+                url, data_format = pharo_endpoint(item)
+            except PharoLabelError as exc:
+                round_.errors.append(f"container {name}: {exc}")
+                continue
+            config = PharoConfig(urls=[url], format=data_format, instances={url: name})
+            [target] = config.build(self.context)
+            found.append(Discovered(f"{item['Id']} {url}", target, {"container_name": name}))
+        self.context.discovery(self, "pharo", found)
+
+    async def aclose(self) -> None:
+        """Close the engine connections."""
+        await self.client.aclose()
+
+
+class PharoLabelError(ValueError):
+    """A `telemon.pharo.*` label that cannot be used; the message names it."""
+
+
+def _has_pharo_label(item: dict[str, Any]) -> bool:
+    labels = item.get("Labels")
+    return isinstance(labels, dict) and f"{PHARO_LABEL}port" in labels
+
+
+def pharo_endpoint(item: dict[str, Any]) -> tuple[str, PharoFormat]:
+    """(URL, format) of the Pharo image in a labelled container list item.
+
+    Reached at the container's address on its network (the one the
+    `telemon.pharo.network` label names, else the first by name), on the
+    host's loopback for host networking, or else at its published port.
+    """
+    labels: dict[str, str] = item.get("Labels") or {}
+    port = _label_port(labels)
+    scheme = labels.get(f"{PHARO_LABEL}scheme", "http")
+    if scheme not in ("http", "https"):
+        raise PharoLabelError(f"label {PHARO_LABEL}scheme={scheme!r} is not http or https")
+    path = labels.get(f"{PHARO_LABEL}path", "/metrics")
+    if not path.startswith("/"):
+        raise PharoLabelError(f"label {PHARO_LABEL}path={path!r} does not start with /")
+    data_format = labels.get(f"{PHARO_LABEL}format", "auto")
+    if data_format not in get_args(PharoFormat):
+        choices = ", ".join(get_args(PharoFormat))
+        raise PharoLabelError(f"label {PHARO_LABEL}format={data_format!r} is not one of {choices}")
+    host, port = _address(item, labels, port)
+    return f"{scheme}://{host}:{port}{path}", data_format  # type: ignore[return-value]
+
+
+def _label_port(labels: dict[str, str]) -> int:
+    raw = labels.get(f"{PHARO_LABEL}port", "")
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise PharoLabelError(f"label {PHARO_LABEL}port={raw!r} is not a port number")
+    return int(raw)
+
+
+def _address(item: dict[str, Any], labels: dict[str, str], port: int) -> tuple[str, int]:
+    """(host as it goes in a URL, port) where the container's port is reachable."""
+    mode = (item.get("HostConfig") or {}).get("NetworkMode")
+    if mode == "host":
+        return "127.0.0.1", port
+    networks = (item.get("NetworkSettings") or {}).get("Networks") or {}
+    chosen = labels.get(f"{PHARO_LABEL}network")
+    if chosen is not None and chosen not in networks:
+        raise PharoLabelError(f"label {PHARO_LABEL}network={chosen!r}: not one of its networks")
+    for name in [chosen] if chosen else sorted(networks):
+        address = (networks.get(name) or {}).get("IPAddress")
+        if address:
+            return _url_host(address), port
+    for published in item.get("Ports") or ():
+        if published.get("PrivatePort") == port and published.get("PublicPort"):
+            host = published.get("IP") or ""
+            if host in ("", "0.0.0.0", "::"):
+                host = "127.0.0.1"
+            return _url_host(host), int(published["PublicPort"])
+    raise PharoLabelError(f"port {port} is reachable on no network and not published")
+
+
+def _url_host(address: str) -> str:
+    try:
+        return f"[{address}]" if ipaddress.ip_address(address).version == 6 else address
+    except ValueError:
+        return address
