@@ -254,7 +254,7 @@ def test_check_bad_file_lists_every_problem(tmp_path: Path, env: dict[str, str])
         f"{path}: inputs.process.0.pattern: "
         "invalid regular expression: missing ), unterminated subpattern at position 5",
         f"{path}: inputs.process.1.patern: unknown key",
-        f"{path}: inputs.procstat: unknown input; known inputs: fields, pharo, process, python",
+        f"{path}: inputs.procstat: unknown input; known inputs: cgroup, docker, fields, pharo, process, python",
     ]
     lines = result.stderr.splitlines()
     assert sorted(lines) == sorted(expected)

@@ -387,7 +387,7 @@ async def test_unexpected_exception_marks_down_and_polling_continues(running) ->
     await wait_until(lambda: target.calls >= 3)
     assert state.up is False
     assert state.last_error == "unexpected ZeroDivisionError: division by zero"
-    assert all(not task.done() for task in collector._tasks)
+    assert all(not task.done() for task in collector._tasks.values())
     target.error = None
     await wait_until(lambda: state.up is True, timeout=5)
 
