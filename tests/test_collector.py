@@ -477,7 +477,7 @@ async def test_lazy_target_is_not_polled(running) -> None:
     tm = Telemon(f"lazy_{uuid.uuid4().hex[:8]}", fields={"n": 1})
     collector, [state] = make(FieldsTarget(tm), input_name="fields", interval=0.001)
     running(collector)
-    assert collector._tasks == []
+    assert not collector._tasks
     assert state.collections == 0
 
 
