@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from telemon.inputs.base import InputConfig, InputContext, InputError, Target
+from telemon.inputs.cgroup import CgroupConfig
 from telemon.inputs.fields import FieldsConfig
 from telemon.inputs.pharo import PharoConfig
 from telemon.inputs.process import ProcessConfig
@@ -17,6 +18,7 @@ __all__ = ["InputConfig", "InputContext", "InputError", "InputsConfig", "Target"
 class InputsConfig(Model):
     """`[inputs]`: each key is an input name holding a list of its tables."""
 
+    cgroup: list[CgroupConfig] = Field(default_factory=list)
     fields: list[FieldsConfig] = Field(default_factory=list)
     pharo: list[PharoConfig] = Field(default_factory=list)
     process: list[ProcessConfig] = Field(default_factory=list)
