@@ -9,6 +9,10 @@ with the `proc-self-cgroup` a process in it would see:
   --pids-limit 100 in its private cgroup namespace (its cgroup is the root);
 * `v2-host-unlimited`: a container without limits seen from the host
   namespace (systemd driver), an older kernel without memory.peak.
+
+The v2 sets are written by hand (this machine has no v2 controllers): the
+files and keys of a 6.x kernel as cgroup-v2.rst lists them, with consistent
+values. The hybrid's unified hierarchy is read live for its cpu.stat.
 """
 
 from __future__ import annotations
@@ -479,6 +483,15 @@ def test_target_v1_path_option_reads_only_where_the_cgroup_exists() -> None:
         assert fields == {k: v for k, v in V1_HOST_FIELDS.items() if k.startswith("memory_")}
 
 
+def test_target_path_climbing_out_of_the_namespace_stays_in_the_mount(tmp_path: Path) -> None:
+    """A process outside the namespace's root sees "/../x": the mount's top is read, not ../x."""
+    outside = V2_LIMITED.parent / "v2-host-unlimited"
+    (tmp_path / "self").write_text(f"0::/../{outside.name}{V2_SCOPE}\n")
+    tags, fields = collect(target(tmp_path / "self", root=str(V2_LIMITED)))
+    assert tags == {"cgroup": f"/../{outside.name}{V2_SCOPE}", "version": "2"}
+    assert fields == V2_LIMITED_FIELDS
+
+
 # --- failures ----------------------------------------------------------------
 
 
@@ -715,6 +728,31 @@ def test_live_matches_psutil_for_the_process() -> None:
     _, fields = collect(target())
     info = psutil.Process().memory_info()
     assert int(fields["memory_usage"]) >= (info.rss - info.shared) * 0.9
+
+
+UNIFIED = Path("/sys/fs/cgroup/unified")
+
+
+@pytest.mark.skipif(
+    not (UNIFIED / "cgroup.controllers").exists() or (UNIFIED / "cpu.max").exists(),
+    reason="needs a hybrid machine's unified hierarchy (without its cpu controller)",
+)
+async def test_live_hybrid_unified_hierarchy_as_v2() -> None:
+    """This machine's v2 hierarchy, mounted beside v1: a real v2 cpu.stat, read through `root`."""
+    path = next(
+        m.path
+        for m in parse_self_cgroup(Path("/proc/self/cgroup").read_text())
+        if not m.controllers
+    )
+    cpu_stat = UNIFIED / path.lstrip("/") / "cpu.stat"
+    before = parse_flat(cpu_stat.read_text())["usage_usec"] * 1000
+    [metric] = await target(root=str(UNIFIED)).collect(0)
+    after = parse_flat(cpu_stat.read_text())["usage_usec"] * 1000
+    assert metric.tags == {"cgroup": path, "version": "2"}
+    # only cpu.stat there, without the cpu controller's throttling keys
+    assert set(metric.fields) == {"cpu_usage_ns", "cpu_user_ns", "cpu_system_ns"}
+    assert before <= int(metric.fields["cpu_usage_ns"]) <= after
+    assert_types(metric.fields)
 
 
 # --- end to end --------------------------------------------------------------

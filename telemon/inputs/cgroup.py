@@ -159,8 +159,12 @@ def _inside(mount: Path, path: str) -> Path:
 
     Inside a container sharing the host's cgroup namespace, /proc/self/cgroup
     shows the host path (/docker/ID) but only the container's own cgroup is
-    mounted, at the top: runc bind-mounts it there.
+    mounted, at the top: runc bind-mounts it there. A path climbing out of the
+    namespace ("/../.."; a process outside the namespace's root) is not
+    followed out of the mount either.
     """
+    if ".." in path.split("/"):
+        return mount
     directory = mount / path.lstrip("/")
     return directory if directory.is_dir() else mount
 
