@@ -513,6 +513,11 @@ def test_nothing_under_the_root(tmp_path: Path) -> None:
     )
     missing = tmp_path / "missing"
     assert_one_line_error(target(tmp_path / "self", root=str(missing)), f"under {missing}:")
+    (tmp_path / "memory").mkdir()  # a hierarchy without any of the files read
+    message = assert_one_line_error(target(tmp_path / "self", root=str(tmp_path)))
+    assert (
+        message == f"no cgroup files under {tmp_path / 'memory'}: none of the files read is there"
+    )
 
 
 def test_nothing_readable(tmp_path: Path) -> None:

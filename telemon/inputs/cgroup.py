@@ -183,7 +183,7 @@ def _mount(root: Path, controller: str) -> Path | None:
 def _read(group: _Group, root: Path) -> tuple[dict[str, str], str, str]:
     """({file name: text} of every readable file, the first directory, why none was read)."""
     files: dict[str, str] = {}
-    reason = group.problem or "no file is readable"
+    reason = group.problem or "none of the files read is there"
     for controller, directory in group.dirs.items():
         names = V2_FILES if group.version == 2 else V1_FILES[controller]
         for name in names:
