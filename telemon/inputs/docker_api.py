@@ -103,7 +103,11 @@ class EngineClient:
         if self.version is not None:
             return self.version
         async with self._request("/_ping", timeout=timeout) as response:
-            await self._check(response, "/_ping")
+            if response.status != 200:
+                raise InputError(
+                    f"{self.endpoint} does not look like a Docker engine: "
+                    f"/_ping answered HTTP {response.status}"
+                )
             server = _parse_version(response.headers.get("Api-Version"))
             podman = "Libpod-API-Version" in response.headers
         if server is None:

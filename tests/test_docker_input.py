@@ -1,0 +1,540 @@
+"""`[[inputs.docker]]` against a real Docker Engine: figures agree with `docker stats`,
+the container set with `docker ps`, failures are one-line reasons, Pharo containers
+are found by label.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from dockerd import DockerEngine
+from influx import Line, parse_line
+
+from telemon.agent import build_collector
+from telemon.collector import Collector, TargetState
+from telemon.config import ConfigError, parse_config
+from telemon.inputs.base import InputContext
+from telemon.inputs.docker import DockerConfig, DockerTarget, pharo_endpoint
+from telemon.lineprotocol import LineEncoder
+from telemon.lpparse import parse_lines
+from telemon.metric import Metric
+from telemon.server import create_app
+from telemon.simulator.app import start_simulator
+
+PHARO_PAYLOAD = Path(__file__).parent / "data" / "pharo" / "json-telemon-names" / "payload.json"
+_SIZE = re.compile(r"([\d.]+)\s*([KMGT]?i?B)")
+_UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40, "kB": 1e3, "MB": 1e6}
+
+
+def bytes_of(text: str) -> float:
+    """`docker stats` sizes ("556KiB", "48.6MiB") in bytes."""
+    match = _SIZE.match(text.strip())
+    assert match, text
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def docker_target(engine: DockerEngine, **options: Any) -> DockerTarget:
+    config = DockerConfig.model_validate({"endpoint": engine.endpoint, **options})
+    [target] = config.build(InputContext())
+    assert isinstance(target, DockerTarget)
+    return target
+
+
+def by_name(metrics: list[Metric], measurement: str, **tags: str) -> dict[str, Metric]:
+    """The measurement's metrics keyed by container name, filtered by tags."""
+    return {
+        m.tags["container_name"]: m
+        for m in metrics
+        if m.measurement == measurement and all(m.tags.get(k) == v for k, v in tags.items())
+    }
+
+
+@pytest.fixture
+def prefix(docker_engine: DockerEngine) -> str:
+    """A container name prefix unique to this test, so a shared engine's others don't count."""
+    return f"tm-{docker_engine.run_id}-{uuid.uuid4().hex[:6]}"
+
+
+async def collect(target: DockerTarget) -> list[Metric]:
+    return await target.collect(__import__("time").time_ns())
+
+
+async def test_cpu_and_memory_agree_with_docker_stats(
+    docker_engine: DockerEngine, prefix: str
+) -> None:
+    burner = f"{prefix}-burn"
+    holder = f"{prefix}-mem"
+    # Capped at half a core, so the figure holds steady on a busy shared machine.
+    docker_engine.run("yes > /dev/null", name=burner, options=["--cpus", "0.5"])
+    # 48 MiB in a tmpfs is shared memory: `docker stats` counts it, so must we.
+    docker_engine.run(
+        "head -c 50331648 /dev/zero > /data/blob; sleep 600",
+        name=holder,
+        options=["--tmpfs", "/data:size=100m"],
+    )
+    target = docker_target(docker_engine, container_name_include=[f"{prefix}-*"])
+    try:
+        await wait_until_holding(target, holder, 48 * 2**20)
+        # Our CPU % is over the time between two polls; `docker stats` measures one
+        # second in between, so both see the same (quota-capped) share.
+        await collect(target)
+        engine = await asyncio.to_thread(docker_engine.stats)
+        metrics = await collect(target)
+    finally:
+        await target.aclose()
+    cpu = by_name(metrics, "docker_container_cpu", cpu="cpu-total")
+    mem = by_name(metrics, "docker_container_mem")
+    for name in (burner, holder):
+        theirs = float(engine[name]["CPUPerc"].rstrip("%"))
+        ours = cpu[name].fields["usage_percent"]
+        assert isinstance(ours, float)
+        assert abs(ours - theirs) <= 15, (name, ours, theirs)
+        used = bytes_of(engine[name]["MemUsage"].split("/")[0])
+        assert mem[name].fields["working_set"] == pytest.approx(used, rel=0.10, abs=256 * 1024)
+    assert int(cpu[burner].fields["throttling_throttled_periods"]) > 0  # the quota bites
+    # `yes` keeps a core as busy as the (shared) machine lets it; `sleep` does not.
+    assert cpu[burner].fields["usage_percent"] > cpu[holder].fields["usage_percent"] + 10
+    assert mem[holder].fields["working_set"] >= 48 * 2**20
+
+
+async def wait_until_holding(target: DockerTarget, name: str, size: int) -> None:
+    for _ in range(30):
+        mem = by_name(await collect(target), "docker_container_mem")
+        if name in mem and int(mem[name].fields["working_set"]) >= size:
+            return
+    raise AssertionError(f"{name} never held {size} bytes")
+
+
+async def test_container_set_follows_docker_ps(docker_engine: DockerEngine, prefix: str) -> None:
+    def ps_names(all_states: bool = False) -> set[str]:
+        rows = docker_engine.ps(all_states=all_states)
+        return {r["Names"] for r in rows if r["Names"].startswith(prefix)}
+
+    first = [docker_engine.run("sleep 600", name=f"{prefix}-{i}") for i in range(3)]
+    running = docker_target(docker_engine, container_name_include=[f"{prefix}-*"])
+    every = docker_target(
+        docker_engine,
+        container_name_include=[f"{prefix}-*"],
+        container_state_include=["running", "exited", "created"],
+    )
+    try:
+        seen = set(by_name(await collect(running), "docker_container_status"))
+        assert seen == ps_names() == {f"{prefix}-{i}" for i in range(3)}
+        # Between polls: one stops, one is removed, one more starts.
+        docker_engine.cli("stop", "-t", "0", first[0])
+        docker_engine.remove(first[1])
+        docker_engine.run("sleep 600", name=f"{prefix}-new")
+        seen = set(by_name(await collect(running), "docker_container_status"))
+        assert seen == ps_names() == {f"{prefix}-2", f"{prefix}-new"}
+        statuses = by_name(await collect(every), "docker_container_status")
+        assert set(statuses) == ps_names(all_states=True)
+        stopped = statuses[f"{prefix}-0"]
+        assert stopped.tags["container_status"] == "exited"
+        assert "finished_at" in stopped.fields
+        assert not by_name(await collect(every), "docker_container_cpu").get(f"{prefix}-0")
+    finally:
+        await running.aclose()
+        await every.aclose()
+
+
+async def test_tags_are_telegrafs_and_labels_filtered(
+    docker_engine: DockerEngine, prefix: str
+) -> None:
+    docker_engine.run(
+        "sleep 600", name=f"{prefix}-a", labels={"com.example.team": "blue", "secret.note": "x"}
+    )
+    target = docker_target(
+        docker_engine,
+        container_name_include=[f"{prefix}-*"],
+        docker_label_include=["com.example.*"],
+    )
+    try:
+        metrics = await collect(target)
+    finally:
+        await target.aclose()
+    [engine] = [m for m in metrics if m.measurement == "docker"]
+    assert int(engine.fields["n_containers_running"]) >= 1
+    mem = by_name(metrics, "docker_container_mem")[f"{prefix}-a"]
+    version = docker_engine.cli("version", "--format", "{{.Server.Version}}").strip()
+    assert mem.tags["server_version"] == version
+    assert mem.tags["container_image"] == "local/busybox"
+    assert mem.tags["container_version"] == "latest"
+    assert mem.tags["container_status"] == "running"
+    assert mem.tags["com.example.team"] == "blue"
+    assert "secret.note" not in mem.tags
+    assert mem.tags["engine_host"] == engine.tags["engine_host"] != ""
+
+
+async def test_a_container_removed_during_the_poll_is_skipped(
+    docker_engine: DockerEngine, prefix: str
+) -> None:
+    doomed = docker_engine.run("sleep 600", name=f"{prefix}-doomed")
+    docker_engine.run("sleep 600", name=f"{prefix}-stays")
+    target = docker_target(docker_engine, container_name_include=[f"{prefix}-*"])
+    real_get = target.client.get_json
+
+    async def remove_after_listing(path: str, *args: Any, **kwargs: Any) -> Any:
+        answer = await real_get(path, *args, **kwargs)
+        if path == "/containers/json":  # listed; gone before its inspect and stats
+            await asyncio.to_thread(docker_engine.remove, doomed)
+        return answer
+
+    target.client.get_json = remove_after_listing  # type: ignore[method-assign]
+    try:
+        metrics = await collect(target)
+    finally:
+        await target.aclose()
+    assert set(by_name(metrics, "docker_container_status")) == {f"{prefix}-stays"}
+    assert target.partial_errors == 0
+
+
+async def test_lines_are_accepted_by_a_real_influxdb(
+    docker_engine: DockerEngine, prefix: str, influxdb: Any
+) -> None:
+    docker_engine.run(
+        "yes > /dev/null", name=f"{prefix}-x", labels={"com.example.odd": 'a "b",c=d \\'}
+    )
+    target = docker_target(docker_engine, container_name_include=[f"{prefix}-*"])
+    try:
+        await collect(target)
+        metrics = await collect(target)
+    finally:
+        await target.aclose()
+    body = LineEncoder().encode_all(metrics)
+    parse_lines(body.decode())  # the strict parser, modelled on Telegraf's
+    db = influxdb.create_database(f"docker_{uuid.uuid4().hex[:8]}")
+    assert influxdb.write(db, body) == (204, "")
+    series = influxdb.series(db, 'SELECT last("usage_percent") FROM "docker_container_cpu"')
+    assert series and series[0]["values"][0][1] > 50
+
+
+# --- failures: one-line reasons, the rest keeps serving ---------------------------------------
+
+
+async def scrape_once(aiohttp_client: Any, inputs: dict[str, Any]) -> str:
+    config = parse_config({"inputs": inputs})
+    collector = build_collector(config)
+    await collector.collect_all()
+    client: TestClient = await aiohttp_client(create_app(config, collector=collector))
+    response = await client.get("/metrics")
+    assert response.status == 200
+    return await response.text()
+
+
+def status_of(body: str, input_name: str) -> Line:
+    for line in body.splitlines():
+        if line.startswith("telemon_input,"):
+            parsed = parse_line(line)
+            if parsed.tags["input"] == input_name:
+                return parsed
+    raise AssertionError(f"no telemon_input line for {input_name}")
+
+
+async def test_a_missing_socket_marks_the_input_down(aiohttp_client: Any, tmp_path: Path) -> None:
+    socket = tmp_path / "nothing.sock"
+    body = await scrape_once(
+        aiohttp_client, {"docker": [{"endpoint": f"unix://{socket}"}], "python": [{}]}
+    )
+    assert status_of(body, "docker").fields["up"] == 0
+    assert status_of(body, "python").fields["up"] == 1
+    assert any(line.startswith("python,") for line in body.splitlines())
+    target = docker_target_at(f"unix://{socket}")
+    with pytest.raises(Exception, match=f"no Docker engine socket at {socket}"):
+        await collect(target)
+    await target.aclose()
+
+
+def docker_target_at(endpoint: str) -> DockerTarget:
+    [target] = DockerConfig(endpoint=endpoint).build(InputContext())
+    assert isinstance(target, DockerTarget)
+    return target
+
+
+async def test_an_engine_that_is_not_docker_gives_a_reason(aiohttp_client: Any) -> None:
+    runner, port = await start_simulator("127.0.0.1", 0, vms=1, seed=1)
+    try:
+        target = docker_target_at(f"tcp://127.0.0.1:{port}")
+        with pytest.raises(
+            Exception, match="does not look like a Docker engine: /_ping answered HTTP 404"
+        ):
+            await collect(target)
+        await target.aclose()
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to another user")
+def test_a_socket_without_permission_names_the_group(docker_engine: DockerEngine) -> None:
+    """As a user outside the docker group the engine's socket is refused."""
+    runuser = shutil.which("setpriv")
+    assert runuser is not None
+    code = (
+        "import asyncio, sys, time\n"
+        "from telemon.inputs.docker import DockerConfig\n"
+        "from telemon.inputs.base import InputContext\n"
+        f"[t] = DockerConfig(endpoint={docker_engine.endpoint!r}).build(InputContext())\n"
+        "async def main():\n"
+        "    try:\n"
+        "        await t.collect(time.time_ns())\n"
+        "    except Exception as exc:\n"
+        "        print(type(exc).__name__, exc)\n"
+        "    await t.aclose()\n"
+        "asyncio.run(main())\n"
+    )
+    done = subprocess.run(
+        [runuser, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd="/",
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+    )
+    assert done.stdout.startswith("InputError permission denied on"), done.stdout + done.stderr
+    assert "docker group" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("options", "key"),
+    [
+        ({"endpoint": "ftp://x"}, "inputs.docker.0.endpoint"),
+        ({"endpoint": "unix://relative.sock"}, "inputs.docker.0.endpoint"),
+        ({"container_state_include": ["sleeping"]}, "inputs.docker.0.container_state_include.0"),
+        ({"perdevice_include": ["gpu"]}, "inputs.docker.0.perdevice_include.0"),
+        ({"max_concurrency": 0}, "inputs.docker.0.max_concurrency"),
+        ({"stats_timeout": "soon"}, "inputs.docker.0.stats_timeout"),
+        ({"discover": True}, "inputs.docker.0.discover"),
+    ],
+)
+def test_config_errors_name_the_key(options: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_config({"inputs": {"docker": [options]}}, "t.toml")
+    assert any(line.startswith(f"t.toml: {key}: ") for line in error.value.lines())
+
+
+def test_state_filters_default_to_running() -> None:
+    assert DockerConfig().wanted_states() == {"running"}
+    assert DockerConfig(container_state_exclude=["dead"]).wanted_states() == {
+        "created", "restarting", "running", "removing", "paused", "exited",
+    }  # fmt: skip
+    assert DockerConfig(container_state_include=["exited"]).wanted_states() == {"exited"}
+
+
+def test_name_globs() -> None:
+    config = DockerConfig(container_name_include=["pharo-*"], container_name_exclude=["*-test"])
+    assert config.wants_name("pharo-1")
+    assert not config.wants_name("pharo-1-test")
+    assert not config.wants_name("nginx")
+
+
+# --- Pharo containers found by label ---------------------------------------------------
+
+
+def listing_item(labels: dict[str, str], **extra: Any) -> dict[str, Any]:
+    return {"Id": "c1", "Names": ["/app"], "State": "running", "Labels": labels, **extra}
+
+
+@pytest.mark.parametrize(
+    ("item", "url"),
+    [
+        (
+            listing_item(
+                {"telemon.pharo.port": "8080"},
+                NetworkSettings={"Networks": {"bridge": {"IPAddress": "172.17.0.5"}}},
+            ),
+            "http://172.17.0.5:8080/metrics",
+        ),
+        (
+            listing_item(
+                {"telemon.pharo.port": "8080", "telemon.pharo.network": "back"},
+                NetworkSettings={
+                    "Networks": {"a": {"IPAddress": "10.0.0.2"}, "back": {"IPAddress": "10.1.0.2"}}
+                },
+            ),
+            "http://10.1.0.2:8080/metrics",
+        ),
+        (
+            listing_item(
+                {
+                    "telemon.pharo.port": "1701",
+                    "telemon.pharo.path": "/stats.json",
+                    "telemon.pharo.scheme": "https",
+                },  # fmt: skip
+                HostConfig={"NetworkMode": "host"},
+            ),
+            "https://127.0.0.1:1701/stats.json",
+        ),
+        (
+            listing_item(
+                {"telemon.pharo.port": "8080"},
+                NetworkSettings={"Networks": {"n": {"IPAddress": ""}}},
+                Ports=[{"PrivatePort": 8080, "PublicPort": 32768, "IP": "0.0.0.0", "Type": "tcp"}],
+            ),
+            "http://127.0.0.1:32768/metrics",
+        ),
+        (
+            listing_item(
+                {"telemon.pharo.port": "8080"},
+                NetworkSettings={"Networks": {"v6": {"IPAddress": "fd00::5"}}},
+            ),
+            "http://[fd00::5]:8080/metrics",
+        ),
+    ],
+)
+def test_pharo_endpoint_from_labels(item: dict[str, Any], url: str) -> None:
+    assert pharo_endpoint(item)[0] == url
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        ({"telemon.pharo.port": "http"}, "telemon.pharo.port='http' is not a port number"),
+        ({"telemon.pharo.port": "70000"}, "is not a port number"),
+        ({"telemon.pharo.port": "80", "telemon.pharo.format": "xml"}, "telemon.pharo.format='xml'"),
+        ({"telemon.pharo.port": "80", "telemon.pharo.path": "metrics"}, "does not start with /"),
+        ({"telemon.pharo.port": "80", "telemon.pharo.scheme": "ftp"}, "not http or https"),
+        ({"telemon.pharo.port": "80", "telemon.pharo.network": "nope"}, "not one of its networks"),
+        ({"telemon.pharo.port": "80"}, "reachable on no network and not published"),
+    ],
+)
+def test_bad_labels_are_named(labels: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        pharo_endpoint(listing_item(labels))
+
+
+@pytest.fixture
+async def simulator_port() -> AsyncIterator[int]:
+    runner, port = await start_simulator("127.0.0.1", 0, vms=1, seed=3)
+    yield port
+    await runner.cleanup()
+
+
+def discovering_collector(engine: DockerEngine, prefix: str, interval: str = "10s") -> Collector:
+    config = parse_config(
+        {
+            "inputs": {
+                "docker": [
+                    {
+                        "endpoint": engine.endpoint,
+                        "discover_pharo": True,
+                        "container_name_include": [f"{prefix}-*"],
+                        "interval": interval,
+                    }
+                ]
+            }
+        }
+    )
+    return build_collector(config)
+
+
+def pharo_states(collector: Collector) -> list[TargetState]:
+    return [s for s in collector.states if s.input == "pharo"]
+
+
+async def test_discovers_pharo_on_the_host_network_and_drops_it_when_gone(
+    docker_engine: DockerEngine, prefix: str, simulator_port: int
+) -> None:
+    name = f"{prefix}-pharo"
+    docker_engine.run(
+        "sleep 600",
+        name=name,
+        labels={"telemon.pharo.port": str(simulator_port)},
+        options=["--network", "host"],
+    )
+    docker_engine.run("sleep 600", name=f"{prefix}-plain")  # no label: not a Pharo target
+    collector = discovering_collector(docker_engine, prefix)
+    try:
+        await collector.collect_all()
+        [state] = pharo_states(collector)
+        assert state.target.target == f"http://127.0.0.1:{simulator_port}/metrics"
+        assert state.up is True
+        body = (await collector.render()).decode()
+        pharo = [parse_line(x) for x in body.splitlines() if x.startswith("pharo,")]
+        assert pharo and all(p.tags["container_name"] == name for p in pharo)
+        assert all(p.tags["instance"] == name for p in pharo)
+        assert "memoryFree" in pharo[0].fields
+        docker_engine.remove(name)
+        docker_state = next(s for s in collector.states if s.input == "docker")
+        await collector.collect(docker_state)
+        assert pharo_states(collector) == []
+        body = (await collector.render()).decode()
+        assert not [x for x in body.splitlines() if x.startswith("pharo,")]
+        assert f"target=http://127.0.0.1:{simulator_port}/metrics" not in body
+    finally:
+        await collector.stop()
+
+
+async def test_discovers_pharo_on_a_bridge_network_while_running(
+    docker_engine: DockerEngine, prefix: str, tmp_path: Path
+) -> None:
+    """A container serving a recorded Pharo payload is polled at its own address."""
+    www = tmp_path / "www"
+    www.mkdir()
+    shutil.copy(PHARO_PAYLOAD, www / "stats.json")
+    www.chmod(0o755)
+    name = f"{prefix}-bridge"
+    docker_engine.run(
+        "httpd -f -p 8080 -h /www",
+        name=name,
+        labels={"telemon.pharo.port": "8080", "telemon.pharo.path": "/stats.json"},
+        options=["-v", f"{www}:/www:ro"],
+    )
+    collector = discovering_collector(docker_engine, prefix, interval="200ms")
+    collector.start()
+    try:
+        body = await wait_for(
+            collector, lambda b: f"container_name={name}" in b and "\npharo," in "\n" + b
+        )
+        pharo = [parse_line(x) for x in body.splitlines() if x.startswith("pharo,")]
+        assert pharo[0].tags["container_name"] == name
+        address = docker_engine.cli("inspect", "-f", "{{.NetworkSettings.IPAddress}}", name).strip()
+        [state] = pharo_states(collector)
+        assert state.target.target == f"http://{address}:8080/stats.json"
+        docker_engine.cli("stop", "-t", "0", name)
+        await wait_for(collector, lambda b: "\npharo," not in "\n" + b)
+        assert pharo_states(collector) == []
+    finally:
+        await collector.stop()
+
+
+async def wait_for(collector: Collector, condition: Callable[[str], bool]) -> str:
+    for _ in range(300):
+        body = (await collector.render()).decode()
+        if condition(body):
+            return body
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"condition never met; last body:\n{body}")
+
+
+async def test_a_bad_label_is_a_reason_not_a_crash(
+    docker_engine: DockerEngine, prefix: str, simulator_port: int
+) -> None:
+    docker_engine.run("sleep 600", name=f"{prefix}-bad", labels={"telemon.pharo.port": "eighty"})
+    docker_engine.run(
+        "sleep 600",
+        name=f"{prefix}-good",
+        labels={"telemon.pharo.port": str(simulator_port)},
+        options=["--network", "host"],
+    )
+    collector = discovering_collector(docker_engine, prefix)
+    try:
+        await collector.collect_all()
+        docker_state = next(s for s in collector.states if s.input == "docker")
+        assert docker_state.last_error == (
+            f"container {prefix}-bad: label telemon.pharo.port='eighty' is not a port number"
+        )
+        assert [s.up for s in pharo_states(collector)] == [True]
+        assert any(m.measurement == "docker_container_mem" for m in docker_state.metrics)
+    finally:
+        await collector.stop()
