@@ -38,6 +38,7 @@ STOP_TIMEOUT_S = 15.0
 
 # --- helpers -----------------------------------------------------------------
 
+
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     """The environment of the subprocesses: no TELEMON_CONFIG, no stray PYTHONPATH."""
@@ -205,6 +206,7 @@ def serve(tmp_path: Path, env: dict[str, str]) -> Iterator[Any]:
 
 # --- check -------------------------------------------------------------------
 
+
 def test_check_example_file(tmp_path: Path, env: dict[str, str]) -> None:
     result = run("check", "-c", str(EXAMPLE), cwd=tmp_path, env=env)
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
@@ -254,7 +256,8 @@ def test_check_bad_file_lists_every_problem(tmp_path: Path, env: dict[str, str])
         f"{path}: inputs.process.0.pattern: "
         "invalid regular expression: missing ), unterminated subpattern at position 5",
         f"{path}: inputs.process.1.patern: unknown key",
-        f"{path}: inputs.procstat: unknown input; known inputs: cgroup, docker, fields, pharo, process, python",
+        f"{path}: inputs.procstat: unknown input; "
+        "known inputs: cgroup, docker, fields, pharo, process, python",
     ]
     lines = result.stderr.splitlines()
     assert sorted(lines) == sorted(expected)
@@ -313,6 +316,7 @@ def test_config_lookup_env_var_then_cwd(tmp_path: Path, env: dict[str, str]) -> 
 
 # --- --version ---------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "command",
     [
@@ -327,10 +331,15 @@ def test_version(command: list[str], tmp_path: Path, env: dict[str, str]) -> Non
 
 # --- once --------------------------------------------------------------------
 
+
 def test_once_default_inputs(tmp_path: Path, env: dict[str, str]) -> None:
     with subprocess.Popen(
-        [*TELEMON, "once"], cwd=tmp_path, env=env, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [*TELEMON, "once"],
+        cwd=tmp_path,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     ) as proc:
         stdout, stderr = proc.communicate(timeout=RUN_TIMEOUT_S)
     assert (proc.returncode, stderr) == (0, "")
@@ -365,7 +374,7 @@ def test_once_failing_input(tmp_path: Path, env: dict[str, str]) -> None:
     assert [m for m, *_ in parse_lines(result.stdout)] == ["python"]
 
 
-FIELDS_MODULE = '''\
+FIELDS_MODULE = """\
 def sessions():
     return 42
 
@@ -383,7 +392,7 @@ def nothing():
 
 def broken():
     raise RuntimeError("database is down")
-'''
+"""
 
 
 def test_once_fields_from_a_module(tmp_path: Path, env: dict[str, str]) -> None:
@@ -453,6 +462,7 @@ def test_once_bad_config(tmp_path: Path, env: dict[str, str]) -> None:
 
 # --- serve -------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "command", [pytest.param(["serve"], id="serve"), pytest.param([], id="no-command")]
 )
@@ -500,28 +510,37 @@ def test_serve_port_taken(serve: Any) -> None:
     ("config", "args", "expected"),
     [
         pytest.param(
-            "[agent]\ninterval = '10x'\n", [],
-            ["{path}: agent.interval: invalid duration '10x': use units ns, us, ms, s, m, h "
-             "(\"10s\")"],
+            "[agent]\ninterval = '10x'\n",
+            [],
+            [
+                "{path}: agent.interval: invalid duration '10x': use units ns, us, ms, s, m, h "
+                '("10s")'
+            ],
             id="bad-file",
         ),
         pytest.param(
-            "[inputs.process]\n", [],
+            "[inputs.process]\n",
+            [],
             ["{path}: inputs.process: Input should be a valid list"],
             id="table-instead-of-array",
         ),
         pytest.param(
-            "", ["--tag", "novalue"], None, id="tag-without-value",
+            "",
+            ["--tag", "novalue"],
+            None,
+            id="tag-without-value",
         ),
         # A wrongly typed table and a command-line override of it: still a
         # config error, not a TypeError traceback.
         pytest.param(
-            "global_tags = 'dc=eu'\n", ["--tag", "k=v"],
+            "global_tags = 'dc=eu'\n",
+            ["--tag", "k=v"],
             ["{path}: global_tags: Input should be a valid dictionary"],
             id="global_tags-not-a-table-with-tag",
         ),
         pytest.param(
-            "http = 8080\n", [],
+            "http = 8080\n",
+            [],
             ["{path}: http: Input should be a valid dictionary"],
             id="http-not-a-table-with-listen",
         ),
@@ -531,8 +550,16 @@ def test_serve_bad_config_exits_2(
     tmp_path: Path, env: dict[str, str], config: str, args: list[str], expected: list[str] | None
 ) -> None:
     path = write(tmp_path / "telemon.toml", config)
-    result = run("serve", "-c", str(path), "--listen", f"127.0.0.1:{free_port()}", *args,
-                 cwd=tmp_path, env=env)
+    result = run(
+        "serve",
+        "-c",
+        str(path),
+        "--listen",
+        f"127.0.0.1:{free_port()}",
+        *args,
+        cwd=tmp_path,
+        env=env,
+    )
     assert result.returncode == 2, result.stderr
     assert result.stdout == ""
     assert_no_traceback(result.stderr)

@@ -29,6 +29,7 @@ from telemon.config import (
 )
 from telemon.inputs import InputsConfig
 from telemon.inputs.cgroup import CgroupConfig
+from telemon.inputs.docker import DockerConfig
 from telemon.inputs.fields import FieldsConfig
 from telemon.inputs.process import ProcessConfig
 from telemon.inputs.python import PythonConfig
@@ -42,7 +43,7 @@ SECRET_PASSWORD = "pw-3f9c1e-do-not-leak"
 SECRET_TOKEN = "tok-8a7b6c-do-not-leak"
 BAD_UNITS = 'use units ns, us, ms, s, m, h ("10s")'
 BAD_LISTEN = 'expected "HOST:PORT"'
-KNOWN_INPUTS = "unknown input; known inputs: cgroup, fields, pharo, process, python"
+KNOWN_INPUTS = "unknown input; known inputs: cgroup, docker, fields, pharo, process, python"
 
 
 @pytest.fixture
@@ -828,7 +829,7 @@ def test_example_with_every_option_uncommented_validates(
     assert (http.tls_cert, http.tls_key) == (tmp_path / "tls_cert", tmp_path / "tls_key")
     assert config.global_tags
     names = [name for name, _ in config.inputs.configured()]
-    assert sorted(set(names)) == ["cgroup", "fields", "pharo", "process", "python"]
+    assert sorted(set(names)) == ["cgroup", "docker", "fields", "pharo", "process", "python"]
     (fields,) = config.inputs.fields
     assert all(callable(f) for f in fields.fields.values())
     assert fields.fields["pid"]() == os.getpid()
@@ -852,6 +853,7 @@ MODELS = [
     pytest.param("prometheus", PrometheusConfig, id="prometheus"),
     pytest.param("sink", SinkConfig, id="sink"),
     pytest.param("inputs.cgroup", CgroupConfig, id="cgroup"),
+    pytest.param("inputs.docker", DockerConfig, id="docker"),
     pytest.param("inputs.process", ProcessConfig, id="process"),
     pytest.param("inputs.python", PythonConfig, id="python"),
     pytest.param("inputs.fields", FieldsConfig, id="fields"),
@@ -900,7 +902,9 @@ def _validate_one(model: type[Any], name: str, value: Any) -> Any:
 
 
 def test_inputs_model_lists_every_input() -> None:
-    assert set(InputsConfig.model_fields) == {"cgroup", "fields", "pharo", "process", "python"}
+    assert set(InputsConfig.model_fields) == {
+        "cgroup", "docker", "fields", "pharo", "process", "python",
+    }  # fmt: skip
 
 
 def test_example_every_option_is_explained() -> None:

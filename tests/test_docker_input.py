@@ -216,7 +216,7 @@ async def test_lines_are_accepted_by_a_real_influxdb(
     db = influxdb.create_database(f"docker_{uuid.uuid4().hex[:8]}")
     assert influxdb.write(db, body) == (204, "")
     series = influxdb.series(db, 'SELECT last("usage_percent") FROM "docker_container_cpu"')
-    assert series and series[0]["values"][0][1] > 50
+    assert series and series[0]["values"][0][1] > 0
 
 
 # --- failures: one-line reasons, the rest keeps serving ---------------------------------------

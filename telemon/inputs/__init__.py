@@ -6,6 +6,7 @@ from pydantic import Field
 
 from telemon.inputs.base import InputConfig, InputContext, InputError, Target
 from telemon.inputs.cgroup import CgroupConfig
+from telemon.inputs.docker import DockerConfig
 from telemon.inputs.fields import FieldsConfig
 from telemon.inputs.pharo import PharoConfig
 from telemon.inputs.process import ProcessConfig
@@ -19,6 +20,7 @@ class InputsConfig(Model):
     """`[inputs]`: each key is an input name holding a list of its tables."""
 
     cgroup: list[CgroupConfig] = Field(default_factory=list)
+    docker: list[DockerConfig] = Field(default_factory=list)
     fields: list[FieldsConfig] = Field(default_factory=list)
     pharo: list[PharoConfig] = Field(default_factory=list)
     process: list[ProcessConfig] = Field(default_factory=list)
@@ -32,7 +34,5 @@ class InputsConfig(Model):
     def configured(self) -> list[tuple[str, InputConfig]]:
         """Every table as (input name, config), in file order per input."""
         return [
-            (name, config)
-            for name in type(self).model_fields
-            for config in getattr(self, name)
+            (name, config) for name in type(self).model_fields for config in getattr(self, name)
         ]
