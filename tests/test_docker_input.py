@@ -6,17 +6,20 @@ are found by label.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 from dockerd import DockerEngine
 from influx import Line, parse_line
@@ -67,7 +70,7 @@ def prefix(docker_engine: DockerEngine) -> str:
 
 
 async def collect(target: DockerTarget) -> list[Metric]:
-    return await target.collect(__import__("time").time_ns())
+    return await target.collect(time.time_ns())
 
 
 async def test_cpu_and_memory_agree_with_docker_stats(
@@ -538,3 +541,54 @@ async def test_a_bad_label_is_a_reason_not_a_crash(
         assert any(m.measurement == "docker_container_mem" for m in docker_state.metrics)
     finally:
         await collector.stop()
+
+
+# --- Podman's compatible API (no Podman here: a small stand-in with its headers and documents)
+
+
+async def test_podman_is_detected_and_cpu_comes_from_elapsed_time(aiohttp_server: Any) -> None:
+    samples = [load_json("podman-1.json"), load_json("podman-2.json")]
+    requests: list[str] = []
+
+    async def ping(request: web.Request) -> web.Response:
+        headers = {"Api-Version": "1.41", "Libpod-API-Version": "4.3.1"}
+        return web.Response(text="OK", headers=headers)
+
+    async def info(request: web.Request) -> web.Response:
+        return web.json_response({"Name": "podhost", "ServerVersion": "4.3.1", "NCPU": 2})
+
+    async def listing(request: web.Request) -> web.Response:
+        item = {"Id": "aa", "Names": ["/pharo-podman"], "Image": "pharo:11", "State": "running"}
+        return web.json_response([item])
+
+    async def inspect(request: web.Request) -> web.Response:
+        return web.json_response({"State": {"Status": "running", "Running": True}})
+
+    async def stats(request: web.Request) -> web.Response:
+        requests.append(request.query_string)
+        return web.json_response(samples.pop(0))
+
+    app = web.Application()
+    app.router.add_get("/_ping", ping)
+    app.router.add_get("/v1.41/info", info)
+    app.router.add_get("/v1.41/containers/json", listing)
+    app.router.add_get("/v1.41/containers/aa/json", inspect)
+    app.router.add_get("/v1.41/containers/aa/stats", stats)
+    server = await aiohttp_server(app)
+    target = docker_target_at(f"tcp://127.0.0.1:{server.port}")
+    try:
+        await collect(target)
+        metrics = await collect(target)
+    finally:
+        await target.aclose()
+    assert target.client.version is not None and target.client.version.podman
+    assert requests == ["stream=false", "stream=false"]  # Podman rejects one-shot with stream
+    cpu = by_name(metrics, "docker_container_cpu", cpu="cpu-total")["pharo-podman"]
+    assert cpu.fields["usage_percent"] == pytest.approx(50.0)  # 2.5 s of CPU in 5 s
+    mem = by_name(metrics, "docker_container_mem")["pharo-podman"]
+    assert mem.fields["working_set"] == mem.fields["usage"]
+    assert mem.tags["container_version"] == "11"
+
+
+def load_json(name: str) -> Any:
+    return json.loads((Path(__file__).parent / "data" / "docker" / name).read_text())
