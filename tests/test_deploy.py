@@ -18,7 +18,7 @@ import tomllib
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 import yaml
@@ -45,7 +45,7 @@ ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
 SECRET_KEY = re.compile(r"PASSWORD|TOKEN|SECRET|_KEY$", re.IGNORECASE)
 
 
-def _unavailable(reason: str) -> None:
+def _unavailable(reason: str) -> NoReturn:
     if os.environ.get("CI"):
         pytest.fail(f"{reason}; CI is set, so it is required", pytrace=False)
     pytest.skip(reason)
@@ -127,7 +127,7 @@ def test_stack_telemon_config_is_valid() -> None:
     assert config.http.listen == ("0.0.0.0", 8080)
     assert config.global_tags.get("host")
     assert config.inputs.python and config.inputs.process
-    (docker,) = config.inputs.docker  # type: ignore[attr-defined]
+    (docker,) = config.inputs.docker
     assert docker.discover_pharo is True
     assert docker.endpoint == f"unix://{SOCKET}"
 
@@ -393,7 +393,7 @@ def _base_rootfs() -> Path:
     BASE_CACHE.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="tm-rootfs-", dir="/var/tmp"))
     try:
-        subprocess.run(
+        done = subprocess.run(
             [
                 debootstrap,
                 "--variant=minbase",
@@ -403,13 +403,15 @@ def _base_rootfs() -> Path:
                 "http://deb.debian.org/debian",
             ],
             capture_output=True,
-            check=True,
+            text=True,
             timeout=900,
+            check=False,
         )
-        partial = tarball.with_suffix(".partial")
-        with partial.open("wb") as out:
+        assert done.returncode == 0, f"debootstrap: {(done.stdout + done.stderr)[-3000:]}"
+        # Written aside and renamed: a concurrent run never reads half a tarball.
+        with tempfile.NamedTemporaryFile(dir=BASE_CACHE, suffix=".partial", delete=False) as out:
             subprocess.run(["tar", "-C", str(root), "-c", "."], stdout=out, check=True)
-        partial.rename(tarball)
+        Path(out.name).rename(tarball)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return tarball
