@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -75,4 +76,13 @@ def docker_engine() -> Iterator[DockerEngine]:
             engine.ensure_busybox()
             yield engine
     finally:
+        _unmount_under(directory)
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _unmount_under(directory: Path) -> None:
+    """Lazily unmount what dockerd left mounted there (its network namespace file)."""
+    with open("/proc/self/mounts", encoding="utf-8") as mounts:
+        points = [line.split()[1] for line in mounts if line.split()[1].startswith(f"{directory}/")]
+    for point in sorted(points, reverse=True):
+        subprocess.run(["umount", "-l", point], check=False, capture_output=True)
