@@ -65,7 +65,8 @@ class Telemon:
         self._threaded: set[str] = set()
         self._running: dict[str, concurrent.futures.Future[Any]] = {}
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._plain_items: tuple[tuple[str, FieldSource], ...] = ()
+        self._plain_keys: tuple[str, ...] = ()
+        self._plain_sources: tuple[FieldSource, ...] = ()
         self._plain = False
 
     async def collect(self, now_ns: int | None = None) -> Metric:
@@ -117,33 +118,36 @@ class Telemon:
         fields, threads). A whole pass that overran the timeout switches the
         next renders to it too, which then finds the slow field.
         """
-        items: tuple[tuple[str, Any], ...] = tuple(self.fields.items())
-        if items != self._plain_items:
-            self._plain_items = items
-            self._plain = all(callable(f) and not inspect.iscoroutinefunction(f) for _, f in items)
-            self._plain = self._plain and not self._threaded
+        fields = self.fields
+        keys, sources = tuple(fields), tuple(fields.values())
+        if keys != self._plain_keys or sources != self._plain_sources:
+            self._plain_keys, self._plain_sources = keys, sources
+            self._plain = not self._threaded and all(
+                callable(f) and not inspect.iscoroutinefunction(f) for f in sources
+            )
         if not self._plain:
             return None
         started = time.perf_counter()
         results = []
-        for key, source in items:
+        append = results.append
+        for source in sources:
             try:
-                results.append(source())
+                append(source())
             except Exception as exc:  # noqa: BLE001 - user code may raise anything
-                self._fail(key, f"raised {type(exc).__name__}: {exc}")
-                results.append(None)
+                self._fail(keys[len(results)], f"raised {type(exc).__name__}: {exc}")
+                append(None)
         if time.perf_counter() - started > self.timeout:
             self._plain = False
-        if not set(map(type, results)) <= _USABLE_TYPES:
-            values: dict[str, Any] = {}
-            for (key, _), result in zip(items, results, strict=True):
-                if inspect.isawaitable(result):
-                    _discard(result)
-                    self._plain = False  # evaluated with awaiting from the next render
-                else:
-                    self._accept(key, result, values)
-            return values
-        return {key: result for (key, _), result in zip(items, results, strict=True)}
+        if set(map(type, results)) <= _USABLE_TYPES:
+            return dict(zip(keys, results, strict=True))
+        values: dict[str, Any] = {}
+        for key, result in zip(keys, results, strict=True):
+            if inspect.isawaitable(result):
+                _discard(result)
+                self._plain = False  # evaluated with awaiting from the next render
+            else:
+                self._accept(key, result, values)
+        return values
 
     def _evaluate_sync(
         self, can_wait: bool = True

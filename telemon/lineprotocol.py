@@ -409,9 +409,11 @@ class _Plan:
             if min(ints) < self.low or max(ints) > self.high:
                 return False
         if self.floats is not None:
-            text = repr(self.floats(values))
-            if "e" in text or "n" in text:  # exponent, nan or inf
-                return False
+            for number in self.floats(values):
+                # repr() writes an exponent exactly outside this range (and
+                # nan/inf fail both tests): checked without formatting twice.
+                if not (1e-4 <= abs(number) < 1e16 or number == 0.0):
+                    return False
         return True
 
     def format(self, values: tuple[Any, ...]) -> str | None:
