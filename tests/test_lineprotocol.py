@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from influx import CASES, Case
 
-from telemon.lineprotocol import EncoderOptions, EncoderStats, LineEncoder
+from telemon.lineprotocol import EncoderOptions, EncoderStats, LineEncoder, _Plan
 from telemon.metric import Metric
 
 T = 1_700_000_000_123_456_789
@@ -367,3 +367,20 @@ def test_template_is_used_for_steady_metrics() -> None:
     lines = [encoder.encode(Metric("m", {"h": "a"}, {"x": i, "y": -i}, i)) for i in range(10)]
     assert lines[9] == "m,h=a x=9i,y=-9i 9\n"
     assert calls[0] == 2
+
+
+@given(st.floats(allow_nan=True, allow_infinity=True))
+def test_template_takes_exactly_the_floats_repr_writes_without_exponent(number: float) -> None:
+    """The fast path's range test agrees with what repr() would write."""
+    plan = _Plan("x=%r", (float,))
+    writable = math.isfinite(number) and "e" not in repr(number)
+    assert plan.accepts((number,)) is writable
+
+
+@pytest.mark.parametrize(
+    "number",
+    [1e-4, 9.999999999999999e-05, 1e16, 9999999999999998.0, -0.0, 0.0, 5e-324, -1e-4, -1e16],
+)
+def test_float_range_edges(number: float) -> None:
+    plan = _Plan("x=%r", (float,))
+    assert plan.accepts((number,)) is ("e" not in repr(number))
