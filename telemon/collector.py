@@ -155,10 +155,12 @@ class Collector:
         else:
             self._succeeded(state, now_ns, partial_before)
         state.duration_ms = (time.perf_counter() - started) * 1000
-        state.metrics = metrics = [self._tagged(m, state.tags) for m in metrics]
-        encoded = [self.encoder.encode(m) for m in metrics]
+        if self.global_tags or state.tags:
+            metrics = [self._tagged(m, state.tags) for m in metrics]
+        state.metrics = metrics
+        encoded = list(map(self.encoder.encode, metrics))
         state.body = "".join(encoded).encode("utf-8", "replace")
-        state.lines = sum(1 for line in encoded if line)
+        state.lines = len(encoded) - encoded.count("")
         return metrics
 
     def _encode_self_lines(self, lazy: list[TargetState]) -> bytes:
@@ -276,8 +278,7 @@ class Collector:
         state.last_error = reason
 
     def _tagged(self, metric: Metric, input_tags: dict[str, str]) -> Metric:
-        if self.global_tags or input_tags:
-            metric.tags = {**self.global_tags, **metric.tags, **input_tags}
+        metric.tags = {**self.global_tags, **metric.tags, **input_tags}
         return metric
 
     def _status_metric(self, state: TargetState, now_ns: int) -> Metric:
