@@ -19,8 +19,11 @@ _GZIP_HEADERS = {**_PLAIN_HEADERS, hdrs.CONTENT_ENCODING: "gzip"}
 
 def accepts_gzip(request: web.BaseRequest) -> bool:
     """True when Accept-Encoding allows gzip; a named coding beats `*` (RFC 9110)."""
+    header = request.headers.get(hdrs.ACCEPT_ENCODING)
+    if not header:
+        return False
     weights: dict[str, float] = {}
-    for item in request.headers.get(hdrs.ACCEPT_ENCODING, "").split(","):
+    for item in header.split(","):
         coding, _, params = item.partition(";")
         weights[coding.strip().lower()] = _quality(params)
     weight = weights.get("gzip", weights.get("*", 0.0))
