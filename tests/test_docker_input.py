@@ -22,13 +22,16 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from dockerd import DockerEngine
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from influx import Line, parse_line
 
 from telemon.agent import build_collector
 from telemon.collector import Collector, TargetState
 from telemon.config import ConfigError, parse_config
 from telemon.inputs.base import InputContext
-from telemon.inputs.docker import DockerConfig, DockerTarget, pharo_endpoint
+from telemon.inputs.docker import DockerConfig, DockerTarget, PharoLabelError, pharo_endpoint
+from telemon.inputs.pharo import PharoConfig
 from telemon.lineprotocol import LineEncoder
 from telemon.lpparse import parse_lines
 from telemon.metric import Metric
@@ -36,6 +39,11 @@ from telemon.server import create_app
 from telemon.simulator.app import start_simulator
 
 PHARO_PAYLOAD = Path(__file__).parent / "data" / "pharo" / "json-telemon-names" / "payload.json"
+LABEL_KEYS = [
+    "telemon.pharo.port", "telemon.pharo.path", "telemon.pharo.network", "telemon.pharo.scheme",
+    "telemon.pharo.format", "NetworkMode", "Networks", "bridge", "IPAddress", "PrivatePort",
+    "PublicPort", "IP",
+]  # fmt: skip
 _SIZE = re.compile(r"([\d.]+)\s*([KMGT]?i?B)")
 _UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40, "kB": 1e3, "MB": 1e6}
 
@@ -592,3 +600,71 @@ async def test_podman_is_detected_and_cpu_comes_from_elapsed_time(aiohttp_server
 
 def load_json(name: str) -> Any:
     return json.loads((Path(__file__).parent / "data" / "docker" / name).read_text())
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["Labels", "HostConfig", "NetworkSettings", "Ports", "Names"]),
+        st.recursive(
+            st.none() | st.integers() | st.text(max_size=10),
+            lambda inner: (
+                st.lists(inner, max_size=3)
+                | st.dictionaries(st.sampled_from(LABEL_KEYS), inner, max_size=4)
+            ),
+            max_leaves=12,
+        ),
+    )
+)
+def test_lying_listing_items_give_a_url_or_a_label_error(item: dict[str, Any]) -> None:
+    try:
+        url, _ = pharo_endpoint({"Id": "x", **item})
+    except PharoLabelError:
+        return
+    assert url.startswith(("http://", "https://"))
+    PharoConfig(urls=[url])  # one [[inputs.pharo]] accepts
+
+
+async def test_a_lying_engine_costs_values_not_the_collection(aiohttp_server: Any) -> None:
+    """Wrong JSON types anywhere: the engine line and the sane container still come."""
+
+    async def ping(request: web.Request) -> web.Response:
+        return web.Response(text="OK", headers={"Api-Version": "1.43"})
+
+    async def info(request: web.Request) -> web.Response:
+        return web.json_response({"Name": ["not", "a", "name"], "NCPU": "two", "Images": 3})
+
+    async def listing(request: web.Request) -> web.Response:
+        return web.json_response(
+            [
+                "not an object",
+                {"Id": 7},
+                {"Id": "liar", "Names": 5, "State": "running", "Labels": ["x"]},
+                {"Id": "sane", "Names": ["/sane"], "Image": "img:1", "State": "running"},
+            ]
+        )
+
+    async def inspect(request: web.Request) -> web.Response:
+        if request.match_info["id"] == "liar":
+            return web.json_response([1, 2, 3])
+        return web.json_response({"State": {"Running": True, "Status": "running"}})
+
+    async def stats(request: web.Request) -> web.Response:
+        return web.json_response({"memory_stats": {"usage": 100, "stats": {"cache": 1}}})
+
+    app = web.Application()
+    app.router.add_get("/_ping", ping)
+    app.router.add_get("/v1.43/info", info)
+    app.router.add_get("/v1.43/containers/json", listing)
+    app.router.add_get("/v1.43/containers/{id}/json", inspect)
+    app.router.add_get("/v1.43/containers/{id}/stats", stats)
+    server = await aiohttp_server(app)
+    target = docker_target_at(f"tcp://127.0.0.1:{server.port}")
+    try:
+        metrics = await collect(target)
+    finally:
+        await target.aclose()
+    assert [m.fields for m in metrics if m.measurement == "docker"] == [{"n_images": 3}]
+    assert by_name(metrics, "docker_container_mem")["sane"].fields["usage"] == 100
+    body = LineEncoder().encode_all(metrics).decode()
+    parse_lines(body)

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from telemon.inputs import docker_stats as ds
 
@@ -343,3 +345,38 @@ def test_lying_documents_give_no_fields_rather_than_errors() -> None:
     assert ds.net_points(junk, "id", per_interface=True, total=False) == []
     total = ds.blkio_points(junk, "id", per_device=False, total=True)
     assert total[0][1]["io_service_bytes_recursive_read"] == 0
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=6)
+    ),
+    max_leaves=25,
+)
+STATS_KEYS = ("cpu_stats", "memory_stats", "networks", "blkio_stats", "read", "State", "Health")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(STATS_KEYS), JSON, max_size=7), JSON)
+def test_any_json_gives_fields_or_nothing_never_an_exception(
+    doc: dict[str, Any], junk: Any
+) -> None:
+    """An engine that lies (wrong types anywhere) costs values, not the collection."""
+    for stats in (
+        doc,
+        {**doc, "cpu_stats": {"cpu_usage": junk}},
+        {"memory_stats": {"stats": junk}},
+    ):
+        ds.CpuSample.from_stats(stats)
+        ds.cpu_fields(stats, "id", None)
+        ds.percpu_points(stats, "id")
+        ds.net_points(stats, "id", per_interface=True, total=True)
+        ds.blkio_points(stats, "id", per_device=True, total=True)
+        ds.mem_fields(ds.as_object(stats.get("memory_stats")), "id")
+        ds.working_set(ds.as_object(stats.get("memory_stats")))
+        ds.status_fields(stats, "id", 0)
+        ds.health_fields(stats)
+        ds.engine_fields(stats)
+        ds.container_name(junk)
+        ds.parse_timestamp_ns(junk)

@@ -165,9 +165,11 @@ class DockerTarget(Target):
         name = ds.container_name(item.get("Names"))
         try:
             async with self._limit, asyncio.timeout(self.config.stats_timeout):
-                inspect = await self.client.get_json(f"/containers/{container_id}/json")
+                inspect = ds.as_object(
+                    await self.client.get_json(f"/containers/{container_id}/json")
+                )
                 stats = None
-                if (inspect.get("State") or {}).get("Running"):
+                if ds.as_object(inspect.get("State")).get("Running"):
                     stats = await self.client.get_json(
                         f"/containers/{container_id}/stats", self._stats_params()
                     )
@@ -196,7 +198,7 @@ class DockerTarget(Target):
         image, version = ds.parse_image(str(item.get("Image") or ""))
         labels = item.get("Labels")
         labels = labels if isinstance(labels, dict) else {}
-        status = (inspect.get("State") or {}).get("Status") or item.get("State") or ""
+        status = ds.as_object(inspect.get("State")).get("Status") or item.get("State") or ""
         return {
             **self.config.tag_labels({str(k): str(v) for k, v in labels.items()}),
             **round_.engine_tags,
@@ -311,7 +313,7 @@ def pharo_endpoint(item: dict[str, Any]) -> tuple[str, PharoFormat]:
     `telemon.pharo.network` label names, else the first by name), on the
     host's loopback for host networking, or else at its published port.
     """
-    labels: dict[str, str] = item.get("Labels") or {}
+    labels = {str(k): str(v) for k, v in ds.as_object(item.get("Labels")).items()}
     port = _label_port(labels)
     scheme = labels.get(f"{PHARO_LABEL}scheme", "http")
     if scheme not in ("http", "https"):
@@ -336,20 +338,20 @@ def _label_port(labels: dict[str, str]) -> int:
 
 def _address(item: dict[str, Any], labels: dict[str, str], port: int) -> tuple[str, int]:
     """(host as it goes in a URL, port) where the container's port is reachable."""
-    mode = (item.get("HostConfig") or {}).get("NetworkMode")
+    mode = ds.as_object(item.get("HostConfig")).get("NetworkMode")
     if mode == "host":
         return "127.0.0.1", port
-    networks = (item.get("NetworkSettings") or {}).get("Networks") or {}
+    networks = ds.as_object(ds.as_object(item.get("NetworkSettings")).get("Networks"))
     chosen = labels.get(f"{PHARO_LABEL}network")
     if chosen is not None and chosen not in networks:
         raise PharoLabelError(f"label {PHARO_LABEL}network={chosen!r}: not one of its networks")
     for name in [chosen] if chosen else sorted(networks):
-        address = (networks.get(name) or {}).get("IPAddress")
-        if address:
+        address = ds.as_object(networks.get(name)).get("IPAddress")
+        if isinstance(address, str) and address:
             return _url_host(address), port
-    for published in item.get("Ports") or ():
-        if published.get("PrivatePort") == port and published.get("PublicPort"):
-            host = published.get("IP") or ""
+    for published in map(ds.as_object, ds.as_array(item.get("Ports"))):
+        if published.get("PrivatePort") == port and isinstance(published.get("PublicPort"), int):
+            host = str(published.get("IP") or "")
             if host in ("", "0.0.0.0", "::"):
                 host = "127.0.0.1"
             return _url_host(host), int(published["PublicPort"])
@@ -358,6 +360,7 @@ def _address(item: dict[str, Any], labels: dict[str, str], port: int) -> tuple[s
 
 def _url_host(address: str) -> str:
     try:
-        return f"[{address}]" if ipaddress.ip_address(address).version == 6 else address
+        version = ipaddress.ip_address(address).version
     except ValueError:
-        return address
+        raise PharoLabelError(f"the engine gave {address[:60]!r}, not an IP address") from None
+    return f"[{address}]" if version == 6 else address

@@ -18,6 +18,8 @@ from telemon.metric import FieldValue
 
 __all__ = [
     "CpuSample",
+    "as_array",
+    "as_object",
     "CpuTracker",
     "blkio_points",
     "container_name",
@@ -65,6 +67,16 @@ _BLKIO_OPS = {"read", "write", "sync", "async", "discard", "total"}
 _TIMESTAMP = re.compile(
     r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)$"
 )
+
+
+def as_object(value: Any) -> Doc:
+    """A JSON object, or an empty one for anything else (an engine may lie)."""
+    return value if isinstance(value, dict) else {}
+
+
+def as_array(value: Any) -> list[Any]:
+    """A JSON array, or an empty one for anything else."""
+    return value if isinstance(value, list) else []
 
 
 def _int(value: Any) -> int | None:
@@ -120,7 +132,7 @@ def working_set(memory: Doc) -> int | None:
     usage = _int(memory.get("usage"))
     if usage is None:
         return None
-    stats = memory.get("stats") or {}
+    stats = as_object(memory.get("stats"))
     for key in ("total_inactive_file", "inactive_file"):  # cgroup v1, then v2
         inactive = _int(stats.get(key))
         if inactive is not None:
@@ -131,7 +143,7 @@ def working_set(memory: Doc) -> int | None:
 def mem_fields(memory: Doc, container_id: str, *, podman: bool = False) -> dict[str, FieldValue]:
     """`docker_container_mem`: raw values, `working_set` and its `usage_percent`."""
     fields: dict[str, FieldValue] = {"container_id": container_id}
-    stats = memory.get("stats") or {}
+    stats = as_object(memory.get("stats"))
     for key in _MEM_STAT_KEYS:
         value = _int(stats.get(key))
         if value is not None:
@@ -165,12 +177,12 @@ class CpuSample:
     @classmethod
     def from_stats(cls, stats: Doc) -> CpuSample | None:
         """The sample in a stats document; None when it carries no CPU counters."""
-        cpu = stats.get("cpu_stats") or {}
-        total = _int((cpu.get("cpu_usage") or {}).get("total_usage"))
+        cpu = as_object(stats.get("cpu_stats"))
+        total = _int(as_object(cpu.get("cpu_usage")).get("total_usage"))
         if total is None:
             return None
         online = _int(cpu.get("online_cpus")) or len(
-            (cpu.get("cpu_usage") or {}).get("percpu_usage") or ()
+            as_array(as_object(cpu.get("cpu_usage")).get("percpu_usage"))
         )
         return cls(
             total_usage=total,
@@ -231,9 +243,9 @@ class CpuTracker:
 
 def cpu_fields(stats: Doc, container_id: str, percent: float | None) -> dict[str, FieldValue]:
     """`docker_container_cpu,cpu=cpu-total`."""
-    cpu = stats.get("cpu_stats") or {}
-    usage = cpu.get("cpu_usage") or {}
-    throttling = cpu.get("throttling_data") or {}
+    cpu = as_object(stats.get("cpu_stats"))
+    usage = as_object(cpu.get("cpu_usage"))
+    throttling = as_object(cpu.get("throttling_data"))
     pairs = (
         ("usage_total", usage.get("total_usage")),
         ("usage_in_usermode", usage.get("usage_in_usermode")),
@@ -254,8 +266,8 @@ def cpu_fields(stats: Doc, container_id: str, percent: float | None) -> dict[str
 
 def percpu_points(stats: Doc, container_id: str) -> list[tuple[str, dict[str, FieldValue]]]:
     """(`cpu0`, fields) per online CPU; cgroup v1 only (v2 has no per-CPU usage)."""
-    cpu = stats.get("cpu_stats") or {}
-    percpu = (cpu.get("cpu_usage") or {}).get("percpu_usage") or []
+    cpu = as_object(stats.get("cpu_stats"))
+    percpu = as_array(as_object(cpu.get("cpu_usage")).get("percpu_usage"))
     online = _int(cpu.get("online_cpus")) or len(percpu)
     points: list[tuple[str, dict[str, FieldValue]]] = []
     for index, raw in enumerate(percpu[:online]):
@@ -320,7 +332,7 @@ def _blkio_entries(blkio: Doc) -> list[tuple[str, str, int]]:
     """(`major:minor`, field name, value) for every usable entry."""
     entries = []
     for source, prefix in [*_BLKIO_LISTS.items(), *((k, k) for k in _BLKIO_OPLESS)]:
-        for entry in blkio.get(source) or ():
+        for entry in as_array(blkio.get(source)):
             if not isinstance(entry, dict):
                 continue
             value = _int(entry.get("value"))
@@ -339,7 +351,7 @@ def _blkio_entries(blkio: Doc) -> list[tuple[str, str, int]]:
 
 def status_fields(inspect: Doc, container_id: str, now_ns: int) -> dict[str, FieldValue]:
     """`docker_container_status` from an inspect document."""
-    state = inspect.get("State") or {}
+    state = as_object(inspect.get("State"))
     fields: dict[str, FieldValue] = {"container_id": container_id}
     if isinstance(state.get("OOMKilled"), bool):
         fields["oomkilled"] = state["OOMKilled"]
@@ -366,7 +378,7 @@ def status_fields(inspect: Doc, container_id: str, now_ns: int) -> dict[str, Fie
 
 def health_fields(inspect: Doc) -> dict[str, FieldValue]:
     """`docker_container_health` for containers with a HEALTHCHECK; else empty."""
-    health = (inspect.get("State") or {}).get("Health")
+    health = as_object(inspect.get("State")).get("Health")
     if not isinstance(health, dict) or not isinstance(health.get("Status"), str):
         return {}
     fields: dict[str, FieldValue] = {"health_status": health["Status"]}
