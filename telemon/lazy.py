@@ -128,9 +128,11 @@ class Telemon:
         if not self._plain:
             return None
         started = time.perf_counter()
-        results = []
+        results: list[Any] = []
         append = results.append
-        for source in sources:
+        # Only callables get here (`_plain` checked them).
+        callables: tuple[Callable[[], Any], ...] = sources  # type: ignore[assignment]
+        for source in callables:
             try:
                 append(source())
             except Exception as exc:  # noqa: BLE001 - user code may raise anything
