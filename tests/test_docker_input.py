@@ -668,3 +668,11 @@ async def test_a_lying_engine_costs_values_not_the_collection(aiohttp_server: An
     assert by_name(metrics, "docker_container_mem")["sane"].fields["usage"] == 100
     body = LineEncoder().encode_all(metrics).decode()
     parse_lines(body)
+
+
+def test_stats_timeout_must_leave_room_in_the_collection() -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_config({"inputs": {"docker": [{"timeout": "2s", "stats_timeout": "2s"}]}}, "t.toml")
+    assert error.value.lines() == [
+        "t.toml: inputs.docker.0: stats_timeout must be shorter than timeout"
+    ]

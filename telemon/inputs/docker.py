@@ -16,7 +16,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, model_validator
 
 from telemon.inputs import docker_stats as ds
 from telemon.inputs.base import Discovered, InputConfig, InputContext, InputError, Target
@@ -44,10 +44,17 @@ class DockerConfig(InputConfig):
     docker_label_exclude: list[str] = Field(default_factory=list)
     perdevice_include: list[Device] = Field(default_factory=lambda: _devices("cpu", "network"))
     total_include: list[Device] = Field(default_factory=lambda: _devices("cpu", "blkio", "network"))
-    stats_timeout: Duration = 5.0
+    stats_timeout: Duration = 3.0
     max_concurrency: int = Field(default=64, ge=1, le=1024)
     max_body_size: int = Field(default=16 * 1024 * 1024, gt=0)
     discover_pharo: bool = False
+
+    @model_validator(mode="after")
+    def _stats_within_collection(self) -> DockerConfig:
+        # One slow container must be skipped before the whole poll times out.
+        if self.timeout is not None and self.stats_timeout >= self.timeout:
+            raise ValueError("stats_timeout must be shorter than timeout")
+        return self
 
     def build(self, context: InputContext) -> list[Target]:
         """One target: the engine."""
