@@ -5,14 +5,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NoReturn
 
 import pytest
-from dockerd import DockerEngine, run_dockerd
+from dockerd import DockerEngine, run_dockerd, unmount_under
 from influx import InfluxDB, run_influxd
 from prom import Prometheus, run_prometheus
 
@@ -76,13 +75,5 @@ def docker_engine() -> Iterator[DockerEngine]:
             engine.ensure_busybox()
             yield engine
     finally:
-        _unmount_under(directory)
+        unmount_under(directory)
         shutil.rmtree(directory, ignore_errors=True)
-
-
-def _unmount_under(directory: Path) -> None:
-    """Lazily unmount what dockerd left mounted there (its network namespace file)."""
-    with open("/proc/self/mounts", encoding="utf-8") as mounts:
-        points = [line.split()[1] for line in mounts if line.split()[1].startswith(f"{directory}/")]
-    for point in sorted(points, reverse=True):
-        subprocess.run(["umount", "-l", point], check=False, capture_output=True)

@@ -18,7 +18,14 @@ from typing import Any
 
 from influx import log_tail, stop_process, wait_for_service
 
-__all__ = ["BUSYBOX_IMAGE", "DockerEngine", "EngineError", "run_dockerd"]
+__all__ = [
+    "BUSYBOX_IMAGE",
+    "DockerEngine",
+    "EngineError",
+    "run_dockerd",
+    "run_tls_dockerd",
+    "unmount_under",
+]
 
 BUSYBOX_IMAGE = "local/busybox:latest"
 TEST_LABEL = "telemon.test"
@@ -162,3 +169,49 @@ def run_dockerd(dockerd: str, docker: str, directory: Path) -> Iterator[DockerEn
         stop_process(process)
         if process.returncode not in (0, None):
             print(f"dockerd exited with {process.returncode}:\n{log_tail(log)}")
+
+
+@contextmanager
+def run_tls_dockerd(
+    dockerd: str, directory: Path, port: int, files: dict[str, Path]
+) -> Iterator[None]:
+    """A second, container-less dockerd answering only TLS clients with a trusted certificate."""
+    log = directory / "dockerd-tls.log"
+    # A bridge of its own: with --bridge=none dockerd deletes docker0, which the
+    # other engine on this machine uses.
+    bridge = f"tmtls{port}"[:15]
+    subprocess.run(["ip", "link", "add", "name", bridge, "type", "bridge"], check=True)
+    args = [
+        dockerd,
+        f"--host=tcp://127.0.0.1:{port}",
+        "--tlsverify",
+        f"--tlscacert={files['client_ca']}",
+        f"--tlscert={files['server_cert']}",
+        f"--tlskey={files['server_key']}",
+        f"--data-root={directory / 'data'}",
+        f"--exec-root={directory / 'exec'}",
+        f"--pidfile={directory / 'dockerd.pid'}",
+        f"--bridge={bridge}",
+        "--iptables=false",
+        "--ip-masq=false",
+    ]
+    with log.open("wb") as log_file:
+        process = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT)
+
+    def answers() -> bool:
+        return b"API listen on" in log.read_bytes()
+
+    try:
+        wait_for_service(process, answers, "dockerd (TLS)", log, EngineError)
+        yield
+    finally:
+        stop_process(process)
+        subprocess.run(["ip", "link", "delete", bridge], check=False, capture_output=True)
+
+
+def unmount_under(directory: Path) -> None:
+    """Lazily unmount what dockerd left mounted there (its network namespace file)."""
+    with open("/proc/self/mounts", encoding="utf-8") as mounts:
+        points = [line.split()[1] for line in mounts if line.split()[1].startswith(f"{directory}/")]
+    for point in sorted(points, reverse=True):
+        subprocess.run(["umount", "-l", point], check=False, capture_output=True)

@@ -862,7 +862,11 @@ MODELS = [
 ]
 # Credentials the example describes in "##" lines only: `password` and `token`
 # may be set once in the file (the [http] ones), and a username needs a password.
-UNSHOWN = {"outputs.influxdb": {"username", "password"}, "outputs.influxdb_v2": {"token"}}
+UNSHOWN = {
+    "outputs.influxdb": {"username", "password"},
+    "outputs.influxdb_v2": {"token"},
+    "inputs.docker": {"tls_ca", "tls_cert", "tls_key"},  # real certificates: shown in "##" lines
+}
 
 
 def _tables(data: dict[str, Any], path: str) -> list[dict[str, Any]]:

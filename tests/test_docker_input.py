@@ -10,26 +10,29 @@ import json
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from dockerd import DockerEngine
+from conftest import require_executable
+from dockerd import DockerEngine, run_tls_dockerd, unmount_under
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from influx import Line, parse_line
+from influx import Line, free_port, parse_line
 
 from telemon.agent import build_collector
 from telemon.collector import Collector, TargetState
 from telemon.config import ConfigError, parse_config
-from telemon.inputs.base import InputContext
+from telemon.inputs.base import InputContext, InputError
 from telemon.inputs.docker import DockerConfig, DockerTarget, PharoLabelError, pharo_endpoint
 from telemon.inputs.pharo import PharoConfig
 from telemon.lineprotocol import LineEncoder
@@ -676,3 +679,92 @@ def test_stats_timeout_must_leave_room_in_the_collection() -> None:
     assert error.value.lines() == [
         "t.toml: inputs.docker.0: stats_timeout must be shorter than timeout"
     ]
+
+
+# --- a TLS-protected engine (tcp://host:2376 with client certificates) -----------------
+
+
+def self_signed(directory: Path, name: str) -> tuple[Path, Path]:
+    cert, key = directory / f"{name}.pem", directory / f"{name}-key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", f"/CN={name}", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.fixture
+def tls_engine(docker_engine: DockerEngine) -> Iterator[tuple[str, dict[str, Path]]]:
+    """(endpoint, files): a second dockerd on 127.0.0.1 that only answers clients with our cert."""
+    dockerd = require_executable("dockerd", "docker.io")
+    require_executable("openssl", "openssl")
+    directory = Path(tempfile.mkdtemp(prefix="tmt-", dir="/tmp"))
+    server_cert, server_key = self_signed(directory, "server")
+    client_cert, client_key = self_signed(directory, "client")
+    files = {
+        "server_cert": server_cert, "server_key": server_key,
+        "client_ca": client_cert, "client_cert": client_cert, "client_key": client_key,
+    }  # fmt: skip
+    port = free_port()
+    try:
+        with run_tls_dockerd(dockerd, directory, port, files):
+            yield f"tcp://127.0.0.1:{port}", files
+    finally:
+        unmount_under(directory)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+async def test_a_tls_engine_with_client_certificates(
+    tls_engine: tuple[str, dict[str, Path]],
+) -> None:
+    endpoint, files = tls_engine
+    trusted = DockerConfig(
+        endpoint=endpoint,
+        tls_ca=files["server_cert"],
+        tls_cert=files["client_cert"],
+        tls_key=files["client_key"],
+    )
+    [target] = trusted.build(InputContext())
+    assert isinstance(target, DockerTarget)
+    try:
+        metrics = await collect(target)
+    finally:
+        await target.aclose()
+    [engine] = [m for m in metrics if m.measurement == "docker"]
+    assert engine.fields["n_containers"] == 0  # a fresh engine of its own
+
+    anonymous = DockerConfig(endpoint=endpoint, tls_ca=files["server_cert"])
+    [target] = anonymous.build(InputContext())
+    assert isinstance(target, DockerTarget)
+    try:
+        with pytest.raises(InputError, match=f"Docker engine at {endpoint}"):
+            await collect(target)
+    finally:
+        await target.aclose()
+
+
+def test_tls_settings_are_checked(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path, "c")
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate")
+    cases = [
+        ({"endpoint": "tcp://h:2376", "tls_cert": str(cert)}, "needs both tls_cert and tls_key"),
+        ({"endpoint": "unix:///s.sock", "tls_ca": str(cert)}, "need a tcp:// or https://"),
+        ({"endpoint": "tcp://h:2376", "tls_ca": str(tmp_path / "no.pem")}, "tls_ca: cannot read"),
+        ({"endpoint": "tcp://h:2376", "tls_ca": str(junk)}, "cannot use the TLS files"),
+        ({"endpoint": "tcp://h:2376", "tls_cert": str(cert), "tls_key": str(junk)}, "cannot use"),
+    ]
+    for options, message in cases:
+        with pytest.raises(ConfigError) as error:
+            parse_config({"inputs": {"docker": [options]}}, "t.toml")
+        [line] = error.value.lines()
+        assert line.startswith("t.toml: inputs.docker.0") and message in line, line
+    ok = DockerConfig(
+        endpoint="tcp://h:2376", tls_cert=cert, tls_key=key, insecure_skip_verify=True
+    )
+    context = ok.tls_context()
+    assert context is not None and context.verify_mode is ssl.CERT_NONE
+    assert DockerConfig(endpoint="tcp://h:2375").tls_context() is None

@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import ipaddress
+import ssl
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import AfterValidator, Field, model_validator
@@ -48,13 +50,49 @@ class DockerConfig(InputConfig):
     max_concurrency: int = Field(default=64, ge=1, le=1024)
     max_body_size: int = Field(default=16 * 1024 * 1024, gt=0)
     discover_pharo: bool = False
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    insecure_skip_verify: bool = False
 
     @model_validator(mode="after")
-    def _stats_within_collection(self) -> DockerConfig:
+    def _consistent(self) -> DockerConfig:
         # One slow container must be skipped before the whole poll times out.
         if self.timeout is not None and self.stats_timeout >= self.timeout:
             raise ValueError("stats_timeout must be shorter than timeout")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("a client certificate needs both tls_cert and tls_key")
+        for name in ("tls_ca", "tls_cert", "tls_key"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}: cannot read {path}")
+        if self.uses_tls and self.endpoint.startswith("unix:"):
+            raise ValueError("TLS settings need a tcp:// or https:// endpoint")
+        try:
+            self.tls_context()
+        except (ssl.SSLError, OSError) as exc:
+            raise ValueError(f"cannot use the TLS files: {exc}") from None
         return self
+
+    @property
+    def uses_tls(self) -> bool:
+        """Whether any TLS setting is given (the endpoint is then spoken to over TLS)."""
+        files = (self.tls_ca, self.tls_cert, self.tls_key)
+        return self.insecure_skip_verify or any(path is not None for path in files)
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The client TLS context for a TLS-protected engine, or None."""
+        if not self.uses_tls and not self.endpoint.startswith("https:"):
+            return None
+        context = ssl.create_default_context(
+            cafile=str(self.tls_ca) if self.tls_ca is not None else None
+        )
+        if self.tls_cert is not None and self.tls_key is not None:
+            context.load_cert_chain(self.tls_cert, self.tls_key)
+        if self.insecure_skip_verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
 
     def build(self, context: InputContext) -> list[Target]:
         """One target: the engine."""
@@ -112,6 +150,7 @@ class DockerTarget(Target):
             config.endpoint,
             max_body_size=config.max_body_size,
             connections=config.max_concurrency,
+            tls=config.tls_context(),
         )
         self.cpu = ds.CpuTracker()
         self._limit = asyncio.Semaphore(config.max_concurrency)

@@ -11,6 +11,7 @@ failure is an `InputError` with a one-line reason.
 from __future__ import annotations
 
 import json
+import ssl
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -74,16 +75,25 @@ def _parse_version(text: str | None) -> tuple[int, int] | None:
 class EngineClient:
     """HTTP to one engine, with its own connection pool."""
 
-    def __init__(self, endpoint: str, *, max_body_size: int, connections: int) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        max_body_size: int,
+        connections: int,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.endpoint = endpoint
         self.max_body_size = max_body_size
         self._connections = connections
+        self._tls = tls
         parts = urlsplit(endpoint)
         self._socket = parts.path if parts.scheme == "unix" else None
         if parts.scheme == "unix":
             self._base = "http://docker"
         else:
-            scheme = "https" if parts.scheme == "https" else "http"
+            # tcp:// with TLS settings is Docker's TLS port (2376), as in the docker CLI.
+            scheme = "https" if parts.scheme == "https" or tls is not None else "http"
             self._base = f"{scheme}://{parts.netloc}"
         self._session: aiohttp.ClientSession | None = None
         self.version: EngineVersion | None = None
@@ -94,7 +104,9 @@ class EngineClient:
             if self._socket is not None:
                 connector = aiohttp.UnixConnector(path=self._socket, limit=self._connections)
             else:
-                connector = aiohttp.TCPConnector(limit=self._connections)
+                connector = aiohttp.TCPConnector(
+                    limit=self._connections, ssl=self._tls if self._tls is not None else True
+                )
             self._session = aiohttp.ClientSession(connector=connector)
         return self._session
 
