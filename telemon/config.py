@@ -25,7 +25,7 @@ from pydantic import (
 
 from telemon.inputs import InputsConfig
 from telemon.outputs import OutputsConfig
-from telemon.schema import Duration, Model, Tags
+from telemon.schema import Duration, Model, Tags, read_secret
 from telemon.sink import SinkConfig
 
 __all__ = [
@@ -75,11 +75,11 @@ class AgentConfig(Model):
 
 def _listen(value: Any) -> tuple[str, int]:
     if not isinstance(value, str):
-        raise ValueError("expected \"HOST:PORT\"")
+        raise ValueError('expected "HOST:PORT"')
     host, sep, port = value.rpartition(":")
     host = host.strip("[]")
     if not sep or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
-        raise ValueError(f"invalid listen address {value!r}: expected \"HOST:PORT\"")
+        raise ValueError(f'invalid listen address {value!r}: expected "HOST:PORT"')
     return host or "0.0.0.0", int(port)
 
 
@@ -90,16 +90,6 @@ def _check_path(path: str) -> str:
     if not path.startswith("/") or path in ("/", "/healthz") or re.search(r"\s", path):
         raise ValueError(f"{path!r} must start with '/' and not be '/' or '/healthz'")
     return path
-
-
-def _read_secret(path: Path, key: str) -> SecretStr:
-    try:
-        text = path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ValueError(f"{key}: cannot read {path}: {exc.strerror}") from None
-    if not text:
-        raise ValueError(f"{key}: {path} is empty")
-    return SecretStr(text)
 
 
 class HttpConfig(Model):
@@ -132,13 +122,13 @@ class HttpConfig(Model):
         if self.token and self.token_file:
             raise ValueError("set token or token_file, not both")
         password = self.password or (
-            _read_secret(self.password_file, "password_file") if self.password_file else None
+            read_secret(self.password_file, "password_file") if self.password_file else None
         )
         if (self.username is None) != (password is None):
             raise ValueError("basic auth needs both username and password (or password_file)")
         self._password = password
         self._token = self.token or (
-            _read_secret(self.token_file, "token_file") if self.token_file else None
+            read_secret(self.token_file, "token_file") if self.token_file else None
         )
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("TLS needs both tls_cert and tls_key")

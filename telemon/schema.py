@@ -3,17 +3,38 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, SecretStr
 
-__all__ = ["Duration", "FieldName", "MeasurementName", "Model", "TagKey", "Tags", "parse_duration"]
+__all__ = [
+    "Duration",
+    "FieldName",
+    "MeasurementName",
+    "Model",
+    "TagKey",
+    "Tags",
+    "parse_duration",
+    "read_secret",
+]
 
 
 class Model(BaseModel):
     """Base of every config model: unknown keys are errors, objects are immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def read_secret(path: Path, key: str) -> SecretStr:
+    """A password or token from a file (Docker/Kubernetes secrets), stripped; never empty."""
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ValueError(f"{key}: cannot read {path}: {exc.strerror}") from None
+    if not text:
+        raise ValueError(f"{key}: {path} is empty")
+    return SecretStr(text)
 
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
@@ -23,17 +44,17 @@ _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m
 def parse_duration(value: Any) -> float:
     """Seconds from a Telegraf duration ("500ms", "1m30s") or a number of seconds."""
     if isinstance(value, bool):
-        raise ValueError("expected a duration like \"10s\"")
+        raise ValueError('expected a duration like "10s"')
     if isinstance(value, int | float):
         seconds = float(value)
     elif isinstance(value, str):
         text = value.strip()
         parts = _DURATION_PART.findall(text)
         if not text or "".join(n + u for n, u in parts) != text:
-            raise ValueError(f"invalid duration {value!r}: use units ns, us, ms, s, m, h (\"10s\")")
+            raise ValueError(f'invalid duration {value!r}: use units ns, us, ms, s, m, h ("10s")')
         seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
     else:
-        raise ValueError("expected a duration like \"10s\"")
+        raise ValueError('expected a duration like "10s"')
     if not seconds > 0:
         raise ValueError(f"duration must be positive, got {value!r}")
     if not seconds < 10 * 365 * 86400:
@@ -71,4 +92,3 @@ def _check_name(name: str) -> str:
 
 MeasurementName = Annotated[str, AfterValidator(_check_name)]
 FieldName = Annotated[str, AfterValidator(_check_name)]
-

@@ -863,8 +863,8 @@ MODELS = [
 # Credentials the example describes in "##" lines only: `password` and `token`
 # may be set once in the file (the [http] ones), and a username needs a password.
 UNSHOWN = {
-    "outputs.influxdb": {"username", "password"},
-    "outputs.influxdb_v2": {"token"},
+    "outputs.influxdb": {"username", "password", "password_file", "tls_ca"},
+    "outputs.influxdb_v2": {"token", "token_file", "tls_ca"},
     "inputs.docker": {"tls_ca", "tls_cert", "tls_key"},  # real certificates: shown in "##" lines
 }
 

@@ -7,8 +7,10 @@ databases cannot be made to answer each code on demand.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -22,6 +24,7 @@ import pytest
 from aiohttp import web
 from conftest import require_executable
 from influx import InfluxDB, _spawn, _wait_ready, free_port, write_config
+from test_server import make_certificate
 
 from telemon.collector import Collector, TargetState
 from telemon.config import ConfigError, parse_config
@@ -136,15 +139,17 @@ async def test_v1_outage_and_restart_lose_nothing(influxd: Influxd, tmp_path: Pa
     stamps: list[int] = []
     run = "v1"
     outputs = {
-        "influxdb": [{
-            "urls": [influxd.client.url],
-            "database": "telemon_test",
-            "flush_interval": FLUSH,
-            "metric_batch_size": 7,
-            "max_retry_interval": 0.5,
-            "timeout": 2,
-            "spool_dir": str(tmp_path / "spool"),
-        }]
+        "influxdb": [
+            {
+                "urls": [influxd.client.url],
+                "database": "telemon_test",
+                "flush_interval": FLUSH,
+                "metric_batch_size": 7,
+                "max_retry_interval": 0.5,
+                "timeout": 2,
+                "spool_dir": str(tmp_path / "spool"),
+            }
+        ]
     }
 
     async def stored() -> list[int]:
@@ -207,9 +212,13 @@ async def test_v1_self_metrics_and_lazy_lines_reach_influxdb(influxd: Influxd) -
     telemon.start()
 
     async def seen() -> bool:
-        rows = await asyncio.to_thread(
-            influxd.client.series, "selfm", "SELECT written, url FROM telemon_output"
-        ) if telemon.runners[0].stats.written else []
+        rows = (
+            await asyncio.to_thread(
+                influxd.client.series, "selfm", "SELECT written, url FROM telemon_output"
+            )
+            if telemon.runners[0].stats.written
+            else []
+        )
         return any(row[1] > 0 for s in rows for row in s["values"])
 
     try:
@@ -239,7 +248,9 @@ class VictoriaMetrics:
                 f"-storageDataPath={self.directory / 'data'}",
                 "-loggerLevel=ERROR",
             ],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         log.close()
         deadline = time.monotonic() + DEADLINE
@@ -289,17 +300,19 @@ async def test_v2_outage_and_restart_lose_nothing(
     stamps: list[int] = []
     run = "v2"
     outputs = {
-        "influxdb_v2": [{
-            "url": victoria.url,
-            "org": "o",
-            "bucket": "b",
-            "token": "t",
-            "flush_interval": FLUSH,
-            "metric_batch_size": 5,
-            "max_retry_interval": 0.5,
-            "timeout": 2,
-            "spool_dir": str(tmp_path / "spool"),
-        }]
+        "influxdb_v2": [
+            {
+                "url": victoria.url,
+                "org": "o",
+                "bucket": "b",
+                "token": "t",
+                "flush_interval": FLUSH,
+                "metric_batch_size": 5,
+                "max_retry_interval": 0.5,
+                "timeout": 2,
+                "spool_dir": str(tmp_path / "spool"),
+            }
+        ]
     }
 
     async def stored() -> list[int]:
@@ -413,8 +426,10 @@ def test_outputs_config_errors() -> None:
         ({"influxdb": [{"urls": ["localhost:8086"]}]}, "outputs.influxdb.0.urls"),
         ({"influxdb": [{"username": "u"}]}, "outputs.influxdb.0"),
         ({"influxdb_v2": [{"url": "http://x"}]}, "outputs.influxdb_v2.0.bucket"),
-        ({"influxdb_v2": [{"bucket": "b", "content_encoding": "br"}]},
-         "outputs.influxdb_v2.0.content_encoding"),
+        (
+            {"influxdb_v2": [{"bucket": "b", "content_encoding": "br"}]},
+            "outputs.influxdb_v2.0.content_encoding",
+        ),
     ]
     for outputs, key in cases:
         with pytest.raises(ConfigError) as info:
@@ -440,14 +455,125 @@ async def test_server_starts_and_stops_its_outputs(aiohttp_client: Any, tmp_path
     from telemon.server import create_app
 
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens: lines go to the spool
-    config = parse_config({
-        "agent": {"interval": "100ms"},
-        "inputs": {"python": [{}]},
-        "outputs": {"influxdb": [{"urls": [url], "spool_dir": str(tmp_path)}]},
-    })
+    config = parse_config(
+        {
+            "agent": {"interval": "100ms"},
+            "inputs": {"python": [{}]},
+            "outputs": {"influxdb": [{"urls": [url], "spool_dir": str(tmp_path)}]},
+        }
+    )
     client = await aiohttp_client(create_app(config))
     await asyncio.sleep(0.5)
     text = await (await client.get("/metrics")).text()
-    assert f'telemon_output,output=influxdb,url={url} ' in text
+    assert f"telemon_output,output=influxdb,url={url} " in text
     await client.close()
     assert Spool(next(tmp_path.iterdir()), 10**6).lines > 0
+
+
+# --- secrets from files, TLS ------------------------------------------------------------
+
+
+class Recording:
+    """v1 /write and v2 /api/v2/write endpoints that keep what reached them, and how."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+        self.authorization: list[str] = []
+
+    async def write(self, request: web.Request) -> web.Response:
+        self.authorization.append(request.headers.get("Authorization", ""))
+        self.bodies.append(await request.read())
+        return web.Response(status=204)
+
+
+async def recording_server(
+    aiohttp_server: Any, tls: ssl.SSLContext | None
+) -> tuple[Recording, str]:
+    recording = Recording()
+    app = web.Application()
+    app.router.add_post("/write", recording.write)
+    app.router.add_post("/api/v2/write", recording.write)
+    server = await aiohttp_server(app, ssl=tls)
+    scheme = "https" if tls is not None else "http"
+    return recording, f"{scheme}://127.0.0.1:{server.port}"
+
+
+async def push_once(outputs: dict[str, Any]) -> OutputRunner:
+    """Build the configured output (one runner), hand it two lines, flush, stop."""
+    config = parse_config({"outputs": outputs})
+    collector = Collector([], LineEncoder())
+    [runner] = build_outputs(config.outputs, collector, interval=10, precision="ns")
+    runner.on_collect(b"m v=1i 1\nm v=2i 2\n")
+    await runner.flush()
+    await runner.stop()
+    return runner
+
+
+async def test_password_file_and_token_file_are_sent(aiohttp_server: Any, tmp_path: Path) -> None:
+    recording, url = await recording_server(aiohttp_server, None)
+    (tmp_path / "password").write_text("s3cret \n")
+    (tmp_path / "token").write_text("tok-123\n")
+    v1 = {"urls": [url], "username": "telemon", "password_file": str(tmp_path / "password"),
+          "skip_database_creation": True}  # fmt: skip
+    await push_once({"influxdb": [v1]})
+    pytest.importorskip("influxdb_client")
+    await push_once(
+        {"influxdb_v2": [{"url": url, "bucket": "b", "token_file": str(tmp_path / "token")}]}
+    )
+    basic = "Basic " + base64.b64encode(b"telemon:s3cret").decode()
+    assert recording.authorization == [basic, "Token tok-123"]
+    assert all(b"m v=2i 2" in body for body in recording.bodies)
+
+
+def test_secret_files_and_tls_settings_are_checked(tmp_path: Path) -> None:
+    (tmp_path / "empty").write_text("\n")
+    (tmp_path / "junk.pem").write_text("not a certificate")
+    cases = [
+        ({"influxdb": [{"username": "u", "password": "p",
+                        "password_file": str(tmp_path / "empty")}]},
+         "outputs.influxdb.0", "not both"),
+        ({"influxdb": [{"username": "u", "password_file": str(tmp_path / "nope")}]},
+         "outputs.influxdb.0", "password_file: cannot read"),
+        ({"influxdb": [{"username": "u", "password_file": str(tmp_path / "empty")}]},
+         "outputs.influxdb.0", "is empty"),
+        ({"influxdb_v2": [{"bucket": "b", "token": "t", "token_file": str(tmp_path / "empty")}]},
+         "outputs.influxdb_v2.0", "not both"),
+        ({"influxdb_v2": [{"bucket": "b", "tls_ca": str(tmp_path / "junk.pem")}]},
+         "outputs.influxdb_v2.0", "tls_ca: cannot use"),
+    ]  # fmt: skip
+    for outputs, key, message in cases:
+        with pytest.raises(ConfigError) as info:
+            parse_config({"outputs": outputs})
+        [(where, text)] = info.value.details
+        assert where == key and message in text, (where, text)
+
+
+@pytest.fixture
+def server_tls(tmp_path: Path) -> tuple[ssl.SSLContext, Path]:
+    """A server TLS context for 127.0.0.1 and its (self-signed) certificate."""
+    cert, key = make_certificate(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context, cert
+
+
+@pytest.mark.parametrize("output", ["influxdb", "influxdb_v2"])
+async def test_https_with_a_private_ca(
+    aiohttp_server: Any, server_tls: tuple[ssl.SSLContext, Path], output: str
+) -> None:
+    if output == "influxdb_v2":
+        pytest.importorskip("influxdb_client")
+    context, cert = server_tls
+    recording, url = await recording_server(aiohttp_server, context)
+    table: dict[str, Any] = (
+        {"urls": [url], "skip_database_creation": True}
+        if output == "influxdb"
+        else {"url": url, "bucket": "b"}
+    )
+    untrusted = await push_once({output: [table]})
+    assert untrusted.stats.written == 0 and untrusted.stats.failed >= 1  # unknown CA: refused
+    assert recording.bodies == []
+    trusted = await push_once({output: [{**table, "tls_ca": str(cert)}]})
+    skipping = await push_once({output: [{**table, "insecure_skip_verify": True}]})
+    assert trusted.stats.written > 0 and skipping.stats.written > 0
+    assert sum(b"m v=2i 2" in body for body in recording.bodies) == 2

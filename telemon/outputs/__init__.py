@@ -7,11 +7,19 @@ Each URL gets every line, through its own runner and spool (see `base`);
 from __future__ import annotations
 
 import hashlib
+import ssl
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, PositiveInt, SecretStr, field_validator, model_validator
+from pydantic import (
+    Field,
+    PositiveInt,
+    PrivateAttr,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 from telemon.inputs.base import Target
 from telemon.metric import FieldValue, Metric
@@ -19,7 +27,7 @@ from telemon.outputs.base import OutputRunner, RunOptions
 from telemon.outputs.influxdb import InfluxDBSender
 from telemon.outputs.influxdb_v2 import InfluxDBv2Sender
 from telemon.outputs.spool import Spool
-from telemon.schema import Duration, Model
+from telemon.schema import Duration, Model, read_secret
 
 if TYPE_CHECKING:
     from telemon.collector import Collector
@@ -52,6 +60,27 @@ class OutputConfig(Model):
     max_retry_interval: Duration = 60.0
     spool_dir: Path | None = None
     spool_max_bytes: PositiveInt = 100 * MIB
+    tls_ca: Path | None = None
+    insecure_skip_verify: bool = False
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> OutputConfig:
+        try:
+            self.tls_context()
+        except (ssl.SSLError, OSError) as exc:
+            raise ValueError(f"tls_ca: cannot use {self.tls_ca}: {exc}") from None
+        return self
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The client TLS settings for https:// URLs; None means the system's defaults."""
+        if self.insecure_skip_verify:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            return context
+        if self.tls_ca is not None:
+            return ssl.create_default_context(cafile=str(self.tls_ca))
+        return None
 
 
 class InfluxDBConfig(OutputConfig):
@@ -63,6 +92,9 @@ class InfluxDBConfig(OutputConfig):
     skip_database_creation: bool = False
     username: str | None = None
     password: SecretStr | None = None
+    password_file: Path | None = None
+
+    _password: SecretStr | None = PrivateAttr(default=None)
 
     @field_validator("urls")
     @classmethod
@@ -82,9 +114,20 @@ class InfluxDBConfig(OutputConfig):
 
     @model_validator(mode="after")
     def _check_auth(self) -> InfluxDBConfig:
-        if (self.username is None) != (self.password is None):
-            raise ValueError("basic auth needs both username and password")
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("set password or password_file, not both")
+        password = self.password
+        if self.password_file is not None:
+            password = read_secret(self.password_file, "password_file")
+        if (self.username is None) != (password is None):
+            raise ValueError("basic auth needs both username and password (or password_file)")
+        self._password = password
         return self
+
+    @property
+    def basic_password(self) -> str | None:
+        """The password, from `password` or read from `password_file` at start-up."""
+        return self._password.get_secret_value() if self._password else None
 
 
 class InfluxDBv2Config(OutputConfig):
@@ -94,6 +137,23 @@ class InfluxDBv2Config(OutputConfig):
     org: str = ""
     bucket: str
     token: SecretStr | None = None
+    token_file: Path | None = None
+
+    _token: SecretStr | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _check_token(self) -> InfluxDBv2Config:
+        if self.token is not None and self.token_file is not None:
+            raise ValueError("set token or token_file, not both")
+        self._token = self.token
+        if self.token_file is not None:
+            self._token = read_secret(self.token_file, "token_file")
+        return self
+
+    @property
+    def auth_token(self) -> str | None:
+        """The token, from `token` or read from `token_file` at start-up."""
+        return self._token.get_secret_value() if self._token else None
 
     @field_validator("url")
     @classmethod
@@ -169,7 +229,8 @@ def build_outputs(
                 v1.database,
                 retention_policy=v1.retention_policy,
                 username=v1.username,
-                password=v1.password.get_secret_value() if v1.password else None,
+                password=v1.basic_password,
+                tls=v1.tls_context(),
                 precision=precision,
                 timeout=v1.timeout,
                 gzip=v1.content_encoding == "gzip",
@@ -182,7 +243,9 @@ def build_outputs(
             v2.url,
             v2.org,
             v2.bucket,
-            token=v2.token.get_secret_value() if v2.token else None,
+            token=v2.auth_token,
+            tls_ca=v2.tls_ca,
+            verify_tls=not v2.insecure_skip_verify,
             precision=precision,
             timeout=v2.timeout,
             gzip=v2.content_encoding == "gzip",

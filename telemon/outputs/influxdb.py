@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import logging
+import ssl
 
 import aiohttp
 from yarl import URL
@@ -34,6 +36,7 @@ class InfluxDBSender:
         timeout: float = 5.0,
         gzip: bool = True,
         create_database: bool = True,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.url = url
         self.database = database
@@ -43,11 +46,15 @@ class InfluxDBSender:
             query["rp"] = retention_policy
         self._write_url = (base / "write").with_query(query)
         self._query_url = base / "query"
-        self._auth = aiohttp.BasicAuth(username, password or "") if username else None
+        self._auth_headers: dict[str, str] = {}
+        if username:
+            credentials = f"{username}:{password or ''}".encode()
+            self._auth_headers["Authorization"] = "Basic " + base64.b64encode(credentials).decode()
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._gzip = gzip
         self._create_database = create_database
         self._session: aiohttp.ClientSession | None = None
+        self._ssl: ssl.SSLContext | bool = tls if tls is not None else True
 
     async def send(self, data: bytes) -> None:
         """POST one batch to `/write`."""
@@ -83,9 +90,11 @@ class InfluxDBSender:
         self, url: URL, data: bytes, headers: dict[str, str]
     ) -> tuple[int, str, str | None]:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self._timeout, auth=self._auth)
+            self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._auth_headers)
         try:
-            async with self._session.post(url, data=data, headers=headers) as response:
+            async with self._session.post(
+                url, data=data, headers=headers, ssl=self._ssl
+            ) as response:
                 text = await response.text(errors="replace")
                 return response.status, text, response.headers.get("Retry-After")
         except TimeoutError:

@@ -6,6 +6,7 @@ unless this output is configured.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import aiohttp
@@ -34,8 +35,12 @@ class InfluxDBv2Sender:
         precision: str = "ns",
         timeout: float = 5.0,
         gzip: bool = True,
+        tls_ca: Path | None = None,
+        verify_tls: bool = True,
     ) -> None:
         self.url = url
+        self._tls_ca = tls_ca
+        self._verify_tls = verify_tls
         self.org = org
         self.bucket = bucket
         self._token = token
@@ -54,6 +59,8 @@ class InfluxDBv2Sender:
                 org=self.org,
                 timeout=int(self._timeout * 1000),
                 enable_gzip=self._gzip,
+                verify_ssl=self._verify_tls,
+                ssl_ca_cert=str(self._tls_ca) if self._tls_ca is not None else None,
             )
         return self._client
 
