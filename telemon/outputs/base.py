@@ -81,10 +81,18 @@ def make_batches(lines: Iterable[bytes], size: int) -> Iterator[Batch]:
 class WriteError(Exception):
     """A write that failed; `retry` says whether the same batch may succeed later."""
 
-    def __init__(self, message: str, *, retry: bool, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry: bool,
+        retry_after: float | None = None,
+        too_large: bool = False,
+    ) -> None:
         super().__init__(message)
         self.retry = retry
         self.retry_after = retry_after
+        self.too_large = too_large
 
 
 def classify_status(status: int, text: str, retry_after: str | None = None) -> WriteError | None:
@@ -95,7 +103,12 @@ def classify_status(status: int, text: str, retry_after: str | None = None) -> W
     delay = None
     if retry_after and retry_after.strip().isdigit():
         delay = float(retry_after.strip())
-    return WriteError(message, retry=status >= 500 or status == 429, retry_after=delay)
+    return WriteError(
+        message,
+        retry=status >= 500 or status == 429,
+        retry_after=delay,
+        too_large=status == 413,
+    )
 
 
 def backoff_delay(failures: int, base: float, cap: float, rand: float) -> float:
@@ -250,6 +263,8 @@ class OutputRunner:
             if error.retry:
                 self._failed(error)
                 return False
+            if error.too_large and batch.lines > 1:
+                return await self._send_halves(batch, spooled)
             self.stats.dropped += batch.lines
             _log.warning(
                 "output %s %s: dropped a batch of %d lines: %s",
@@ -263,6 +278,20 @@ class OutputRunner:
         if self._failures:
             _log.info("output %s %s: writing again", self.name, self.sender.url)
             self._failures = 0
+        return True
+
+    async def _send_halves(self, batch: Batch, spooled: bool) -> bool:
+        """A batch the database found too large (413), as two smaller ones.
+
+        A half that must be retried keeps the whole batch for later; the
+        other half is then written again, which InfluxDB stores once (same
+        series, fields and timestamps).
+        """
+        lines = split_lines(batch.data)
+        middle = len(lines) // 2
+        for part in (lines[:middle], lines[middle:]):
+            if not await self._send(Batch(b"".join(part), len(part)), spooled):
+                return False
         return True
 
     def _failed(self, error: WriteError) -> None:
