@@ -320,7 +320,12 @@ async def test_v2_outage_and_restart_lose_nothing(
 
     await outage_scenario(run, stamps, outputs, stored, victoria.kill, victoria.start)
     await asyncio.sleep(1.5)  # anything written twice would be searchable by now
-    assert sorted(await stored()) == [s // 1_000_000 for s in stamps]  # each exactly once
+    samples = await stored()
+    assert sorted(set(samples)) == [s // 1_000_000 for s in stamps]  # nothing lost
+    # Delivery is at least once: a batch the stopping server stored but never
+    # answered is sent again. InfluxDB stores such a point once; VictoriaMetrics
+    # (without -dedup.minScrapeInterval) keeps both samples. At most one batch.
+    assert len(samples) - len(set(samples)) <= 5
 
 
 # --- status codes, against a scripted server ------------------------------------------
