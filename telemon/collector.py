@@ -110,8 +110,10 @@ class Collector:
         lazy_bodies = []
         for state in lazy:
             was_up = state.up
-            # Lazy fields have their own timeouts; no timeout task per scrape.
-            await self._gather(state, time.time_ns(), with_timeout=False)
+            now_ns = time.time_ns()
+            if not self._encode_now(state, now_ns):
+                # Lazy fields have their own timeouts; no timeout task per scrape.
+                await self._gather(state, now_ns, with_timeout=False)
             lazy_bodies.append(state.body)
             if state.up != was_up:
                 self._self_lines_at = -SELF_METRICS_MAX_AGE_S
@@ -120,6 +122,24 @@ class Collector:
         if not snapshot:  # outputs get polled lines from `listeners`, once per collection
             return b"".join([*lazy_bodies, self._self_lines_now(lazy)])
         return b"".join([self._snapshot, *lazy_bodies, self._self_lines_now(lazy)])
+
+    def _encode_now(self, state: TargetState, now_ns: int) -> bool:
+        """A lazy target's scrape by its direct path (no `Metric`s); False if it has none."""
+        started = time.perf_counter()
+        partial_before = state.target.partial_errors
+        try:
+            text = state.target.encode_now(self.encoder, now_ns, (self.global_tags, state.tags))
+        except Exception as exc:  # noqa: BLE001 - one target must not stop the rest
+            self._failed(state, _reason(exc, state.timeout))
+            state.body, state.lines = b"", 0
+            return True
+        if text is None:
+            return False
+        self._succeeded(state, now_ns, partial_before)
+        state.duration_ms = (time.perf_counter() - started) * 1000
+        state.body = text.encode("utf-8", "replace")
+        state.lines = 1 if text else 0
+        return True
 
     def _self_lines_now(self, lazy: list[TargetState]) -> bytes:
         now = time.monotonic()

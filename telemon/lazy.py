@@ -111,12 +111,46 @@ class Telemon:
         body = (await self.render_async()).encode("utf-8", "replace")
         return line_protocol_response(request, body)
 
+    def encode_now(self, encoder: LineEncoder, now_ns: int, tags: dict[str, str]) -> str | None:
+        """One evaluation written as a line with `tags`, without a `Metric` when it can.
+
+        For the collector's scrapes: the same values, checks and counters as
+        `collect` then `encoder.encode`. None when the fields need the careful
+        path (async fields, threads); the caller then uses `collect`.
+        """
+        evaluated = self._plain_results()
+        if evaluated is None:
+            return None
+        keys, results = evaluated
+        if set(map(type, results)) <= _USABLE_TYPES:
+            shape = (self.measurement, tuple(tags.items()), keys)
+            line = encoder.encode_known(shape, tuple(results), now_ns)
+            if line is not None:
+                return line
+            values = dict(zip(keys, results, strict=True))
+        else:
+            values = self._usable(keys, results)
+        return encoder.encode(Metric(self.measurement, tags, values, now_ns))
+
     def _evaluate_plain(self) -> dict[str, Any] | None:
         """The usual case in one pass: plain sync callables answering usable values.
 
         None sends the render down the careful path (per-field timing, async
-        fields, threads). A whole pass that overran the timeout switches the
-        next renders to it too, which then finds the slow field.
+        fields, threads).
+        """
+        evaluated = self._plain_results()
+        if evaluated is None:
+            return None
+        keys, results = evaluated
+        if set(map(type, results)) <= _USABLE_TYPES:
+            return dict(zip(keys, results, strict=True))
+        return self._usable(keys, results)
+
+    def _plain_results(self) -> tuple[tuple[str, ...], list[Any]] | None:
+        """(keys, results) of calling every field once, or None when not all are plain.
+
+        A whole pass that overran the timeout switches the next renders to the
+        careful path, which then finds the slow field.
         """
         fields = self.fields
         keys, sources = tuple(fields), tuple(fields.values())
@@ -140,13 +174,15 @@ class Telemon:
                 append(None)
         if time.perf_counter() - started > self.timeout:
             self._plain = False
-        if set(map(type, results)) <= _USABLE_TYPES:
-            return dict(zip(keys, results, strict=True))
+        return keys, results
+
+    def _usable(self, keys: tuple[str, ...], results: list[Any]) -> dict[str, Any]:
+        """The values worth writing; an awaitable moves the next renders to the careful path."""
         values: dict[str, Any] = {}
         for key, result in zip(keys, results, strict=True):
             if inspect.isawaitable(result):
                 _discard(result)
-                self._plain = False  # evaluated with awaiting from the next render
+                self._plain = False
             else:
                 self._accept(key, result, values)
         return values

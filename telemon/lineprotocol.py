@@ -199,6 +199,24 @@ class LineEncoder:
             return f"{header} {field_text}\n"
         return f"{header} {field_text} {metric.time_ns // self._divisor}\n"
 
+    def encode_known(
+        self,
+        shape: tuple[str, tuple[tuple[str, str], ...], tuple[str, ...]],
+        values: tuple[Any, ...],
+        time_ns: int,
+    ) -> str | None:
+        """The line for a shape written before, from a caller that keeps its own shape.
+
+        `shape` is (measurement, tag items, field names), as `encode` keys it.
+        None when the shape has no template yet or `values` need the checked
+        path: then build the `Metric` and call `encode`.
+        """
+        whole = self._whole_lines.get(shape)
+        if whole is None or not whole[0].accepts(values):
+            return None
+        self.stats.lines_written += 1
+        return whole[1] % (*values, time_ns // self._divisor)
+
     def encode_all(self, metrics: Iterable[Metric]) -> bytes:
         """Encode many metrics into one UTF-8 body."""
         encode = self.encode

@@ -505,3 +505,58 @@ async def test_lazy_field_failure_marks_down_but_serves_other_fields() -> None:
     assert fields_of(lines_of(body, tm.measurement)[0]) == {"flaky": "5i", "steady": "1i"}
     fields = status(body, tm.measurement)
     assert (fields["up"], fields["errors"]) == ("1i", "1i")
+
+
+# --- lazy targets' direct path (no Metric objects) ----------------------------------------
+
+
+class Flaky:
+    """A field source answering a script of values and failures, one per call."""
+
+    def __init__(self, *script: object) -> None:
+        self.script = list(script)
+
+    def __call__(self) -> object:
+        answer = self.script.pop(0) if len(self.script) > 1 else self.script[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def scripted_fields() -> dict[str, object]:
+    """The same values on every build: two plain renders (the numbers' line template is
+    then known), then numbers the template must refuse, then failures, then text."""
+    return {
+        "n": Flaky(1, 2, 2**70, 4, 5, 6, 7),  # 2**70 is clamped by the checked path
+        "ratio": Flaky(0.5, 0.75, 1e-7, float("nan"), 1.5, 2.5, 0.25),  # exponent; nan
+        "count": Flaky(3, 4, 5, 6.0, ValueError("boom"), 8, True),  # int field meets 6.0, True
+        "gone": Flaky(3, 3, 3, 3, [1], 3, "text"),  # unusable once, then a string
+        "seven": lambda: 7,
+    }
+
+
+def collector_for(global_tags: dict[str, str], direct: bool) -> tuple[Collector, Telemon]:
+    telemon = Telemon("app", {"svc": "blog", "host": "own"}, scripted_fields())
+    target = FieldsTarget(telemon)
+    if not direct:
+        target.encode_now = lambda *args: None  # type: ignore[method-assign]
+    state = TargetState("fields", target, 10, 5, {"input": "tag"})
+    return Collector([state], LineEncoder(), global_tags), telemon
+
+
+@pytest.mark.parametrize("global_tags", [{}, {"host": "global", "dc": "eu"}])
+async def test_direct_lazy_path_writes_what_metrics_would(global_tags: dict[str, str]) -> None:
+    direct, direct_telemon = collector_for(global_tags, direct=True)
+    checked, checked_telemon = collector_for(global_tags, direct=False)
+    for _ in range(8):
+        ours = [line.rsplit(" ", 1)[0] for line in lines_of(await direct.render(), "app")]
+        theirs = [line.rsplit(" ", 1)[0] for line in lines_of(await checked.render(), "app")]
+        assert ours == theirs
+    assert direct_telemon.errors == checked_telemon.errors > 0
+    assert direct.encoder.stats == checked.encoder.stats
+    ours_status, theirs_status = (
+        status(await direct.render(), "app"),
+        status(await checked.render(), "app"),
+    )
+    del ours_status["duration_ms"], theirs_status["duration_ms"]
+    assert ours_status == theirs_status
