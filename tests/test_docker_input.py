@@ -16,18 +16,18 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
 from conftest import require_executable
 from dockerd import DockerEngine, run_tls_dockerd, unmount_under
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from influx import Line, free_port, parse_line
+from test_pharo_input import scrape
 
 from telemon.agent import build_collector
 from telemon.collector import Collector, TargetState
@@ -38,7 +38,6 @@ from telemon.inputs.pharo import PharoConfig
 from telemon.lineprotocol import LineEncoder
 from telemon.lpparse import parse_lines
 from telemon.metric import Metric
-from telemon.server import create_app
 from telemon.simulator.app import start_simulator
 
 PHARO_PAYLOAD = Path(__file__).parent / "data" / "pharo" / "json-telemon-names" / "payload.json"
@@ -236,16 +235,6 @@ async def test_lines_are_accepted_by_a_real_influxdb(
 # --- failures: one-line reasons, the rest keeps serving ---------------------------------------
 
 
-async def scrape_once(aiohttp_client: Any, inputs: dict[str, Any]) -> str:
-    config = parse_config({"inputs": inputs})
-    collector = build_collector(config)
-    await collector.collect_all()
-    client: TestClient = await aiohttp_client(create_app(config, collector=collector))
-    response = await client.get("/metrics")
-    assert response.status == 200
-    return await response.text()
-
-
 def status_of(body: str, input_name: str) -> Line:
     for line in body.splitlines():
         if line.startswith("telemon_input,"):
@@ -257,7 +246,7 @@ def status_of(body: str, input_name: str) -> Line:
 
 async def test_a_missing_socket_marks_the_input_down(aiohttp_client: Any, tmp_path: Path) -> None:
     socket = tmp_path / "nothing.sock"
-    body = await scrape_once(
+    body = await scrape(
         aiohttp_client, {"docker": [{"endpoint": f"unix://{socket}"}], "python": [{}]}
     )
     assert status_of(body, "docker").fields["up"] == 0
@@ -579,14 +568,9 @@ async def test_podman_is_detected_and_cpu_comes_from_elapsed_time(aiohttp_server
         requests.append(request.query_string)
         return web.json_response(samples.pop(0))
 
-    app = web.Application()
-    app.router.add_get("/_ping", ping)
-    app.router.add_get("/v1.41/info", info)
-    app.router.add_get("/v1.41/containers/json", listing)
-    app.router.add_get("/v1.41/containers/aa/json", inspect)
-    app.router.add_get("/v1.41/containers/aa/stats", stats)
-    server = await aiohttp_server(app)
-    target = docker_target_at(f"tcp://127.0.0.1:{server.port}")
+    target = await fake_engine(
+        aiohttp_server, "1.41", ping, info, listing, inspect, stats, container="aa"
+    )
     try:
         await collect(target)
         metrics = await collect(target)
@@ -655,14 +639,7 @@ async def test_a_lying_engine_costs_values_not_the_collection(aiohttp_server: An
     async def stats(request: web.Request) -> web.Response:
         return web.json_response({"memory_stats": {"usage": 100, "stats": {"cache": 1}}})
 
-    app = web.Application()
-    app.router.add_get("/_ping", ping)
-    app.router.add_get("/v1.43/info", info)
-    app.router.add_get("/v1.43/containers/json", listing)
-    app.router.add_get("/v1.43/containers/{id}/json", inspect)
-    app.router.add_get("/v1.43/containers/{id}/stats", stats)
-    server = await aiohttp_server(app)
-    target = docker_target_at(f"tcp://127.0.0.1:{server.port}")
+    target = await fake_engine(aiohttp_server, "1.43", ping, info, listing, inspect, stats)
     try:
         metrics = await collect(target)
     finally:
@@ -768,3 +745,27 @@ def test_tls_settings_are_checked(tmp_path: Path) -> None:
     context = ok.tls_context()
     assert context is not None and context.verify_mode is ssl.CERT_NONE
     assert DockerConfig(endpoint="tcp://h:2375").tls_context() is None
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+async def fake_engine(
+    aiohttp_server: Any,
+    version: str,
+    ping: Handler,
+    info: Handler,
+    listing: Handler,
+    inspect: Handler,
+    stats: Handler,
+    container: str = "{id}",
+) -> DockerTarget:
+    """A target on a small stand-in engine (what cannot run here: Podman, a lying engine)."""
+    app = web.Application()
+    app.router.add_get("/_ping", ping)
+    app.router.add_get(f"/v{version}/info", info)
+    app.router.add_get(f"/v{version}/containers/json", listing)
+    app.router.add_get(f"/v{version}/containers/{container}/json", inspect)
+    app.router.add_get(f"/v{version}/containers/{container}/stats", stats)
+    server = await aiohttp_server(app)
+    return docker_target_at(f"tcp://127.0.0.1:{server.port}")
