@@ -127,10 +127,7 @@ class Telemon:
             line = encoder.encode_known(shape, tuple(results), now_ns)
             if line is not None:
                 return line
-            values = dict(zip(keys, results, strict=True))
-        else:
-            values = self._usable(keys, results)
-        return encoder.encode(Metric(self.measurement, tags, values, now_ns))
+        return encoder.encode(Metric(self.measurement, tags, self._usable(keys, results), now_ns))
 
     def _evaluate_plain(self) -> dict[str, Any] | None:
         """The usual case in one pass: plain sync callables answering usable values.
@@ -141,10 +138,7 @@ class Telemon:
         evaluated = self._plain_results()
         if evaluated is None:
             return None
-        keys, results = evaluated
-        if set(map(type, results)) <= _USABLE_TYPES:
-            return dict(zip(keys, results, strict=True))
-        return self._usable(keys, results)
+        return self._usable(*evaluated)
 
     def _plain_results(self) -> tuple[tuple[str, ...], list[Any]] | None:
         """(keys, results) of calling every field once, or None when not all are plain.
@@ -178,6 +172,8 @@ class Telemon:
 
     def _usable(self, keys: tuple[str, ...], results: list[Any]) -> dict[str, Any]:
         """The values worth writing; an awaitable moves the next renders to the careful path."""
+        if set(map(type, results)) <= _USABLE_TYPES:
+            return dict(zip(keys, results, strict=True))  # the usual case, without checks
         values: dict[str, Any] = {}
         for key, result in zip(keys, results, strict=True):
             if inspect.isawaitable(result):

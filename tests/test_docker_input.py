@@ -6,7 +6,6 @@ are found by label.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
 import shutil
@@ -27,7 +26,9 @@ from dockerd import DockerEngine, run_tls_dockerd, unmount_under
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from influx import Line, free_port, parse_line
+from test_docker_stats import load
 from test_pharo_input import scrape
+from test_server import make_certificate
 
 from telemon.agent import build_collector
 from telemon.collector import Collector, TargetState
@@ -547,7 +548,7 @@ async def test_a_bad_label_is_a_reason_not_a_crash(
 
 
 async def test_podman_is_detected_and_cpu_comes_from_elapsed_time(aiohttp_server: Any) -> None:
-    samples = [load_json("podman-1.json"), load_json("podman-2.json")]
+    samples = [load("podman-1.json"), load("podman-2.json")]
     requests: list[str] = []
 
     async def ping(request: web.Request) -> web.Response:
@@ -583,10 +584,6 @@ async def test_podman_is_detected_and_cpu_comes_from_elapsed_time(aiohttp_server
     mem = by_name(metrics, "docker_container_mem")["pharo-podman"]
     assert mem.fields["working_set"] == mem.fields["usage"]
     assert mem.tags["container_version"] == "11"
-
-
-def load_json(name: str) -> Any:
-    return json.loads((Path(__file__).parent / "data" / "docker" / name).read_text())
 
 
 @settings(max_examples=200, deadline=None)
@@ -662,15 +659,9 @@ def test_stats_timeout_must_leave_room_in_the_collection() -> None:
 
 
 def self_signed(directory: Path, name: str) -> tuple[Path, Path]:
-    cert, key = directory / f"{name}.pem", directory / f"{name}-key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-         "-subj", f"/CN={name}", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return cert, key
+    """A certificate and key of their own for 127.0.0.1, in `directory/name/`."""
+    (directory / name).mkdir()
+    return make_certificate(directory / name)
 
 
 @pytest.fixture

@@ -8,14 +8,13 @@ import gzip
 import re
 import ssl
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
+from test_collector import wait_until
 
 from telemon.collector import Collector, TargetState
 from telemon.config import ConfigError, parse_config
@@ -60,15 +59,6 @@ def collector_for(*entries: tuple[str, Target]) -> Collector:
 def config_for(**http: Any):
     """A config with no configured inputs and the given `[http]` keys."""
     return parse_config({"inputs": {}, "http": http})
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 3.0) -> None:
-    """Poll `predicate` until it holds, failing after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached before the deadline")
-        await asyncio.sleep(0.002)
 
 
 async def client_for(aiohttp_client, collector: Collector | None = None, **kwargs: Any):

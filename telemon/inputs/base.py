@@ -13,7 +13,14 @@ from telemon.lineprotocol import LineEncoder
 from telemon.metric import Metric
 from telemon.schema import Duration, Model, Tags
 
-__all__ = ["Discovered", "InputConfig", "InputContext", "InputError", "Target"]
+__all__ = [
+    "Discovered",
+    "InputConfig",
+    "InputContext",
+    "InputError",
+    "Target",
+    "read_bounded",
+]
 
 
 class InputError(Exception):
@@ -103,3 +110,14 @@ class Discovered:
     """Stable identity: the same key in the next poll means the same target."""
     target: Target
     tags: dict[str, str] = field(default_factory=dict)
+
+
+async def read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body, or InputError once more than `limit` bytes arrived."""
+    chunks, size = [], 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise InputError(f"response body larger than max_body_size ({limit} bytes); cut off")
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -26,6 +26,7 @@ from telemon.inputs.docker_api import EngineClient, NotFound, check_endpoint
 from telemon.inputs.pharo import PharoConfig, PharoFormat
 from telemon.metric import FieldValue, Metric
 from telemon.schema import Duration
+from telemon.tls import client_context
 
 __all__ = ["DockerConfig", "DockerTarget", "PharoLabelError", "pharo_endpoint"]
 
@@ -84,15 +85,12 @@ class DockerConfig(InputConfig):
         """The client TLS context for a TLS-protected engine, or None."""
         if not self.uses_tls and not self.endpoint.startswith("https:"):
             return None
-        context = ssl.create_default_context(
-            cafile=str(self.tls_ca) if self.tls_ca is not None else None
+        return (
+            client_context(
+                self.tls_ca, self.tls_cert, self.tls_key, insecure=self.insecure_skip_verify
+            )
+            or ssl.create_default_context()
         )
-        if self.tls_cert is not None and self.tls_key is not None:
-            context.load_cert_chain(self.tls_cert, self.tls_key)
-        if self.insecure_skip_verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
 
     def build(self, context: InputContext) -> list[Target]:
         """One target: the engine."""
@@ -156,6 +154,7 @@ class DockerTarget(Target):
         self._limit = asyncio.Semaphore(config.max_concurrency)
         self._partial_errors = 0
         self._last_partial_error: str | None = None
+        self._discovered: dict[str, Discovered] = {}
 
     @property
     def partial_errors(self) -> int:
@@ -333,9 +332,14 @@ class DockerTarget(Target):
             except PharoLabelError as exc:
                 round_.errors.append(f"container {name}: {exc}")
                 continue
-            config = PharoConfig(urls=[url], format=data_format, instances={url: name})
-            [target] = config.build(self.context)
-            found.append(Discovered(f"{item['Id']} {url}", target, {"container_name": name}))
+            key = f"{item['Id']} {url}"
+            known = self._discovered.get(key)
+            if known is None:  # a target is built once per container, not once per poll
+                config = PharoConfig(urls=[url], format=data_format, instances={url: name})
+                [target] = config.build(self.context)
+                known = Discovered(key, target, {"container_name": name})
+            found.append(known)
+        self._discovered = {item.key: item for item in found}
         self.context.discovery(self, "pharo", found)
 
     async def aclose(self) -> None:

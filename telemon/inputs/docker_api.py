@@ -18,8 +18,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from telemon.inputs.base import InputError
-from telemon.inputs.pharo import read_bounded
+from telemon.inputs.base import InputError, read_bounded
 
 __all__ = ["EngineClient", "EngineVersion", "NotFound", "check_endpoint"]
 

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 from pydantic import AfterValidator, Field, SecretStr, model_validator
 
-from telemon.inputs.base import InputConfig, InputContext, InputError, Target
+from telemon.inputs.base import InputConfig, InputContext, InputError, Target, read_bounded
 from telemon.inputs.pharo_formats import (
     FormatError,
     Sample,
@@ -26,8 +26,9 @@ from telemon.inputs.pharo_formats import (
 )
 from telemon.metric import FieldValue, Metric
 from telemon.schema import MeasurementName
+from telemon.tls import client_context
 
-__all__ = ["PharoConfig", "PharoTarget", "read_bounded", "samples_to_metrics"]
+__all__ = ["PharoConfig", "PharoTarget", "samples_to_metrics"]
 
 _SMALLTALK_EPOCH_OFFSET_US = 2_177_452_800 * 1_000_000
 PharoFormat = Literal["auto", "influx", "json", "labels", "parameters", "report"]
@@ -92,11 +93,8 @@ class _RequestSettings:
             if config.username is not None and config.password is not None
             else None
         )
-        self.ssl: ssl.SSLContext | bool = True
-        if config.insecure_skip_verify:
-            self.ssl = False
-        elif config.tls_ca is not None:
-            self.ssl = ssl.create_default_context(cafile=str(config.tls_ca))
+        context = client_context(config.tls_ca, insecure=config.insecure_skip_verify)
+        self.ssl: ssl.SSLContext | bool = context if context is not None else True
 
 
 class PharoTarget(Target):
@@ -141,17 +139,6 @@ class PharoTarget(Target):
                 return response.content_type, body.decode("utf-8", "replace")
         except aiohttp.ClientError as exc:
             raise InputError(_client_error(exc)) from None
-
-
-async def read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes:
-    """The body, or InputError once more than `limit` bytes arrived."""
-    chunks, size = [], 0
-    async for chunk in response.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > limit:
-            raise InputError(f"response body larger than max_body_size ({limit} bytes); cut off")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def samples_to_metrics(

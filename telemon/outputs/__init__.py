@@ -28,6 +28,7 @@ from telemon.outputs.influxdb import InfluxDBSender
 from telemon.outputs.influxdb_v2 import InfluxDBv2Sender
 from telemon.outputs.spool import Spool
 from telemon.schema import Duration, Model, read_secret
+from telemon.tls import client_context
 
 if TYPE_CHECKING:
     from telemon.collector import Collector
@@ -73,14 +74,7 @@ class OutputConfig(Model):
 
     def tls_context(self) -> ssl.SSLContext | None:
         """The client TLS settings for https:// URLs; None means the system's defaults."""
-        if self.insecure_skip_verify:
-            context = ssl.create_default_context()
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-            return context
-        if self.tls_ca is not None:
-            return ssl.create_default_context(cafile=str(self.tls_ca))
-        return None
+        return client_context(self.tls_ca, insecure=self.insecure_skip_verify)
 
 
 class InfluxDBConfig(OutputConfig):
