@@ -3,12 +3,18 @@
 Run from the project root:
 
     PYTHONPATH=. .venv/bin/python bench/encoder.py [--lines 5000] [--points 1000] [--repeats 21]
+    PYTHONPATH=. .venv/bin/python bench/encoder.py --instructions   # needs valgrind
 
 Each side builds its point object inside the timed loop (a `Metric` with a fresh
 fields dict, or a `Point` with `.tag()`/`.field()`/`.time()` calls) and turns it
 into one line. Repetitions alternate the two sides, with the garbage collector
 off while timing (as `timeit` does); best-of and median are reported in lines
 per second, as a markdown table. On a shared machine trust best-of most.
+
+`--instructions` counts CPU instructions per line instead, with valgrind's
+callgrind (Debian `valgrind`): each side runs in its own interpreter twice,
+encoding 0 and N lines, and the difference is divided by N. The counts do not
+move with the machine's load, so their ratio is the steadiest figure here.
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ import gc
 import os
 import platform
 import random
+import re
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -190,13 +198,58 @@ def table_row(variant: str, rates: dict[str, list[float]]) -> str:
     )
 
 
+BUILD_AND_SERIALIZE: dict[str, Runner] = {"telemon": run_telemon, "influxdb-client": run_point}
+VARIANTS = {"10 int": False, "5 int + 5 float": True}
+
+
+def instructions(side: str, mixed: bool, lines: int, points: int) -> int:
+    """Instructions callgrind counts for one interpreter encoding `lines` lines."""
+    command = [
+        "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+        sys.executable, __file__, "--run", side, "--points", str(points), "--lines", str(lines),
+    ]  # fmt: skip
+    if mixed:
+        command.append("--mixed")
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    found = re.search(r"Collected : (\d+)", result.stderr)
+    if found is None:
+        raise SystemExit(f"no callgrind total in: {result.stderr[-500:]}")
+    return int(found.group(1))
+
+
+def report_instructions(points: int) -> None:
+    """Instructions per line for both sides (build + serialize), as a markdown table."""
+    print("| fields | telemon instructions/line | influxdb-client instructions/line | ratio |")
+    print("|---|---:|---:|---:|")
+    for variant, mixed in VARIANTS.items():
+        # Both sides import both libraries and build the same rows: one baseline.
+        start_up = instructions("telemon", mixed, 0, points)
+        per_line = {}
+        for side, lines in (("telemon", 20_000), ("influxdb-client", 5_000)):
+            per_line[side] = (instructions(side, mixed, lines, points) - start_up) / lines
+        ours, theirs = per_line["telemon"], per_line["influxdb-client"]
+        print(f"| {variant} | {ours:,.0f} | {theirs:,.0f} | {theirs / ours:.1f}x |", flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Run both variants and print a markdown report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=5_000, help="lines per repetition")
     parser.add_argument("--points", type=int, default=1_000, help="distinct points, cycled")
     parser.add_argument("--repeats", type=int, default=21, help="repetitions per side")
+    parser.add_argument("--instructions", action="store_true", help="count with callgrind")
+    parser.add_argument("--run", choices=BUILD_AND_SERIALIZE, help=argparse.SUPPRESS)
+    parser.add_argument("--mixed", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.run:  # one side, once, under callgrind
+        rows = make_rows(args.points, args.mixed)
+        if args.lines:
+            BUILD_AND_SERIALIZE[args.run](rows, args.lines)
+        return
+    if args.instructions:
+        print("\n".join(machine_info()) + "\n")
+        report_instructions(args.points)
+        return
     print("\n".join(machine_info()))
     print(
         f"- {args.lines:,} lines per repetition, {args.points:,} distinct points over 20 series, "
@@ -207,13 +260,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         "| influxdb-client median | ratio (best) | ratio (median) |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|")
-    for variant, mixed in (("10 int", False), ("5 int + 5 float", True)):
+    for variant, mixed in VARIANTS.items():
         rows = make_rows(args.points, mixed)
         check_same_data(rows)
         for how, sides in (
-            ("build + serialize", {"telemon": run_telemon, "influxdb-client": run_point}),
-            ("serialize only", {"telemon": run_telemon_prebuilt,
-                                "influxdb-client": run_point_prebuilt}),
+            ("build + serialize", BUILD_AND_SERIALIZE),
+            (
+                "serialize only",
+                {"telemon": run_telemon_prebuilt, "influxdb-client": run_point_prebuilt},
+            ),
         ):
             rates = measure(rows, args.lines, args.repeats, sides)
             print(table_row(f"{variant}, {how}", rates), flush=True)

@@ -123,8 +123,7 @@ class Telemon:
             return None
         keys, results = evaluated
         if set(map(type, results)) <= _USABLE_TYPES:
-            shape = (self.measurement, tuple(tags.items()), keys)
-            line = encoder.encode_known(shape, tuple(results), now_ns)
+            line = encoder.encode_known(self.measurement, tags, keys, tuple(results), now_ns)
             if line is not None:
                 return line
         return encoder.encode(Metric(self.measurement, tags, self._usable(keys, results), now_ns))

@@ -170,24 +170,30 @@ class LineEncoder:
         self._omit_timestamp = self.options.omit_timestamp
         self._field_kinds: dict[str, dict[str, str]] = {}
         self._shapes: dict[_ShapeKey, _Shape] = {}
-        self._whole_lines: dict[_ShapeKey, tuple[_Plan, str]] = {}
+        self._whole_lines: dict[_ShapeKey, tuple[Callable[..., object], str]] = {}
         self._field_keys: dict[str, str] = {}
 
     def encode(self, metric: Metric) -> str:
         """One line ending in a newline, or "" when nothing could be written."""
         fields = metric.fields
-        key = (metric.measurement, tuple(metric.tags.items()), tuple(fields))
+        key = (metric.measurement, *metric.tags.items(), *fields)
         whole = self._whole_lines.get(key)
-        values = tuple(fields.values())
-        if whole is not None and metric.time_ns is not None and whole[0].accepts(values):
+        if whole is not None and metric.time_ns is not None:
             # The common case in one step: a known shape, values its template fits.
-            self.stats.lines_written += 1
-            return whole[1] % (*values, metric.time_ns // self._divisor)
+            values = (*fields.values(), metric.time_ns // self._divisor)
+            try:
+                whole[0](*values)
+            except _REJECTED:
+                pass
+            else:
+                self.stats.lines_written += 1
+                return whole[1] % values
+        values = tuple(fields.values())
         shape = self._shapes.get(key)
         field_text = shape[1].format(values) if shape and shape[1] else None
         if shape is None or field_text is None:
-            field_text = self._encode_fields(metric.measurement, metric.fields)
-            shape = self._reshape(key, shape, values)
+            field_text = self._encode_fields(metric.measurement, fields)
+            shape = self._reshape(key, metric, shape, values)
         header, _, dropped_tags = shape
         if dropped_tags:
             self.stats.fields_invalid_key += dropped_tags
@@ -201,21 +207,28 @@ class LineEncoder:
 
     def encode_known(
         self,
-        shape: tuple[str, tuple[tuple[str, str], ...], tuple[str, ...]],
+        measurement: str,
+        tags: Mapping[str, str],
+        names: tuple[str, ...],
         values: tuple[Any, ...],
         time_ns: int,
     ) -> str | None:
-        """The line for a shape written before, from a caller that keeps its own shape.
+        """The line for a shape written before, without building a `Metric`.
 
-        `shape` is (measurement, tag items, field names), as `encode` keys it.
+        For callers that hold the field names and values apart (lazy fields).
         None when the shape has no template yet or `values` need the checked
         path: then build the `Metric` and call `encode`.
         """
-        whole = self._whole_lines.get(shape)
-        if whole is None or not whole[0].accepts(values):
+        whole = self._whole_lines.get((measurement, *tags.items(), *names))
+        if whole is None:
+            return None
+        values = (*values, time_ns // self._divisor)
+        try:
+            whole[0](*values)
+        except _REJECTED:
             return None
         self.stats.lines_written += 1
-        return whole[1] % (*values, time_ns // self._divisor)
+        return whole[1] % values
 
     def encode_all(self, metrics: Iterable[Metric]) -> bytes:
         """Encode many metrics into one UTF-8 body."""
@@ -236,20 +249,23 @@ class LineEncoder:
                 last = ekey
         return ",".join(parts), dropped
 
-    def _reshape(self, key: _ShapeKey, shape: _Shape | None, values: tuple[Any, ...]) -> _Shape:
+    def _reshape(
+        self, key: _ShapeKey, metric: Metric, shape: _Shape | None, values: tuple[Any, ...]
+    ) -> _Shape:
         """A new shape (no plan yet), or the known one with a plan fitted to `values`."""
         if shape is None:
-            header, dropped = self._header(key[0], key[1])
+            header, dropped = self._header(metric.measurement, tuple(metric.tags.items()))
             shape = (header, None, dropped)
             _remember(self._shapes, key, shape)
             return shape
-        plan = _Plan.build(self._field_keys, self._kinds(key[0]), key[2], values)
+        kinds = self._kinds(metric.measurement)
+        plan = _Plan.build(self._field_keys, kinds, tuple(metric.fields), values)
         shape = self._shapes[key] = (shape[0], plan, shape[2])
         header, _, dropped = shape
         if plan is not None and plan.types and header and not dropped:
             if not self._omit_timestamp:
                 line = header.replace("%", "%%") + " " + plan.template + " %d\n"
-                _remember(self._whole_lines, key, (plan, line))
+                _remember(self._whole_lines, key, (plan.check, line))
         return shape
 
     def _kinds(self, measurement: str) -> dict[str, str]:
@@ -353,7 +369,9 @@ class LineEncoder:
         return f"{value}{suffix}"
 
 
-_ShapeKey = tuple[str, tuple[tuple[str, str], ...], tuple[str, ...]]
+_ShapeKey = tuple[Any, ...]
+"""The measurement, then the tag items, then the field names, in one flat tuple
+(items are pairs, names are strings: the parts cannot be confused)."""
 _Shape = tuple[str, "_Plan | None", int]
 """The header, the fields' template (once known) and how many tags it dropped."""
 
@@ -368,7 +386,9 @@ class _Plan:
     print an exponent, NaN or inf).
     """
 
-    __slots__ = ("floats", "high", "ints", "low", "struct", "template", "types")
+    __slots__ = (
+        "check", "floats", "high", "ints", "line_types", "low", "struct", "template", "types",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -378,6 +398,7 @@ class _Plan:
     ) -> None:
         self.template = template
         self.types = types
+        self.line_types = (*types, int)  # the fields, then the timestamp
         self.low, self.high = int_range
         ints = [i for i, t in enumerate(types) if t is int]
         floats = [i for i, t in enumerate(types) if t is float]
@@ -388,6 +409,11 @@ class _Plan:
         self.struct = struct.Struct(f"{len(types)}q") if all_int64 else None
         self.ints = _getter(ints)
         self.floats = _getter(floats)
+        # `check(*values, timestamp)` raises one of _REJECTED unless the whole
+        # line template fits; for all-int shapes it is the C-level pack.
+        self.check: Callable[..., object] = (
+            struct.Struct(f"{len(types) + 1}q").pack if all_int64 else self._check_line
+        )
 
     @classmethod
     def build(
@@ -420,8 +446,14 @@ class _Plan:
             except struct.error:
                 return False
             return True
-        if tuple(map(type, values)) != self.types:
-            return False
+        return tuple(map(type, values)) == self.types and self._fits(values)
+
+    def _check_line(self, *values: Any) -> None:
+        """`accepts` for the field values followed by the timestamp, raising instead."""
+        if tuple(map(type, values)) != self.line_types or not self._fits(values):
+            raise _Rejected
+
+    def _fits(self, values: tuple[Any, ...]) -> bool:
         if self.ints is not None:
             ints = self.ints(values)
             if min(ints) < self.low or max(ints) > self.high:
@@ -438,6 +470,12 @@ class _Plan:
         """The field text for `values`, or None when they need checking."""
         return self.template % values if self.accepts(values) else None
 
+
+class _Rejected(Exception):
+    """Values that a line template cannot write (they take the checked path)."""
+
+
+_REJECTED = (struct.error, _Rejected)
 
 _TEMPLATE_SPECS = {("i", int): "%di", ("f", float): "%r", ("f", int): "%d.0"}
 _EXACT_FLOAT_INTS = (-(2**53), 2**53)
