@@ -154,9 +154,12 @@ def _demo(listen: str) -> int:
     address = _listen_address(listen)
     if address is None:
         return EXIT_CONFIG
-    _log.info("telemon demo: Pharo VM lines at http://%s:%d/metrics", *address)
+
+    def listening(_: str) -> None:  # aiohttp calls it once the socket is bound
+        _log.info("telemon demo: Pharo VM lines at http://%s:%d/metrics", *address)
+
     try:
-        web.run_app(demo_app(listen), host=address[0], port=address[1], print=None,
+        web.run_app(demo_app(listen), host=address[0], port=address[1], print=listening,
                     access_log=None)
     except OSError as exc:
         _log.error("cannot listen on %s: %s", listen, exc.strerror or exc)
@@ -165,20 +168,24 @@ def _demo(listen: str) -> int:
 
 
 def _serve(config: Config) -> int:
-    from telemon.server import create_app, ssl_context
+    from telemon.server import create_app
 
     host, port = config.http.listen
     try:
-        context = ssl_context(config.http)
-    except (OSError, ValueError) as exc:
-        _log.error("cannot load TLS certificate or key: %s", exc)
+        context = config.http.ssl_context()
+    except ValueError as exc:  # the files changed since the config was read
+        _log.error("http: %s", exc)
         return EXIT_CONFIG
     scheme = "https" if context else "http"
-    _log.info("telemon %s serving %s://%s:%d%s", __version__, scheme, host, port, config.http.path)
+
+    def listening(_: str) -> None:  # aiohttp calls it once the socket is bound
+        _log.info("telemon %s serving %s://%s:%d%s", __version__, scheme, host, port,
+                  config.http.path)
+
     try:
         web.run_app(
             create_app(config), host=host, port=port, ssl_context=context,
-            print=None, access_log=None,
+            print=listening, access_log=None,
         )
     except OSError as exc:
         _log.error("cannot listen on %s:%d: %s", host, port, exc.strerror or exc)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,6 +28,7 @@ from telemon.inputs import InputsConfig
 from telemon.outputs import OutputsConfig
 from telemon.schema import Duration, Model, Tags, read_secret
 from telemon.sink import SinkConfig
+from telemon.tls import describe_tls_error, server_context
 
 __all__ = [
     "AgentConfig",
@@ -136,7 +138,18 @@ class HttpConfig(Model):
             path = getattr(self, name)
             if path is not None and not os.access(path, os.R_OK):
                 raise ValueError(f"{name}: cannot read {path}")
+        self.ssl_context()  # so that `telemon check` refuses what `serve` would
         return self
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The server's TLS context when `tls_cert`/`tls_key` are set."""
+        if self.tls_cert is None or self.tls_key is None:
+            return None
+        try:
+            return server_context(self.tls_cert, self.tls_key)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            reason = describe_tls_error(exc)
+            raise ValueError(f"tls_cert, tls_key: cannot use them: {reason}") from None
 
     @property
     def basic_password(self) -> str | None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import html
-import ssl
 import time
 from collections.abc import AsyncIterator, Sequence
 
@@ -14,14 +13,14 @@ from telemon import __version__
 from telemon.agent import build_collector, build_output_runners
 from telemon.auth import Credentials, auth_middleware
 from telemon.collector import Collector, TargetState
-from telemon.config import Config, HttpConfig
+from telemon.config import Config
 from telemon.lazy import Telemon
 from telemon.prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
 from telemon.prometheus import render_prometheus, wants_prometheus
 from telemon.respond import line_protocol_response
 from telemon.sink import find_store, open_paths, setup_sink
 
-__all__ = ["COLLECTOR_KEY", "CONFIG_KEY", "create_app", "ssl_context"]
+__all__ = ["COLLECTOR_KEY", "CONFIG_KEY", "create_app"]
 
 CONFIG_KEY = web.AppKey("config", Config)
 COLLECTOR_KEY = web.AppKey("collector", Collector)
@@ -126,15 +125,6 @@ def _row(state: TargetState) -> str:
     cells = [state.input, state.target.target, last_ok, str(state.errors), state.last_error or ""]
     escaped = [f"<td>{html.escape(c)}</td>" for c in cells]
     return f"<tr>{escaped[0]}{escaped[1]}{status}{''.join(escaped[2:])}</tr>"
-
-
-def ssl_context(http: HttpConfig) -> ssl.SSLContext | None:
-    """A server TLS context when `tls_cert`/`tls_key` are set."""
-    if http.tls_cert is None or http.tls_key is None:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(http.tls_cert, http.tls_key)
-    return context
 
 
 _INDEX = """<!doctype html>

@@ -504,6 +504,7 @@ def test_serve_port_taken(serve: Any) -> None:
     assert f"cannot listen on 127.0.0.1:{port}" in errors[0]
     assert "in use" in errors[0].lower()
     assert all(" INFO " in line for line in stderr.splitlines() if line not in errors), stderr
+    assert "serving" not in stderr  # said only once the socket is bound
 
 
 @pytest.mark.parametrize(

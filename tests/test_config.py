@@ -7,13 +7,16 @@ hold `{tmp}`, replaced by a directory holding the files of `secrets_dir`.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
+from test_server import make_certificate
 
 from telemon.agent import build_collector
 from telemon.auth import Credentials
@@ -52,8 +55,7 @@ def secrets_dir(tmp_path: Path) -> Path:
     (tmp_path / "password").write_text(f"  {SECRET_PASSWORD}\n", encoding="utf-8")
     (tmp_path / "token").write_text(f"\n{SECRET_TOKEN} \n\n", encoding="utf-8")
     (tmp_path / "empty").write_text(" \n", encoding="utf-8")
-    (tmp_path / "cert.pem").write_text("not checked at load time\n", encoding="utf-8")
-    (tmp_path / "key.pem").write_text("not checked at load time\n", encoding="utf-8")
+    make_certificate(tmp_path)  # cert.pem, key.pem
     return tmp_path
 
 
@@ -389,13 +391,48 @@ HTTP_ERRORS = [
         "tls_key: cannot read {tmp}/missing.pem",
         id="tls_key-missing",
     ),
+    pytest.param(
+        {"tls_cert": "{tmp}/cert.pem", "tls_key": "{tmp}/other/key.pem"},
+        "tls_cert, tls_key: cannot use them: the key does not belong to the certificate",
+        id="tls-key-of-another-certificate",
+    ),
+    pytest.param(
+        {"tls_cert": "{tmp}/token", "tls_key": "{tmp}/key.pem"},
+        "tls_cert, tls_key: cannot use them: not a PEM certificate and key",
+        id="tls_cert-not-pem",
+    ),
+    pytest.param(
+        {"tls_cert": "{tmp}/encrypted/cert.pem", "tls_key": "{tmp}/encrypted/key.pem"},
+        "tls_cert, tls_key: cannot use them: the key is encrypted with a passphrase;"
+        " give an unencrypted key",
+        id="tls_key-encrypted",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("http", "message"), HTTP_ERRORS)
 def test_http_errors(http: dict[str, Any], message: str, secrets_dir: Path) -> None:
+    if "/other/" in str(http):
+        make_certificate(_subdir(secrets_dir, "other"))
+    if "/encrypted/" in str(http):
+        _encrypted_certificate(_subdir(secrets_dir, "encrypted"))
     errors = config_errors({"http": _fill(http, secrets_dir)})
     assert errors == [("http", _fill(message, secrets_dir))]
+
+
+def _subdir(parent: Path, name: str) -> Path:
+    (parent / name).mkdir()
+    return parent / name
+
+
+def _encrypted_certificate(directory: Path) -> None:
+    """cert.pem and a key.pem encrypted with a passphrase (telemon must not prompt for it)."""
+    key, cert = directory / "key.pem", directory / "cert.pem"
+    secret = ["-passout", "pass:a passphrase"]
+    run = functools.partial(subprocess.run, check=True, capture_output=True)
+    run(["openssl", "genrsa", "-aes128", *secret, "-out", str(key), "2048"])
+    run(["openssl", "req", "-x509", "-new", "-key", str(key), "-passin", "pass:a passphrase",
+         "-out", str(cert), "-days", "2", "-subj", "/CN=localhost"])  # fmt: skip
 
 
 def test_password_file_and_token_file_are_read_and_stripped(secrets_dir: Path) -> None:
@@ -782,11 +819,12 @@ def _example_uncommented(tmp: Path, drop: tuple[str, ...] = ()) -> str:
     for key in drop:
         text, count = re.subn(rf"^\s*{key}\s*=.*\n", "", text, flags=re.MULTILINE)
         assert count == 1, f"the example sets {key} {count} times"
+    cert, key = make_certificate(_subdir(tmp, "certificate"))
     files = {
         "password_file": f"  {SECRET_PASSWORD}\n",
         "token_file": f"{SECRET_TOKEN}\n",
-        "tls_cert": "-----BEGIN CERTIFICATE-----\n",
-        "tls_key": "-----BEGIN PRIVATE KEY-----\n",
+        "tls_cert": cert.read_text(encoding="utf-8"),
+        "tls_key": key.read_text(encoding="utf-8"),
     }
     for key, content in files.items():
         if key in drop:

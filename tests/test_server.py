@@ -21,7 +21,7 @@ from telemon.config import ConfigError, parse_config
 from telemon.inputs.base import InputError, Target
 from telemon.lineprotocol import LineEncoder
 from telemon.metric import Metric
-from telemon.server import COLLECTOR_KEY, create_app, ssl_context
+from telemon.server import COLLECTOR_KEY, create_app
 
 CONTENT_TYPE = "text/plain; charset=utf-8"
 
@@ -433,7 +433,7 @@ async def test_tls_serves_metrics_over_https(tmp_path: Path) -> None:
     config = parse_config(
         {"inputs": {}, "http": {"tls_cert": str(cert), "tls_key": str(key), **TOKEN}}
     )
-    server_context = ssl_context(config.http)
+    server_context = config.http.ssl_context()
     assert isinstance(server_context, ssl.SSLContext)
     collector = collector_for(("fake", FakeTarget()))
     runner = web.AppRunner(create_app(config, collector=collector))
@@ -463,7 +463,7 @@ async def test_tls_serves_metrics_over_https(tmp_path: Path) -> None:
 
 def test_no_tls_context_without_certificate() -> None:
     """Without tls_cert/tls_key there is no TLS context."""
-    assert ssl_context(config_for().http) is None
+    assert config_for().http.ssl_context() is None
 
 
 def test_tls_needs_both_files(tmp_path: Path) -> None:

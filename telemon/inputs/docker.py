@@ -26,7 +26,7 @@ from telemon.inputs.docker_api import EngineClient, NotFound, check_endpoint
 from telemon.inputs.pharo import PharoConfig, PharoFormat
 from telemon.metric import FieldValue, Metric
 from telemon.schema import Duration
-from telemon.tls import client_context
+from telemon.tls import client_context, describe_tls_error
 
 __all__ = ["DockerConfig", "DockerTarget", "PharoLabelError", "pharo_endpoint"]
 
@@ -71,8 +71,8 @@ class DockerConfig(InputConfig):
             raise ValueError("TLS settings need a tcp:// or https:// endpoint")
         try:
             self.tls_context()
-        except (ssl.SSLError, OSError) as exc:
-            raise ValueError(f"cannot use the TLS files: {exc}") from None
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            raise ValueError(f"cannot use the TLS files: {describe_tls_error(exc)}") from None
         return self
 
     @property

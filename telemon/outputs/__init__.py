@@ -28,7 +28,7 @@ from telemon.outputs.influxdb import InfluxDBSender
 from telemon.outputs.influxdb_v2 import InfluxDBv2Sender
 from telemon.outputs.spool import Spool
 from telemon.schema import Duration, Model, read_secret
-from telemon.tls import client_context
+from telemon.tls import client_context, describe_tls_error
 
 if TYPE_CHECKING:
     from telemon.collector import Collector
@@ -68,8 +68,9 @@ class OutputConfig(Model):
     def _check_tls(self) -> OutputConfig:
         try:
             self.tls_context()
-        except (ssl.SSLError, OSError) as exc:
-            raise ValueError(f"tls_ca: cannot use {self.tls_ca}: {exc}") from None
+        except OSError as exc:  # ssl.SSLError is an OSError
+            reason = describe_tls_error(exc)
+            raise ValueError(f"tls_ca: cannot use {self.tls_ca}: {reason}") from None
         return self
 
     def tls_context(self) -> ssl.SSLContext | None:
