@@ -71,7 +71,7 @@ def _load(args: argparse.Namespace) -> Config:
     for tag in getattr(args, "tag", []):
         key, sep, value = tag.partition("=")
         if not sep or not key:
-            raise ConfigError("--tag", [("", f"expected KEY=VALUE, got {tag!r}")])
+            raise ConfigError("command line", [("--tag", f"expected KEY=VALUE, got {tag!r}")])
         _table(data, "global_tags", source)[key] = value
     return parse_config(data, source)
 

@@ -528,7 +528,7 @@ def test_serve_port_taken(serve: Any) -> None:
         pytest.param(
             "",
             ["--tag", "novalue"],
-            None,
+            ["command line: --tag: expected KEY=VALUE, got 'novalue'"],
             id="tag-without-value",
         ),
         # A wrongly typed table and a command-line override of it: still a
@@ -548,7 +548,7 @@ def test_serve_port_taken(serve: Any) -> None:
     ],
 )
 def test_serve_bad_config_exits_2(
-    tmp_path: Path, env: dict[str, str], config: str, args: list[str], expected: list[str] | None
+    tmp_path: Path, env: dict[str, str], config: str, args: list[str], expected: list[str]
 ) -> None:
     path = write(tmp_path / "telemon.toml", config)
     result = run(
@@ -564,11 +564,7 @@ def test_serve_bad_config_exits_2(
     assert result.returncode == 2, result.stderr
     assert result.stdout == ""
     assert_no_traceback(result.stderr)
-    if expected is None:
-        (line,) = result.stderr.splitlines()
-        assert "--tag" in line and "novalue" in line
-    else:
-        assert result.stderr.splitlines() == [e.format(path=path) for e in expected]
+    assert result.stderr.splitlines() == [e.format(path=path) for e in expected]
 
 
 def test_serve_bad_listen_flag(tmp_path: Path, env: dict[str, str]) -> None:
