@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -103,7 +106,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         setup_logging("error")
         return asyncio.run(_once(config))
     setup_logging(args.log_level, args.log_format)
-    return _serve(config)
+    # Restarting re-runs the process's own command line: only when it is ours.
+    status = _serve(config, reload=(lambda: _load(args)) if argv is None else None)
+    if status is _RESTART:
+        logging.shutdown()
+        # The same process (same PID, as Telegraf does on SIGHUP) with the new file.
+        os.execv(sys.executable, sys.orig_argv)
+    return status
 
 
 async def _once(config: Config) -> int:
@@ -167,7 +176,10 @@ def _demo(listen: str) -> int:
     return 0
 
 
-def _serve(config: Config) -> int:
+_RESTART = -1  # `_serve`'s status when SIGHUP brought a valid new configuration
+
+
+def _serve(config: Config, reload: Callable[[], Config] | None = None) -> int:
     from telemon.server import create_app
 
     host, port = config.http.listen
@@ -182,12 +194,32 @@ def _serve(config: Config) -> int:
         _log.info("telemon %s serving %s://%s:%d%s", __version__, scheme, host, port,
                   config.http.path)
 
+    app = create_app(config)
+    restart: list[bool] = []
+    if reload is not None:
+        app.on_startup.append(lambda _: _reload_on_sighup(reload, restart))
     try:
-        web.run_app(
-            create_app(config), host=host, port=port, ssl_context=context,
-            print=listening, access_log=None,
-        )
+        web.run_app(app, host=host, port=port, ssl_context=context, print=listening,
+                    access_log=None)
     except OSError as exc:
         _log.error("cannot listen on %s:%d: %s", host, port, exc.strerror or exc)
         return EXIT_FAILED
-    return 0
+    return _RESTART if restart else 0
+
+
+async def _reload_on_sighup(reload: Callable[[], Config], restart: list[bool]) -> None:
+    """SIGHUP: check the configuration again; stop to restart with it only when it is valid."""
+
+    def hangup() -> None:
+        try:
+            reload()
+        except ConfigError as exc:
+            for line in exc.lines():
+                _log.error("SIGHUP: configuration refused, still running the old one: %s", line)
+            return
+        _log.info("SIGHUP: configuration valid, restarting with it")
+        restart.append(True)
+        raise web.GracefulExit  # aiohttp's own way out: the app's cleanup runs
+
+    with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, hangup)

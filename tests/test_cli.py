@@ -20,7 +20,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -488,6 +488,57 @@ def test_serve_stops_on_sigint(serve: Any) -> None:
     code, _, stderr = server.stop(signal.SIGINT)
     assert code == 0
     assert_no_traceback(stderr)
+
+
+def _wait_for_line(server: Server, predicate: Callable[[list[Any]], bool]) -> list[Any]:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):  # between the old process and the new one
+            lines = parse_lines(get(f"{server.base}/metrics")[1])
+            if predicate(lines):
+                return lines
+        assert server.proc.poll() is None, server.proc.communicate()
+        time.sleep(0.05)
+    pytest.fail("the expected lines never came")
+
+
+def _tagged(value: str) -> Callable[[list[Any]], bool]:
+    return lambda lines: any(tags.get("site") == value for _, tags, _, _ in lines)
+
+
+def test_sighup_restarts_with_the_new_configuration(serve: Any, tmp_path: Path) -> None:
+    """As Telegraf does: SIGHUP reloads the file; same process, new tags."""
+    path = write(tmp_path / "telemon.toml", "[global_tags]\nsite = 'old'\n[[inputs.python]]\n")
+    server = serve("serve", "-c", str(path))
+    server.wait_healthy()
+    _wait_for_line(server, _tagged("old"))
+    write(path, "[global_tags]\nsite = 'new'\n[[inputs.python]]\n")
+    server.proc.send_signal(signal.SIGHUP)
+    lines = _wait_for_line(server, _tagged("new"))
+    assert not _tagged("old")(lines)
+    code, _, stderr = server.stop(signal.SIGTERM)
+    assert code == 0
+    assert_no_traceback(stderr)
+    assert "SIGHUP: configuration valid, restarting with it" in stderr
+    assert stderr.count(" serving http://") == 2  # the same PID served twice
+
+
+def test_sighup_with_a_broken_file_keeps_the_running_configuration(
+    serve: Any, tmp_path: Path
+) -> None:
+    path = write(tmp_path / "telemon.toml", "[global_tags]\nsite = 'old'\n[[inputs.python]]\n")
+    server = serve("serve", "-c", str(path))
+    server.wait_healthy()
+    write(path, "[global_tags]\nsite = 'new'\n[[inputs.python]]\ninterval = 'soon'\n")
+    server.proc.send_signal(signal.SIGHUP)
+    _wait_for_line(server, _tagged("old"))
+    code, _, stderr = server.stop(signal.SIGTERM)
+    assert code == 0
+    assert_no_traceback(stderr)
+    (refused,) = [line for line in stderr.splitlines() if " ERROR " in line]
+    reason = f"still running the old one: {path}: inputs.python.0.interval: "
+    assert "SIGHUP: configuration refused, " + reason in refused
+    assert stderr.count(" serving http://") == 1
 
 
 def test_serve_port_taken(serve: Any) -> None:
