@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from telemon.envsubst import SubstitutionError, substitute
 from telemon.inputs import InputsConfig
 from telemon.outputs import OutputsConfig
 from telemon.schema import Duration, Model, Tags, read_secret
@@ -224,13 +225,15 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
 
 
 def read_config_data(path: Path | None) -> dict[str, Any]:
-    """The parsed TOML document (empty without a file)."""
+    """The parsed TOML document (empty without a file), environment variables replaced."""
     if path is None:
         return {}
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(substitute(path.read_text(encoding="utf-8"), os.environ))
     except OSError as exc:
         raise ConfigError(str(path), [("", f"cannot read: {exc.strerror}")]) from None
+    except SubstitutionError as exc:
+        raise ConfigError(str(path), [("", str(exc))]) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(str(path), [("", f"not valid TOML: {exc}")]) from None
 

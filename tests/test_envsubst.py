@@ -1,0 +1,111 @@
+"""Environment variables in the config file: Telegraf's forms, and clear refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from telemon.config import ConfigError, load_config
+from telemon.envsubst import SubstitutionError, substitute
+
+ENV = {"VAR": "foobar", "FALLBACK": "default", "EMPTY": "", "PORT": "9100"}
+
+# (text, expected): Telegraf's own table for its default mode, except where
+# telemon refuses an unset ${VAR} (below).
+CASES = [
+    ("my-da$tabase", "my-da$tabase"),
+    ("my-da$$tabase", "my-da$tabase"),
+    ("my-da$VARbase", "my-da$VARbase"),
+    ("my-da$VAR", "my-dafoobar"),
+    ("my-da${VAR}base", "my-dafoobarbase"),
+    ("my-da$$VAR", "my-da$VAR"),
+    ("my-da$${VAR}", "my-da${VAR}"),
+    ("my-da\\${VAR}base", "my-da\\foobarbase"),
+    ("my-da${ta:-omg}base", "my-daomgbase"),
+    ("my-da${ta:-${FALLBACK}}base", "my-dadefaultbase"),
+    ("${EMPTY:-used}", "used"),
+    ("${EMPTY-unused}", ""),
+    ("${UNSET-used}", "used"),
+    ("${VAR:-unused}", "foobar"),
+    ("${VAR:?needed}", "foobar"),
+    ("${EMPTY?may be empty}", ""),
+    ("${UNSET:-}", ""),
+    ('pattern = "^pharo$"', 'pattern = "^pharo$"'),
+    ("price = $5", "price = $5"),
+    ("a $ b", "a $ b"),
+    ("$", "$"),
+    ("no references at all", "no references at all"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), CASES)
+def test_substitute(text: str, expected: str) -> None:
+    assert substitute(text, ENV) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param(
+            'token = "${TOKEN}"',
+            "line 1: environment variable TOKEN is not set"
+            " (write ${TOKEN:-} to allow an empty value)",
+            id="unset",
+        ),
+        pytest.param(
+            "x = 1\nurl = '${HOST:?set HOST to the Pharo host}'",
+            "line 2: environment variable HOST: set HOST to the Pharo host",
+            id="required-with-message",
+        ),
+        pytest.param(
+            "${EMPTY:?}", "line 1: environment variable EMPTY: not set", id="required-empty"
+        ),
+        pytest.param("${1}", "line 1: ${1} is not a variable reference", id="not-a-name"),
+        pytest.param(
+            "${VAR+x}", "line 1: ${VAR+x}: expected :-, -, :? or ? after VAR", id="operator"
+        ),
+        pytest.param("a = '${VAR'", 'line 1: unclosed ${ in "${VAR\'"', id="unclosed"),
+    ],
+)
+def test_refused(text: str, message: str) -> None:
+    with pytest.raises(SubstitutionError) as caught:
+        substitute(text, ENV)
+    assert str(caught.value) == message
+
+
+def test_comment_lines_are_left_alone() -> None:
+    text = '# token = "${NOT_SET}"\n  ## ${ALSO_NOT_SET}\nport = ${PORT}\n'
+    assert substitute(text, ENV) == '# token = "${NOT_SET}"\n  ## ${ALSO_NOT_SET}\nport = 9100\n'
+
+
+def test_config_file_takes_values_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TELEMON_TOKEN", "s3cret")
+    monkeypatch.setenv("TELEMON_PORT", "9273")
+    monkeypatch.setenv("SITE", "eu-1")
+    path = tmp_path / "telemon.toml"
+    path.write_text(
+        "# the token comes from the container's environment\n"
+        '[global_tags]\n  site = "${SITE}"\n  rack = "${RACK:-r1}"\n'
+        '[http]\n  listen = "0.0.0.0:${TELEMON_PORT}"\n  token = "${TELEMON_TOKEN}"\n'
+        "[agent]\n  uint_support = ${UINT:-true}\n",
+        encoding="utf-8",
+    )
+    config = load_config(path)
+    assert dict(config.global_tags) == {"site": "eu-1", "rack": "r1"}
+    assert config.http.listen == ("0.0.0.0", 9273)
+    assert config.http.bearer_token == "s3cret"
+    assert config.agent.uint_support is True
+
+
+def test_config_error_names_the_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "telemon.toml"
+    path.write_text('[http]\ntoken = "${TELEMON_TEST_UNSET_TOKEN}"\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.lines() == [
+        f"{path}: (file): line 2: environment variable TELEMON_TEST_UNSET_TOKEN is not set"
+        " (write ${TELEMON_TEST_UNSET_TOKEN:-} to allow an empty value)"
+    ]
