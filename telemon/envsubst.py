@@ -24,6 +24,8 @@ __all__ = ["SubstitutionError", "substitute"]
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _COMMENT = re.compile(r"\s*#")
+# The line may hold a password: name the mistake, never echo the text.
+_NO_ECHO = "{} (a literal $ is written $$)"
 
 
 class SubstitutionError(ValueError):
@@ -75,14 +77,14 @@ def _closing_brace(text: str, start: int) -> int:
             depth -= 1
             if depth == 0:
                 return index
-    raise SubstitutionError(f"unclosed ${{ in {text[start - 2 :].strip()!r}")
+    raise SubstitutionError(_NO_ECHO.format("an unclosed ${"))
 
 
 def _braced(content: str, environ: Mapping[str, str]) -> str:
     """The value of one ``${...}`` (`content` is what the braces hold)."""
     name = _NAME.match(content)
     if name is None:
-        raise SubstitutionError(f"${{{content}}} is not a variable reference")
+        raise SubstitutionError(_NO_ECHO.format("${ without a variable name"))
     variable, rest = name.group(), content[name.end() :]
     value = environ.get(variable)
     if not rest:
@@ -104,4 +106,4 @@ def _braced(content: str, environ: Mapping[str, str]) -> str:
             raise SubstitutionError(f"environment variable {variable}: {reason}")
     elif operator in ("-", "?"):
         return value
-    raise SubstitutionError(f"${{{content}}}: expected :-, -, :? or ? after {variable}")
+    raise SubstitutionError(f"expected }}, :-, -, :? or ? after ${{{variable}")

@@ -61,17 +61,26 @@ def test_substitute(text: str, expected: str) -> None:
         pytest.param(
             "${EMPTY:?}", "line 1: environment variable EMPTY: not set", id="required-empty"
         ),
-        pytest.param("${1}", "line 1: ${1} is not a variable reference", id="not-a-name"),
         pytest.param(
-            "${VAR+x}", "line 1: ${VAR+x}: expected :-, -, :? or ? after VAR", id="operator"
+            "password = 'pa${1secret}'",
+            "line 1: ${ without a variable name (a literal $ is written $$)",
+            id="not-a-name",
         ),
-        pytest.param("a = '${VAR'", 'line 1: unclosed ${ in "${VAR\'"', id="unclosed"),
+        pytest.param(
+            "${VAR+secret}", "line 1: expected }, :-, -, :? or ? after ${VAR", id="operator"
+        ),
+        pytest.param(
+            "password = 'pa${ssword'",
+            "line 1: an unclosed ${ (a literal $ is written $$)",
+            id="unclosed",
+        ),
     ],
 )
 def test_refused(text: str, message: str) -> None:
     with pytest.raises(SubstitutionError) as caught:
         substitute(text, ENV)
     assert str(caught.value) == message
+    assert "secret" not in message and "ssword" not in message  # the line may be a password
 
 
 def test_comment_lines_are_left_alone() -> None:
