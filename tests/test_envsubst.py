@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from telemon.config import ConfigError, load_config
 from telemon.envsubst import SubstitutionError, substitute
@@ -118,3 +120,16 @@ def test_config_error_names_the_file_and_line(tmp_path: Path) -> None:
         f"{path}: (file): line 2: environment variable TELEMON_TEST_UNSET_TOKEN is not set"
         " (write ${TELEMON_TEST_UNSET_TOKEN:-} to allow an empty value)"
     ]
+
+
+@given(st.text())
+def test_doubled_dollars_give_back_any_text(text: str) -> None:
+    """`$$` is the escape: any line written with it reads back as itself."""
+    lines = [line for line in text.splitlines(keepends=True) if not line.lstrip().startswith("#")]
+    original = "".join(lines)
+    assert substitute(original.replace("$", "$$"), {}) == original
+
+
+@given(st.text(alphabet=st.characters(blacklist_characters="$")))
+def test_text_without_references_is_unchanged(text: str) -> None:
+    assert substitute(text, ENV) == text
