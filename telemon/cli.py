@@ -46,9 +46,11 @@ def _parser() -> argparse.ArgumentParser:
     for sub in (serve, once, check):
         sub.add_argument("-c", "--config", metavar="FILE", help="TOML configuration file")
     serve.add_argument("--listen", metavar="HOST:PORT", help="overrides http.listen")
-    serve.add_argument(
-        "--tag", action="append", default=[], metavar="KEY=VALUE", help="a global tag (repeatable)"
-    )
+    for sub in (serve, once):  # `once` shows what `serve` with the same flags would serve
+        sub.add_argument(
+            "--tag", action="append", default=[], metavar="KEY=VALUE",
+            help="a global tag (repeatable)",
+        )
     demo = commands.add_parser("demo", help="a simulated Pharo VM scraped by telemon")
     demo.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT")
     simulate = commands.add_parser("simulate", help="serve a simulated Pharo VM's statistics")

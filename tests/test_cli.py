@@ -360,6 +360,14 @@ def test_once_default_inputs(tmp_path: Path, env: dict[str, str]) -> None:
     assert isinstance(fields["threads"], int) and fields["threads"] >= 1
 
 
+def test_once_tags_every_line_like_serve(tmp_path: Path, env: dict[str, str]) -> None:
+    result = run("once", "--tag", "site=eu 1", "--tag", "k=v", cwd=tmp_path, env=env)
+    assert (result.returncode, result.stderr) == (0, "")
+    lines = parse_lines(result.stdout)
+    assert sorted(m for m, *_ in lines) == ["process", "python"]
+    assert all((tags["site"], tags["k"]) == ("eu 1", "v") for _, tags, _, _ in lines)
+
+
 def test_once_failing_input(tmp_path: Path, env: dict[str, str]) -> None:
     pattern = no_such_process_pattern()
     path = write(
