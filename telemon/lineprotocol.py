@@ -17,8 +17,9 @@ Sanitizing names, keys and tag values (line protocol cannot carry them all):
 * The tag keys ``time``, ``_field`` and ``_measurement`` and the field key
   ``time`` are reserved by InfluxDB; they get a trailing ``_``.
 * Empty tag values are omitted; a tag or field whose key is empty after
-  sanitizing is dropped and counted, and so is a tag whose written key repeats
-  another's (InfluxDB rejects duplicate tags). Tags are sorted by written key.
+  sanitizing is dropped and counted, and so is a tag or field whose written
+  key repeats another's in the same line (InfluxDB rejects duplicate tags and
+  keeps only one of two fields). Tags are sorted by written key.
 
 Field values: bool, int (``i``; ``u`` above int64 with ``uint_support``,
 else clamped), float (shortest round-trip digits, never an exponent) and str
@@ -280,17 +281,18 @@ class LineEncoder:
         """The checked path: converts each value to its field's type."""
         kinds = self._kinds(measurement)
         keys = self._field_keys
-        parts = []
+        parts, written = [], set()
         for key, value in values.items():
             ekey = keys.get(key)
             if ekey is None:
                 ekey = _remember(keys, key, _field_key(key))
-            if not ekey:
+            if not ekey or ekey in written:  # no key left, or the same written key twice
                 self.stats.fields_invalid_key += 1
                 continue
             text = self._convert(kinds, ekey, value)
             if text is not None:
                 parts.append(f"{ekey}={text}")
+                written.add(ekey)
         return ",".join(parts)
 
     def _convert(self, kinds: dict[str, str], key: str, value: Any) -> str | None:
@@ -425,6 +427,8 @@ class _Plan:
     ) -> _Plan | None:
         """The plan for these fields, or None when they need per-value checks."""
         parts, types, int_range = [], [], (INT64_MIN, INT64_MAX)
+        if len({field_keys.get(name) for name in names}) < len(names):
+            return None  # names written alike: the checked path drops the repeats
         for name, value in zip(names, values, strict=True):
             ekey, vtype = field_keys.get(name), type(value)
             if not ekey:
@@ -499,8 +503,14 @@ def _remember(cache: dict[Any, Any], key: Any, value: Any) -> Any:
 
 
 def _tag_key(key: str) -> str:
-    return escape_key(key + "_" if key in _RESERVED_TAG_KEYS else key)
+    return _reserved_key(key, _RESERVED_TAG_KEYS)
 
 
 def _field_key(key: str) -> str:
-    return escape_key(key + "_" if key in _RESERVED_FIELD_KEYS else key)
+    return _reserved_key(key, _RESERVED_FIELD_KEYS)
+
+
+def _reserved_key(key: str, reserved: frozenset[str]) -> str:
+    # Sanitized first: "time\x00" and "time\\" would otherwise be written as "time".
+    key = _sanitize(key)
+    return (key + "_" if key in reserved else key).translate(_KEY_ESCAPES)

@@ -193,11 +193,14 @@ def test_types_follow_the_written_names(first: tuple[str, str], second: tuple[st
     assert encoder.stats.fields_type_conflict == 1
 
 
-def test_duplicate_written_key_in_one_line_keeps_one_type() -> None:
-    """Two keys of one metric written alike cannot carry two types in one line."""
+def test_duplicate_written_key_in_one_line_is_written_once() -> None:
+    """Two keys of one metric written alike: the first is written, the repeat dropped and
+    counted, whatever the types, on the checked path and once the shape has a template."""
     encoder = LineEncoder()
     assert encoder.encode(Metric("m", {}, {"x": 1, "x\x00": "s"}, None)) == "m x=1i\n"
-    assert encoder.stats.fields_type_conflict == 1
+    for _ in range(3):
+        assert encoder.encode(Metric("m", {}, {"x": 1, "x\x00": 2}, 5)) == "m x=1i 5\n"
+    assert (encoder.stats.fields_invalid_key, encoder.stats.fields_type_conflict) == (4, 0)
 
 
 def test_integer_type_float_writes_every_int_as_float() -> None:
