@@ -41,7 +41,8 @@ class Credentials:
         scheme, _, value = authorization.strip().partition(" ")
         scheme, value = scheme.lower(), value.strip()
         if scheme == "bearer" and self._token is not None:
-            return hmac.compare_digest(value.encode(), self._token)
+            # aiohttp keeps undecodable header bytes as surrogates: give them back as bytes.
+            return hmac.compare_digest(value.encode("utf-8", "surrogateescape"), self._token)
         if scheme == "basic" and self._basic is not None:
             return self._basic_matches(value)
         return False

@@ -20,6 +20,7 @@ from telemon.config import (
     Config,
     ConfigError,
     default_config_path,
+    listen_address,
     parse_config,
     read_config_data,
 )
@@ -135,11 +136,11 @@ async def _once(config: Config) -> int:
 
 
 def _listen_address(value: str) -> tuple[str, int] | None:
-    host, _, port = value.rpartition(":")
-    if not (port.isascii() and port.isdigit()) or int(port) > 65535:
-        print(f"--listen: invalid address {value!r}: expected HOST:PORT", file=sys.stderr)
+    try:
+        return listen_address(value)  # the rule of [http] listen: a bare port is refused
+    except ValueError as exc:
+        print(f"--listen: {exc}", file=sys.stderr)
         return None
-    return host.strip("[]") or "0.0.0.0", int(port)
 
 
 def _simulate(args: argparse.Namespace) -> int:

@@ -38,6 +38,7 @@ __all__ = [
     "HttpConfig",
     "PrometheusConfig",
     "default_config_path",
+    "listen_address",
     "load_config",
     "parse_config",
     "read_config_data",
@@ -76,7 +77,8 @@ class AgentConfig(Model):
     uint_support: bool = False
 
 
-def _listen(value: Any) -> tuple[str, int]:
+def listen_address(value: Any) -> tuple[str, int]:
+    """(host, port) of "HOST:PORT" (":PORT" is every interface); ValueError otherwise."""
     if not isinstance(value, str):
         raise ValueError('expected "HOST:PORT"')
     host, sep, port = value.rpartition(":")
@@ -86,12 +88,19 @@ def _listen(value: Any) -> tuple[str, int]:
     return host or "0.0.0.0", int(port)
 
 
-ListenAddress = Annotated[tuple[str, int], BeforeValidator(_listen)]
+ListenAddress = Annotated[tuple[str, int], BeforeValidator(listen_address)]
+
+
+# A plain URL path: aiohttp would read "{name}" as a pattern matching other paths.
+_PLAIN_PATH = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*")
 
 
 def _check_path(path: str) -> str:
-    if not path.startswith("/") or path in ("/", "/healthz") or re.search(r"\s", path):
-        raise ValueError(f"{path!r} must start with '/' and not be '/' or '/healthz'")
+    if not _PLAIN_PATH.fullmatch(path) or path in ("/", "/healthz"):
+        raise ValueError(
+            f"{path!r} must be a plain path starting with '/' (no spaces, braces, ? or #)"
+            " and not '/' or '/healthz'"
+        )
     return path
 
 
@@ -120,6 +129,8 @@ class HttpConfig(Model):
                 value = value.get_secret_value()
             if value is not None and not value.strip():
                 raise ValueError(f"{name} must not be empty (leave it out to disable auth)")
+        if self.username is not None and ":" in self.username:
+            raise ValueError("username must not contain ':' (it separates user and password)")
         if self.password and self.password_file:
             raise ValueError("set password or password_file, not both")
         if self.token and self.token_file:
@@ -222,6 +233,9 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
     except ValidationError as exc:
         details = [(_location(e["loc"]), _message(e)) for e in exc.errors()]
         raise ConfigError(source, details) from None
+    except OSError as exc:  # a validator's file check that did not say which key
+        reason = f"cannot read {exc.filename}: {exc.strerror}" if exc.filename else str(exc)
+        raise ConfigError(source, [("", reason)]) from None
 
 
 def read_config_data(path: Path | None) -> dict[str, Any]:

@@ -635,6 +635,17 @@ def test_serve_bad_listen_flag(tmp_path: Path, env: dict[str, str]) -> None:
     )
 
 
+@pytest.mark.parametrize("command", ["demo", "simulate"])
+def test_bare_port_is_refused_not_bound_to_every_interface(
+    tmp_path: Path, env: dict[str, str], command: str
+) -> None:
+    """`--listen 8080` would expose the simulator on every interface: HOST:PORT as in [http]."""
+    result = run(command, "--listen", "8080", cwd=tmp_path, env=env)
+    assert result.returncode == 2
+    assert_no_traceback(result.stderr)
+    assert result.stderr == "--listen: invalid listen address '8080': expected \"HOST:PORT\"\n"
+
+
 def test_serve_log_level(serve: Any) -> None:
     server = serve("serve", "--log-level", "warning")
     server.wait_healthy()

@@ -236,10 +236,27 @@ def test_good_listen_address(value: str, expected: tuple[str, int]) -> None:
     assert parse_config({"http": {"listen": value}}).http.listen == expected
 
 
-@pytest.mark.parametrize("path", ["/", "/healthz", "metrics", "/me trics"])
+@pytest.mark.parametrize(
+    "path", ["/", "/healthz", "metrics", "/me trics", "/metrics{", "/{any}", "/m?x=1", "/m#top"]
+)
 def test_bad_metrics_path(path: str) -> None:
-    message = f"{path!r} must start with '/' and not be '/' or '/healthz'"
+    """Braces would make aiohttp route a pattern (matching the sink's open paths too)."""
+    message = (
+        f"{path!r} must be a plain path starting with '/' (no spaces, braces, ? or #)"
+        " and not '/' or '/healthz'"
+    )
     assert config_errors({"http": {"path": path}}) == [("http.path", message)]
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/telemon/metrics", "/m-1_x.txt", "/a:b@c"])
+def test_good_metrics_path(path: str) -> None:
+    assert parse_config({"http": {"path": path}}).http.path == path
+
+
+def test_basic_auth_username_without_colon() -> None:
+    """RFC 7617: the first ':' of user:password ends the user; such a user could never log in."""
+    errors = config_errors({"http": {"username": "ops:team", "password": "pw"}})
+    assert errors == [("http", "username must not contain ':' (it separates user and password)")]
 
 
 # --- tags --------------------------------------------------------------------

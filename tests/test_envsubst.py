@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -122,14 +123,55 @@ def test_config_error_names_the_file_and_line(tmp_path: Path) -> None:
     ]
 
 
-@given(st.text())
+@given(st.text().map(lambda text: text.replace("#", "")))
 def test_doubled_dollars_give_back_any_text(text: str) -> None:
-    """`$$` is the escape: any line written with it reads back as itself."""
-    lines = [line for line in text.splitlines(keepends=True) if not line.lstrip().startswith("#")]
-    original = "".join(lines)
-    assert substitute(original.replace("$", "$$"), {}) == original
+    """`$$` is the escape: any text written with it reads back as itself (no comments)."""
+    assert substitute(text.replace("$", "$$"), {}) == text
 
 
 @given(st.text(alphabet=st.characters(blacklist_characters="$")))
 def test_text_without_references_is_unchanged(text: str) -> None:
     assert substitute(text, ENV) == text
+
+
+@given(st.text())
+def test_any_value_reads_back_unchanged_from_a_basic_string(value: str) -> None:
+    """A password with backslashes, quotes or control characters stays that password."""
+    for document in ('key = "${V}"\n', 'key = """${V}"""\n', 'key = "a\\"${V}"\n'):
+        prefix = 'a"' if "a\\" in document else ""
+        assert tomllib.loads(substitute(document, {"V": value}))["key"] == prefix + value
+
+
+@given(st.text())
+def test_a_literal_string_takes_the_value_or_refuses_it_by_name(value: str) -> None:
+    try:
+        document = substitute("key = '${V}'\n", {"V": value})
+    except SubstitutionError as exc:
+        assert str(exc).startswith("line 1: environment variable V holds a quote")
+        assert value not in str(exc) or not value
+    else:
+        assert tomllib.loads(document)["key"] == value
+
+
+SECRET = 'C:\\new\\"it\'s"\t'  # backslashes, quotes, an apostrophe, a TAB
+
+
+@pytest.mark.parametrize(
+    ("document", "expected"),
+    [
+        pytest.param('k = "${SECRET}"', SECRET, id="basic-string-escaped"),
+        pytest.param("k = '${SECRET}'", None, id="literal-string-refused"),
+        pytest.param("k = ${PORT}", 9100, id="bare-number"),
+        pytest.param('k = "x" # ${UNSET} in a trailing comment', "x", id="trailing-comment"),
+        pytest.param('k = "#${PORT}"', "#9100", id="hash-in-a-string-is-no-comment"),
+        # The default is the file's own text: TOML reads its escapes as it would anyway.
+        pytest.param('k = "${UNSET:-a\\"b}"', 'a"b', id="default-is-file-text"),
+    ],
+)
+def test_values_are_written_for_where_they_stand(document: str, expected: object) -> None:
+    environ = {**ENV, "SECRET": SECRET}
+    if expected is None:
+        with pytest.raises(SubstitutionError, match="SECRET holds a quote"):
+            substitute(document, environ)
+    else:
+        assert tomllib.loads(substitute(document, environ))["k"] == expected

@@ -267,6 +267,20 @@ async def test_bearer_token_rejects(aiohttp_client, authorization: str | None) -
     assert resp.headers["WWW-Authenticate"].startswith("Bearer ")
 
 
+async def test_undecodable_authorization_bytes_get_401(aiohttp_client, caplog) -> None:
+    """Bytes that are not UTF-8 in the header: 401 like any wrong token, no 500, no traceback."""
+    client = await client_for(aiohttp_client, http=TOKEN)
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\r\n"
+        b"Connection: close\r\n\r\n"
+    )
+    status_line = (await reader.read(4096)).split(b"\r\n", 1)[0]
+    writer.close()
+    assert status_line == b"HTTP/1.1 401 Unauthorized"
+    assert "Traceback" not in caplog.text
+
+
 @pytest.mark.parametrize("authorization", ["Bearer tok-0123456789", "bearer  tok-0123456789 "])
 async def test_bearer_token_accepts_right_token(aiohttp_client, authorization: str) -> None:
     """The configured token opens /metrics (scheme case-insensitive, spaces tolerated)."""
