@@ -15,6 +15,7 @@ __all__ = [
     "Model",
     "TagKey",
     "Tags",
+    "check_readable_file",
     "parse_duration",
     "read_secret",
 ]
@@ -92,3 +93,13 @@ def _check_name(name: str) -> str:
 
 MeasurementName = Annotated[str, AfterValidator(_check_name)]
 FieldName = Annotated[str, AfterValidator(_check_name)]
+
+
+def check_readable_file(name: str, path: Path) -> None:
+    """ValueError naming config key `name` unless `path` is a file (one line, never OSError)."""
+    try:
+        is_file = path.is_file()
+    except OSError as exc:  # EACCES on a parent directory, ENAMETOOLONG, ...
+        raise ValueError(f"{name}: cannot read {path}: {exc.strerror}") from None
+    if not is_file:
+        raise ValueError(f"{name}: cannot read {path}")

@@ -989,3 +989,34 @@ def test_example_single_hash_lines_are_all_toml() -> None:
             assert (
                 not active or _OPTION.match(line) or _TABLE.match(line)
             ), f"line {number}: {line!r} is neither an option nor a table"
+
+
+@pytest.mark.parametrize("key", ["tls_ca", "tls_cert", "tls_key"])
+def test_docker_tls_path_the_os_refuses_to_look_at_names_the_key(
+    tmp_path: Path, key: str
+) -> None:
+    """ENAMETOOLONG (like EACCES on a parent directory) is one line naming the key."""
+    path = "/" + "x" * 300
+    cert, tls_key = make_certificate(tmp_path)
+    table = {"endpoint": "tcp://127.0.0.1:2376", "tls_cert": str(cert), "tls_key": str(tls_key)}
+    table[key] = path
+    with pytest.raises(ConfigError) as info:
+        parse_config({"inputs": {"docker": [table]}})
+    reason = f"{key}: cannot read {path}: File name too long"
+    assert info.value.details == [("inputs.docker.0", reason)]
+
+
+@pytest.mark.parametrize("public", [0, 65536, 99999, -1])
+def test_docker_published_port_out_of_range_is_a_label_error(public: int) -> None:
+    """An engine's impossible PublicPort is a discovery error, not an [[inputs.pharo]] crash."""
+    from telemon.inputs.docker import PharoLabelError, pharo_endpoint
+
+    item = {
+        "Id": "x",
+        "Labels": {"telemon.pharo.port": "8080"},
+        "Ports": [{"PrivatePort": 8080, "PublicPort": public, "IP": "0.0.0.0"}],
+    }
+    with pytest.raises(PharoLabelError, match="reachable on no network and not published"):
+        pharo_endpoint(item)
+    item["Ports"] = [{"PrivatePort": 8080, "PublicPort": 18080, "IP": "::"}]
+    assert pharo_endpoint(item) == ("http://127.0.0.1:18080/metrics", "auto")

@@ -209,6 +209,65 @@ def test_process_config_rejects_bad_selectors(tmp_path: Path) -> None:
     assert message.startswith("invalid regular expression")
 
 
+def deny_access_to(monkeypatch: pytest.MonkeyPatch, *denied: int) -> None:
+    """psutil answers AccessDenied for reads of the `denied` pids.
+
+    Root on Linux may read every process, so the real cause (another user's
+    process on macOS, or /proc mounted with hidepid=) cannot be set up here.
+    """
+    real = psutil.Process.num_threads
+
+    def num_threads(proc: psutil.Process) -> int:
+        if proc.pid in denied:
+            raise psutil.AccessDenied(proc.pid)
+        return real(proc)
+
+    monkeypatch.setattr(psutil.Process, "num_threads", num_threads)
+
+
+async def test_process_pattern_skips_a_process_it_may_not_read(
+    sleeper: tuple[subprocess.Popen[bytes], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One unreadable matched process costs its own line, reported as a partial error."""
+    child, marker = sleeper
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", marker])
+    try:
+        deny_access_to(monkeypatch, other.pid)
+        collector = build_collector(parse_config({"inputs": {"process": [{"pattern": marker}]}}))
+        await collector.collect_all()
+        [state] = collector.states
+        assert [metric.fields["pid"] for metric in state.metrics] == [child.pid]
+        assert state.target.partial_errors == 1 and state.failures == 0
+        assert state.up is False
+        assert state.last_error == f"cannot read process {other.pid}: access denied"
+        await collector.stop()
+    finally:
+        other.kill()
+        other.wait(10)
+
+
+async def test_process_pattern_fails_when_no_matched_process_is_readable(
+    sleeper: tuple[subprocess.Popen[bytes], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only when nothing could be read does the collection fail, with the reason."""
+    child, marker = sleeper
+    deny_access_to(monkeypatch, child.pid)
+    target = process_target(pattern=marker)
+    with pytest.raises(InputError, match=f"^cannot read process {child.pid}: access denied$"):
+        await target.collect(time.time_ns())
+    assert target.partial_errors == 0
+
+
+@pytest.mark.parametrize("content", ["99999999999", str(2**31), str(2**64)])
+async def test_process_pid_file_beyond_any_pid(tmp_path: Path, content: str) -> None:
+    """A number no pid can be is "does not hold a pid", not psutil's OverflowError."""
+    pid_file = tmp_path / "big.pid"
+    pid_file.write_text(content)
+    target = process_target(pid_file=str(pid_file))
+    with pytest.raises(InputError, match=f"^pid_file {pid_file} does not hold a pid: '{content}'$"):
+        await target.collect(time.time_ns())
+
+
 async def test_python_fields_and_types() -> None:
     """The python input reports gc per generation, objects, threads, tasks and uptime as ints."""
     target = PythonTarget(PythonConfig())

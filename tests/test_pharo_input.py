@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from influx import InfluxDB, parse_line
+from test_server import make_certificate
 
 from telemon.agent import build_collector
 from telemon.config import ConfigError, parse_config
-from telemon.inputs.pharo import display_url
+from telemon.inputs.pharo import display_url, samples_to_metrics
+from telemon.inputs.pharo_formats import Sample
 from telemon.server import COLLECTOR_KEY, create_app
 from telemon.simulator.app import start_simulator
 
@@ -239,3 +243,140 @@ async def test_demo_app_serves_pharo_lines(aiohttp_client: Any) -> None:
     body = await (await client.get("/metrics")).text()
     instances = {parse_line(line).tags["instance"] for line in lines_of(body, "pharo")}
     assert instances == {f"demo-{fmt}" for fmt in DEMO_PATHS}
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        (
+            {"urls": ["http://vm/"], "token": "T", "username": "u", "password": "p"},
+            "username/password and token both set the Authorization header; keep one",
+        ),
+        (
+            {"urls": ["http://vm/", "http://a:b@vm/"], "username": "u", "password": "p"},
+            "username/password and user:password in urls.1 both set the Authorization header",
+        ),
+        (
+            {"urls": ["http://a:b@vm/"], "token": "T"},
+            "token and user:password in urls.0 both set the Authorization header",
+        ),
+        (
+            {"urls": ["http://vm/"], "headers": {"authorization": "X"}, "username": "u",
+             "password": "p"},
+            "username/password and headers.authorization both set the Authorization header",
+        ),
+        (
+            {"urls": ["http://:b@vm/"], "headers": {"Authorization": "X"}},
+            "headers.Authorization and user:password in urls.0 both set",
+        ),
+    ],
+    ids=["token+basic", "url+basic", "url+token", "header+basic", "header+url"],
+)  # fmt: skip
+def test_two_sources_of_authorization_are_a_config_error(
+    table: dict[str, Any], message: str
+) -> None:
+    """Combinations aiohttp refuses at every request are refused by `telemon check` instead."""
+    with pytest.raises(ConfigError) as info:
+        parse_config({"inputs": {"pharo": [table]}})
+    [(where, what)] = info.value.details
+    assert where == "inputs.pharo.0" and what.startswith(message)
+    assert "b@" not in what and "s3cret" not in what
+
+
+def test_one_source_of_authorization_per_table_is_accepted(tmp_path: Path) -> None:
+    """Credentials in a URL, basic auth, a token or a header: each alone is fine."""
+    token_file = tmp_path / "token"
+    token_file.write_text("T\n")
+    for table in (
+        {"urls": ["http://a:b@vm/", "http://@vm/other"]},
+        {"urls": ["http://@vm/"], "username": "u", "password": "p"},
+        {"urls": ["http://vm/"], "token_file": str(token_file)},
+        {"urls": ["http://vm/"], "headers": {"Authorization": "Basic eDp5"}},
+    ):
+        parse_config({"inputs": {"pharo": [table]}})
+
+
+@pytest.mark.parametrize("url", ["http://vm:99999/stats", "http://vm:0/stats", "http://vm:x/"])
+def test_a_port_out_of_range_is_a_config_error(url: str) -> None:
+    """An invalid port fails `telemon check` on its URL, not the first request at start-up."""
+    with pytest.raises(ConfigError) as info:
+        parse_config({"inputs": {"pharo": [{"urls": ["http://vm:8080/", url]}]}})
+    [(where, what)] = info.value.details
+    assert where == "inputs.pharo.0.urls.1"
+    assert what == f"{url!r}: the port is not a number from 1 to 65535"
+
+
+def test_a_bad_port_message_hides_the_password() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"inputs": {"pharo": [{"urls": ["http://bob:s3cret@vm:99999/"]}]}})
+    [(_, what)] = info.value.details
+    assert "s3cret" not in what and "'http://vm:99999/'" in what
+
+
+def test_a_tls_ca_that_is_not_pem_is_a_config_error(tmp_path: Path) -> None:
+    """tls_ca is loaded by the config check, so a wrong file never reaches start-up."""
+    cert, _ = make_certificate(tmp_path)
+    parse_config({"inputs": {"pharo": [{"urls": ["https://vm/"], "tls_ca": str(cert)}]}})
+    garbage = tmp_path / "ca.pem"
+    garbage.write_text("not a certificate\n")
+    with pytest.raises(ConfigError) as info:
+        parse_config({"inputs": {"pharo": [{"urls": ["https://vm/"], "tls_ca": str(garbage)}]}})
+    [(where, what)] = info.value.details
+    assert where == "inputs.pharo.0"
+    assert what.startswith(f"tls_ca: cannot use {garbage}: ") and "\n" not in what
+
+
+@pytest.mark.parametrize("key", ["token_file", "tls_ca"])
+def test_a_path_the_os_refuses_to_look_at_is_a_config_error(key: str) -> None:
+    """ENAMETOOLONG (like EACCES on a parent directory) is one line naming the key."""
+    path = "/" + "x" * 300
+    with pytest.raises(ConfigError) as info:
+        parse_config({"inputs": {"pharo": [{"urls": ["http://vm/"], key: path}]}})
+    reason = f"{key}: cannot read {path}: File name too long"
+    assert info.value.details == [("inputs.pharo.0", reason)]
+
+
+async def test_urls_sharing_host_and_port_get_the_path_in_instance(
+    aiohttp_client: Any, simulator: str
+) -> None:
+    """Two images behind one server are two series; a named URL and a lone host keep theirs."""
+    first, second, named = (f"{simulator}/{n}/stats.json" for n in (1, 2, 3))
+    alone = first.replace("127.0.0.1", "localhost")
+    table = {"urls": [first, second, named, alone], "instances": {named: "blog"}}
+    body = await scrape(aiohttp_client, {"pharo": [table]})
+    host_port = first.split("/")[2]
+    instances = sorted(parse_line(line).tags["instance"] for line in lines_of(body, "pharo"))
+    assert instances == sorted(
+        [f"{host_port}/1/stats.json", f"{host_port}/2/stats.json", "blog", alone.split("/")[2]]
+    )
+
+
+def test_credentials_are_dropped_from_ipv6_urls() -> None:
+    """The brackets of an IPv6 address stay: without them the URL would not parse back."""
+    assert display_url("http://bob:s3cret@[::1]:8080/stats") == "http://[::1]:8080/stats"
+    assert display_url("https://bob@[fe80::1]/x?y=1") == "https://[fe80::1]/x?y=1"
+    assert display_url("http://[::1]:8080/stats") == "http://[::1]:8080/stats"
+
+
+async def test_uptime_right_after_a_vm_restart(aiohttp_client: Any, simulator: str) -> None:
+    """A VM started during the request still gets `uptime` (read against the clock after it)."""
+    url = f"{simulator}/2/vm/parameters?fault=restart"
+    body = await scrape(aiohttp_client, {"pharo": [{"urls": [url], "format": "parameters"}]})
+    [line] = lines_of(body, "pharo")
+    uptime = parse_line(line).fields.get("uptime")
+    assert isinstance(uptime, int) and uptime >= 0, line
+
+
+def test_uptime_is_clamped_for_a_start_a_moment_ahead_and_dropped_for_nonsense() -> None:
+    """Clocks read a moment apart: a slightly later start is uptime 0, an hour later is none."""
+    now_ns = time.time_ns()
+    smalltalk_now_us = now_ns // 1000 + 2_177_452_800 * 1_000_000
+
+    def uptime_for(started_us: int) -> object:
+        sample = Sample("pharo", fields={"startMicroseconds": started_us})
+        [metric] = samples_to_metrics([sample], "pharo", "vm:80", now_ns)
+        return metric.fields.get("uptime")
+
+    assert uptime_for(smalltalk_now_us - 5_000_000) == 5000
+    assert uptime_for(smalltalk_now_us + 2_000) == 0
+    assert uptime_for(smalltalk_now_us + 3600 * 1_000_000) is None

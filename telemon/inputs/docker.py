@@ -16,7 +16,7 @@ import ipaddress
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, TypeGuard, get_args
 
 from pydantic import AfterValidator, Field, model_validator
 
@@ -25,7 +25,7 @@ from telemon.inputs.base import Discovered, InputConfig, InputContext, InputErro
 from telemon.inputs.docker_api import EngineClient, NotFound, check_endpoint
 from telemon.inputs.pharo import PharoConfig, PharoFormat
 from telemon.metric import FieldValue, Metric
-from telemon.schema import Duration
+from telemon.schema import Duration, check_readable_file
 from telemon.tls import client_context, describe_tls_error
 
 __all__ = ["DockerConfig", "DockerTarget", "PharoLabelError", "pharo_endpoint"]
@@ -65,8 +65,8 @@ class DockerConfig(InputConfig):
             raise ValueError("a client certificate needs both tls_cert and tls_key")
         for name in ("tls_ca", "tls_cert", "tls_key"):
             path = getattr(self, name)
-            if path is not None and not path.is_file():
-                raise ValueError(f"{name}: cannot read {path}")
+            if path is not None:
+                check_readable_file(name, path)
         if self.uses_tls and self.endpoint.startswith("unix:"):
             raise ValueError("TLS settings need a tcp:// or https:// endpoint")
         try:
@@ -400,12 +400,18 @@ def _address(item: dict[str, Any], labels: dict[str, str], port: int) -> tuple[s
         if isinstance(address, str) and address:
             return _url_host(address), port
     for published in map(ds.as_object, ds.as_array(item.get("Ports"))):
-        if published.get("PrivatePort") == port and isinstance(published.get("PublicPort"), int):
+        public = published.get("PublicPort")
+        # A lying engine's port would make a URL `[[inputs.pharo]]` refuses.
+        if published.get("PrivatePort") == port and _is_port(public):
             host = str(published.get("IP") or "")
             if host in ("", "0.0.0.0", "::"):
                 host = "127.0.0.1"
-            return _url_host(host), int(published["PublicPort"])
+            return _url_host(host), public
     raise PharoLabelError(f"port {port} is reachable on no network and not published")
+
+
+def _is_port(value: object) -> TypeGuard[int]:
+    return type(value) is int and 0 < value < 65536
 
 
 def _url_host(address: str) -> str:

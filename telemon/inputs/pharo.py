@@ -3,12 +3,16 @@
 Each URL is one target, polled at the input's interval. The body is read up
 to `max_body_size`, parsed by `pharo_formats` (every format a Pharo image
 serves its VM figures in) and written as the `pharo` measurement with an
-`instance` tag naming the target.
+`instance` tag naming the target: the name `instances` gives the URL, else
+host:port, or host:port/path when another unnamed URL of the same table has
+that host:port (several images behind one server).
 """
 
 from __future__ import annotations
 
 import ssl
+import time
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -25,20 +29,37 @@ from telemon.inputs.pharo_formats import (
     with_telemon_fields,
 )
 from telemon.metric import FieldValue, Metric
-from telemon.schema import MeasurementName
-from telemon.tls import client_context
+from telemon.schema import MeasurementName, check_readable_file
+from telemon.tls import client_context, describe_tls_error
 
 __all__ = ["PharoConfig", "PharoTarget", "samples_to_metrics"]
 
 _SMALLTALK_EPOCH_OFFSET_US = 2_177_452_800 * 1_000_000
 PharoFormat = Literal["auto", "influx", "json", "labels", "parameters", "report"]
+# The VM's clock and telemon's are read at slightly different moments (and may
+# be different hosts' clocks): a start time this little in the future is a
+# restart just now, not a bogus value.
+_CLOCK_SKEW_MS = 60_000
 
 
 def _check_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{url!r} is not an http:// or https:// URL")
+        raise ValueError(f"{display_url(url)!r} is not an http:// or https:// URL")
+    # Caught here, a bad port is a config error; else the first request fails at start-up.
+    try:
+        port = parts.port
+    except ValueError:  # out of range, or not a number
+        port = 0
+    if port == 0:
+        raise ValueError(f"{display_url(url)!r}: the port is not a number from 1 to 65535")
     return url
+
+
+def _has_credentials(url: str) -> bool:
+    # As aiohttp (yarl) reads the URL: "http://@host/" carries none.
+    parts = urlsplit(url)
+    return bool(parts.username) or parts.password is not None
 
 
 class PharoConfig(InputConfig):
@@ -66,16 +87,43 @@ class PharoConfig(InputConfig):
             raise ValueError("basic auth needs both username and password")
         if self.token is not None and self.token_file is not None:
             raise ValueError("set token or token_file, not both")
+        self._one_authorization()
         for name in ("token_file", "tls_ca"):
             path = getattr(self, name)
-            if path is not None and not path.is_file():
-                raise ValueError(f"{name}: cannot read {path}")
+            if path is not None:
+                check_readable_file(name, path)
+        if self.tls_ca is not None:  # loaded now so `telemon check` finds a bad file
+            try:
+                client_context(self.tls_ca, insecure=self.insecure_skip_verify)
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                reason = describe_tls_error(exc)
+                raise ValueError(f"tls_ca: cannot use {self.tls_ca}: {reason}") from None
         return self
+
+    def _one_authorization(self) -> None:
+        # aiohttp refuses, at every request, a second source of the Authorization header
+        # (and a token would silently replace headers.Authorization).
+        sources = []
+        if self.username is not None:
+            sources.append("username/password")
+        if self.token is not None:
+            sources.append("token")
+        if self.token_file is not None:
+            sources.append("token_file")
+        sources += [f"headers.{key}" for key in self.headers if key.lower() == "authorization"]
+        with_credentials = [i for i, url in enumerate(self.urls) if _has_credentials(url)]
+        if with_credentials:
+            sources.append(f"user:password in urls.{with_credentials[0]}")
+        if len(sources) > 1:
+            raise ValueError(
+                f"{sources[0]} and {sources[1]} both set the Authorization header; keep one"
+            )
 
     def build(self, context: InputContext) -> list[Target]:
         """One target per URL, sharing the request settings."""
         request = _RequestSettings(self)
-        return [PharoTarget(url, self, request, context) for url in self.urls]
+        instances = _default_instances(self.urls, self.instances)
+        return [PharoTarget(url, self, request, context, instances[url]) for url in self.urls]
 
 
 class _RequestSettings:
@@ -101,19 +149,26 @@ class PharoTarget(Target):
     """One Pharo image's statistics URL."""
 
     def __init__(
-        self, url: str, config: PharoConfig, request: _RequestSettings, context: InputContext
+        self,
+        url: str,
+        config: PharoConfig,
+        request: _RequestSettings,
+        context: InputContext,
+        instance: str | None = None,
     ) -> None:
         super().__init__(display_url(url))
         self.url = url
         self.config = config
         self.request = request
         self.context = context
-        self.instance = config.instances.get(url) or _host_port(url)
+        self.instance = instance or config.instances.get(url) or _host_port(url)
         self.format_used: str | None = None
 
     async def collect(self, now_ns: int) -> list[Metric]:
         """GET the URL, parse the body, answer the `pharo` lines."""
         content_type, text = await self._fetch()
+        # `now_ns` was taken before the request; a VM restarted meanwhile started after it.
+        answered_ns = time.time_ns()
         try:
             if self.config.format == "auto":
                 self.format_used, samples = parse_auto(content_type, text)
@@ -122,7 +177,9 @@ class PharoTarget(Target):
                 self.format_used = self.config.format
         except FormatError as exc:
             raise InputError(str(exc)) from None
-        return samples_to_metrics(samples, self.config.measurement, self.instance, now_ns)
+        return samples_to_metrics(
+            samples, self.config.measurement, self.instance, now_ns, clock_ns=answered_ns
+        )
 
     async def _fetch(self) -> tuple[str, str]:
         try:
@@ -142,15 +199,24 @@ class PharoTarget(Target):
 
 
 def samples_to_metrics(
-    samples: list[Sample], measurement: str, instance: str, now_ns: int
+    samples: list[Sample],
+    measurement: str,
+    instance: str,
+    now_ns: int,
+    *,
+    clock_ns: int | None = None,
 ) -> list[Metric]:
-    """Metrics for parsed samples: the input's measurement and `instance` tag."""
+    """Metrics for parsed samples: the input's measurement and `instance` tag.
+
+    `now_ns` dates samples without a timestamp; `clock_ns` (default `now_ns`)
+    is when the payload was received, against which the VM's start time is read.
+    """
     metrics = []
     for sample in samples:
         name = sample.measurement or measurement
         fields = sample.fields
         if name == measurement:
-            fields = with_telemon_fields(_with_uptime(fields, now_ns))
+            fields = with_telemon_fields(_with_uptime(fields, clock_ns or now_ns))
         tags = {**sample.tags, "instance": instance}
         metrics.append(Metric(name, tags, dict(fields), sample.time_ns or now_ns))
     return metrics
@@ -163,18 +229,39 @@ def _with_uptime(fields: dict[str, FieldValue], now_ns: int) -> dict[str, FieldV
         return fields
     # Pharo's microsecond clock counts from 1901-01-01, not from 1970.
     uptime_ms = (now_ns // 1000 + _SMALLTALK_EPOCH_OFFSET_US - started_us) // 1000
-    return {"uptime": uptime_ms, **fields} if uptime_ms >= 0 else fields
+    if uptime_ms < -_CLOCK_SKEW_MS:
+        return fields  # a start time far in the future is no start time
+    return {"uptime": max(uptime_ms, 0), **fields}
 
 
 def display_url(url: str) -> str:
     """The URL without user:password, for tags, logs and the index page."""
     parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
+    if "@" not in parts.netloc:
         return url
-    netloc = parts.hostname or ""
-    if parts.port is not None:
-        netloc = f"{netloc}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
+    # The netloc as written after the credentials: IPv6 brackets and port kept.
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def _default_instances(urls: list[str], named: dict[str, str]) -> dict[str, str]:
+    """The `instance` tag of each URL: its name, else host:port, else host:port/path.
+
+    The path is added only where host:port alone would merge the series of
+    several images served by one server. The query is never added: it may
+    hold a token.
+    """
+    unnamed = {url for url in urls if not named.get(url)}
+    sharing = Counter(_host_port(url) for url in unnamed)
+    instances = {}
+    for url in urls:
+        host_port = _host_port(url)
+        if named.get(url):
+            instances[url] = named[url]
+        elif sharing[host_port] > 1:
+            instances[url] = host_port + (urlsplit(url).path or "/")
+        else:
+            instances[url] = host_port
+    return instances
 
 
 def _host_port(url: str) -> str:

@@ -23,6 +23,9 @@ from telemon.schema import MeasurementName
 
 __all__ = ["ProcessConfig", "ProcessTarget", "process_fields"]
 
+# pid_t is a signed 32-bit int; psutil overflows on larger numbers.
+_MAX_PID = 2**31 - 1
+
 
 def _compile(pattern: str) -> str:
     try:
@@ -88,6 +91,18 @@ class ProcessTarget(Target):
         # psutil computes cpu_percent against the previous call on the same
         # Process object, so the objects are kept between collections.
         self._procs: dict[int, psutil.Process] = {}
+        self._partial_errors = 0
+        self._last_partial_error: str | None = None
+
+    @property
+    def partial_errors(self) -> int:
+        """Matched processes that could not be read while others could."""
+        return self._partial_errors
+
+    @property
+    def last_partial_error(self) -> str | None:
+        """The latest of those reasons."""
+        return self._last_partial_error
 
     async def collect(self, now_ns: int) -> list[Metric]:
         """One line per matched process."""
@@ -102,16 +117,26 @@ class ProcessTarget(Target):
         for pid in pids:
             with contextlib.suppress(psutil.NoSuchProcess):
                 self._procs[pid] = known.get(pid) or psutil.Process(pid)
-        metrics = []
+        metrics, errors = [], []
         for pid, proc in self._procs.items():
             try:
                 fields = process_fields(proc, with_cpu_usage=pid in known)
                 name = proc.name()
             except psutil.NoSuchProcess:
                 continue  # ended between listing and reading: not an error
+            except psutil.AccessDenied:  # another user's process (macOS, hidepid=)
+                errors.append(f"cannot read process {pid}: access denied")
+                continue
             except psutil.Error as exc:
-                raise InputError(f"cannot read process {pid}: {exc}") from None
+                errors.append(f"cannot read process {pid}: {exc}")
+                continue
             metrics.append(Metric(self.config.measurement, self._tags(name, pid), fields, now_ns))
+        if not metrics:
+            raise InputError(errors[-1] if errors else f"no process matches {self.target}")
+        # Counted only when lines still come: a failed collection is counted by the collector.
+        self._partial_errors += len(errors)
+        if errors:
+            self._last_partial_error = errors[-1]
         return metrics
 
     def _pids(self) -> list[int]:
@@ -146,7 +171,7 @@ def _read_pid(path: Path) -> int:
         pid = int(text) if text.isascii() else -1
     except ValueError:
         pid = -1
-    if pid <= 0:
+    if not 0 < pid <= _MAX_PID:
         raise InputError(f"pid_file {path} does not hold a pid: {text[:40]!r}")
     if not psutil.pid_exists(pid):
         raise InputError(f"process {pid} from {path} is not running")
@@ -159,5 +184,3 @@ def _describe(config: ProcessConfig) -> str:
     if config.pattern is not None:
         return f"pattern={config.pattern}"
     return "self"
-
-
