@@ -16,6 +16,7 @@ __all__ = [
     "TagKey",
     "Tags",
     "check_readable_file",
+    "display_url",
     "parse_duration",
     "read_secret",
 ]
@@ -103,3 +104,14 @@ def check_readable_file(name: str, path: Path) -> None:
         raise ValueError(f"{name}: cannot read {path}: {exc.strerror}") from None
     if not is_file:
         raise ValueError(f"{name}: cannot read {path}")
+
+
+def display_url(url: str) -> str:
+    """The URL without user:password, for logs and the `url` tag."""
+    # By hand rather than urlsplit, which raises on some malformed URLs and
+    # normalizes others: this must show any string, changed only where it must.
+    scheme, sep, rest = url.partition("://")
+    end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
+    if not sep or "@" not in rest[:end]:
+        return url
+    return f"{scheme}{sep}{rest[:end].rpartition('@')[2]}{rest[end:]}"

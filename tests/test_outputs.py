@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
+import logging
 import signal
 import ssl
 import subprocess
@@ -32,7 +34,7 @@ from telemon.inputs.base import Target
 from telemon.lineprotocol import EncoderOptions, LineEncoder
 from telemon.metric import Metric
 from telemon.outputs import OutputsConfig, OutputsTarget, build_outputs
-from telemon.outputs.base import OutputRunner, RunOptions
+from telemon.outputs.base import OutputRunner, RunOptions, WriteError
 from telemon.outputs.influxdb import InfluxDBSender
 from telemon.outputs.spool import Spool
 
@@ -455,6 +457,159 @@ async def test_refused_connection_spools_then_stop_keeps_it(tmp_path: Path) -> N
     assert (runner.stats.failed, runner.stats.written) == (1, 0)
 
 
+class FailingRender(StubCollector):
+    """A collector whose render raises (a bug somewhere) until `healthy` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.healthy = False
+
+    async def render(self, *, snapshot: bool = True) -> bytes:
+        if not self.healthy:
+            raise RuntimeError("render exploded")
+        return b""
+
+
+def _output_records(caplog: pytest.LogCaptureFixture, text: str) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "telemon.outputs" and text in r.getMessage()]
+
+
+async def test_flush_task_survives_an_unexpected_error(
+    aiohttp_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    script = Scripted()
+    app = web.Application()
+    app.router.add_post("/write", script.write)
+    server = await aiohttp_server(app)
+    sender = InfluxDBSender(str(server.make_url("")), "db", create_database=False)
+    options = RunOptions(flush_interval=0.01, batch_size=2, max_retry_interval=0.02, timeout=2)
+    collector = FailingRender()
+    runner = OutputRunner(cast(Collector, collector), sender, Spool(None, 10_000), options)
+    runner.start()
+    try:
+        runner.on_collect(b"".join(LINES))
+        # Failing flushes still move collected lines out of memory, into the spool.
+        await wait_for(lambda: _spooled(runner, len(LINES)), "the lines in the spool")
+        collector.healthy = True
+        await wait_for(lambda: _true(len(script.written) == 3), "the spooled batches written")
+        assert runner._task is not None and not runner._task.done()
+    finally:
+        await runner.stop()
+    assert b"".join(script.written) == b"".join(LINES)
+    [record] = _output_records(caplog, "flush failed")
+    assert "render exploded" in record.getMessage()
+
+
+async def test_unusable_spool_drops_lines_and_keeps_flushing(
+    aiohttp_server: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    script = Scripted((503, {}))  # the database is away once: everything goes to the spool
+    app = web.Application()
+    app.router.add_post("/write", script.write)
+    server = await aiohttp_server(app)
+    sender = InfluxDBSender(str(server.make_url("")), "db", create_database=False)
+    options = RunOptions(flush_interval=0.01, batch_size=2, max_retry_interval=0.02, timeout=2)
+    spool = Spool(tmp_path / "spool", 10_000)
+    (tmp_path / "spool").rmdir()
+    (tmp_path / "spool").write_text("a file where the spool directory was\n")  # as ENOTDIR
+    runner = OutputRunner(cast(Collector, StubCollector()), sender, spool, options)
+    runner.on_collect(b"".join(LINES))
+    runner.start()
+    later = b"m v=9i 9\n"
+    try:
+        await wait_for(lambda: _true(runner.stats.dropped == len(LINES)), "the lines dropped")
+        runner.on_collect(later)
+        await wait_for(lambda: _true(script.written == [later]), "the later line written")
+        assert runner._task is not None and not runner._task.done()
+    finally:
+        await runner.stop()
+    assert (runner.stats.dropped, runner.stats.written, runner.spool.lines) == (6, 1, 0)
+    [record] = _output_records(caplog, "cannot spool")
+    assert record.exc_info is None and "Not a directory" in record.getMessage()
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_database_dropped_meanwhile_is_created_again(influxdb: InfluxDB) -> None:
+    database = "dropped_meanwhile"
+    sender = InfluxDBSender(influxdb.url, database, gzip=False)
+    options = RunOptions(flush_interval=0.01, batch_size=10, max_retry_interval=0.02, timeout=2)
+    runner = OutputRunner(cast(Collector, StubCollector()), sender, Spool(None, 10_000), options)
+    runner.on_collect(LINES[0])
+    await runner.flush()
+    assert runner.stats.written == 1
+    status, text = await asyncio.to_thread(
+        influxdb._request, "POST", "/query", {"q": f'DROP DATABASE "{database}"'}
+    )
+    assert status == 200, text
+    runner.on_collect(LINES[1])
+
+    async def written_again() -> bool:
+        await runner.flush()
+        return runner.stats.written + runner.stats.dropped == 2
+
+    await wait_for(written_again, "the point after the drop written (or dropped)")
+    await runner.stop()
+    assert (runner.stats.written, runner.stats.dropped, runner.stats.failed) == (2, 0, 1)
+    rows = await asyncio.to_thread(influxdb.series, database, "SELECT v FROM m")
+    assert [row[1] for row in rows[0]["values"]] == [1]  # the point written after the drop
+
+
+async def test_error_body_is_read_only_in_part(aiohttp_server: Any) -> None:
+    released = asyncio.Event()
+
+    async def endless_error(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(status=500)
+        await response.prepare(request)
+        await response.write(b'{"error": "' + b"x" * (1024 * 1024))
+        await released.wait()  # never ends while the client waits: reading all of it hangs
+        with contextlib.suppress(ConnectionError):
+            await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/write", endless_error)
+    server = await aiohttp_server(app)
+    sender = InfluxDBSender(str(server.make_url("")), "db", create_database=False, timeout=10)
+    try:
+        with pytest.raises(WriteError) as info:
+            await sender.send(b"m v=1i 1\n")
+    finally:
+        released.set()
+        await sender.aclose()
+    assert str(info.value).startswith('HTTP 500: {"error": "xxx'), str(info.value)[:80]
+    assert info.value.retry
+
+
+async def test_credentials_in_the_url_are_sent_but_never_shown(
+    aiohttp_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    recording, url = await recording_server(aiohttp_server, None)
+    with_password = url.replace("://", "://telemon:S3cret@")
+    runner = await push_once({"influxdb": [{"urls": [with_password],
+                                            "skip_database_creation": True}]})  # fmt: skip
+    basic = "Basic " + base64.b64encode(b"telemon:S3cret").decode()
+    assert recording.authorization == [basic]
+    assert runner.sender.url == url
+
+    refused = f"http://telemon:S3cret@127.0.0.1:{free_port()}"
+    config = parse_config({"outputs": {"influxdb": [{"urls": [refused]}]}})
+    target = OutputsTarget()
+    collector = Collector([TargetState("outputs", target, 1.0, 1.0)], LineEncoder())
+    build_outputs(config.outputs, collector, interval=10, precision="ns")
+    [refusing] = target.runners
+    refusing.on_collect(b"m v=1i 1\n")
+    await refusing.flush()
+    await refusing.stop()
+    [metric] = await target.collect(0)
+    assert metric.tags["url"] == refused.replace("telemon:S3cret@", "")
+    assert _output_records(caplog, "cannot write")
+    assert "S3cret" not in caplog.text
+
+
 # --- configuration -------------------------------------------------------------------
 
 
@@ -475,6 +630,20 @@ def test_outputs_config_errors() -> None:
         assert [k for k, _ in info.value.details] == [key], info.value.details
     with pytest.raises(ConfigError, match="outputs need timestamps"):
         parse_config({"agent": {"omit_timestamp": True}, "outputs": {"influxdb": [{}]}})
+
+
+def test_credentials_in_the_url_and_in_other_keys_are_refused() -> None:
+    cases = [
+        ({"influxdb": [{"urls": ["http://a:S3cret@h:8086"], "username": "u", "password": "p"}]},
+         "outputs.influxdb.0", "urls: 'http://***@h:8086' has credentials and so has username"),
+        ({"influxdb_v2": [{"url": "http://a:S3cret@h:8086", "bucket": "b", "token": "t"}]},
+         "outputs.influxdb_v2.0", "url: 'http://***@h:8086' has credentials and so has token"),
+    ]  # fmt: skip
+    for outputs, key, message in cases:
+        with pytest.raises(ConfigError) as info:
+            parse_config({"outputs": outputs})
+        [(where, text)] = info.value.details
+        assert where == key and message in text and "S3cret" not in text, (where, text)
 
 
 def test_influxdb_client_is_not_imported_without_a_v2_output() -> None:

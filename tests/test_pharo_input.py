@@ -16,8 +16,9 @@ from test_server import make_certificate
 
 from telemon.agent import build_collector
 from telemon.config import ConfigError, parse_config
-from telemon.inputs.pharo import display_url, samples_to_metrics
+from telemon.inputs.pharo import samples_to_metrics
 from telemon.inputs.pharo_formats import Sample
+from telemon.schema import display_url
 from telemon.server import COLLECTOR_KEY, create_app
 from telemon.simulator.app import start_simulator
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -100,6 +101,28 @@ def test_unreadable_batch_is_dropped_and_skipped(tmp_path: Path) -> None:
     head = spool.peek()
     assert head is not None and head.data == batch(1).data
     assert spool.dropped_lines == 1
+
+
+def test_removed_directory_is_made_again(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool", 10_000)
+    spool.append(batch(0))
+    shutil.rmtree(tmp_path / "spool")
+    assert spool.append(batch(1)) == 0
+    assert drain(spool) == [batch(1).data]  # batch 0 went with the directory
+    assert spool.dropped_lines == 1
+
+
+def test_failed_write_leaves_no_partial_file_and_no_entry(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, 10_000)
+    spool.append(batch(0))
+    # A directory where the next batch's file goes: the final rename fails.
+    (tmp_path / "00000000000000000001-1.lp" / "in-the-way").mkdir(parents=True)
+    with pytest.raises(OSError):
+        spool.append(batch(1))
+    assert (len(spool), spool.lines, spool.bytes) == (1, 1, len(batch(0).data))
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+    spool.append(batch(2))
+    assert drain(spool) == [batch(0).data, batch(2).data]
 
 
 # --- splitting bodies into lines -------------------------------------------------------

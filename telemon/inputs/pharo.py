@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import aiohttp
 from pydantic import AfterValidator, Field, SecretStr, model_validator
@@ -29,7 +29,7 @@ from telemon.inputs.pharo_formats import (
     with_telemon_fields,
 )
 from telemon.metric import FieldValue, Metric
-from telemon.schema import MeasurementName, check_readable_file
+from telemon.schema import MeasurementName, check_readable_file, display_url
 from telemon.tls import client_context, describe_tls_error
 
 __all__ = ["PharoConfig", "PharoTarget", "samples_to_metrics"]
@@ -232,15 +232,6 @@ def _with_uptime(fields: dict[str, FieldValue], now_ns: int) -> dict[str, FieldV
     if uptime_ms < -_CLOCK_SKEW_MS:
         return fields  # a start time far in the future is no start time
     return {"uptime": max(uptime_ms, 0), **fields}
-
-
-def display_url(url: str) -> str:
-    """The URL without user:password, for tags, logs and the index page."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    # The netloc as written after the credentials: IPv6 brackets and port kept.
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def _default_instances(urls: list[str], named: dict[str, str]) -> dict[str, str]:

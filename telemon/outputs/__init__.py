@@ -27,7 +27,7 @@ from telemon.outputs.base import OutputRunner, RunOptions
 from telemon.outputs.influxdb import InfluxDBSender
 from telemon.outputs.influxdb_v2 import InfluxDBv2Sender
 from telemon.outputs.spool import Spool
-from telemon.schema import Duration, Model, read_secret
+from telemon.schema import Duration, Model, display_url, read_secret
 from telemon.tls import client_context, describe_tls_error
 
 if TYPE_CHECKING:
@@ -47,8 +47,18 @@ MIB = 1024 * 1024
 
 def _check_url(url: str) -> str:
     if not url.startswith(("http://", "https://")) or len(url) <= len("http://"):
-        raise ValueError(f"{url!r} must be an http:// or https:// URL")
+        raise ValueError(f"{display_url(url)!r} must be an http:// or https:// URL")
     return url
+
+
+def _check_url_credentials(key: str, urls: Sequence[str], other: str) -> None:
+    # aiohttp refuses a request with both (ValueError at every write), so say it at start-up.
+    for url in urls:
+        if display_url(url) != url:
+            masked = display_url(url).replace("://", "://***@", 1)
+            raise ValueError(
+                f"{key}: {masked!r} has credentials and so has {other}; use one or the other"
+            )
 
 
 class OutputConfig(Model):
@@ -116,6 +126,8 @@ class InfluxDBConfig(OutputConfig):
             password = read_secret(self.password_file, "password_file")
         if (self.username is None) != (password is None):
             raise ValueError("basic auth needs both username and password (or password_file)")
+        if self.username is not None:
+            _check_url_credentials("urls", self.urls, "username")
         self._password = password
         return self
 
@@ -143,6 +155,8 @@ class InfluxDBv2Config(OutputConfig):
         self._token = self.token
         if self.token_file is not None:
             self._token = read_secret(self.token_file, "token_file")
+        if self._token is not None:
+            _check_url_credentials("url", [self.url], "token")
         return self
 
     @property

@@ -8,7 +8,9 @@ oldest first: the spool is drained before newer batches are sent. A batch that
 cannot be written for a retryable reason (5xx, 429, timeout, refused
 connection) goes to the spool with everything after it, and writing resumes
 after a capped exponential backoff with jitter; a batch refused with another
-4xx is dropped (counted, one log line).
+4xx is dropped (counted, one log line). Any other error in a flush (the spool's
+disk full or gone, a bug) is logged once and backed off like a failed write:
+the flushing task never stops while telemon runs.
 """
 
 from __future__ import annotations
@@ -118,7 +120,7 @@ def backoff_delay(failures: int, base: float, cap: float, rand: float) -> float:
 
 
 class Sender(Protocol):
-    """Writes one batch to one database."""
+    """Writes one batch to one database; `url` is for display (no credentials)."""
 
     name: str
     url: str
@@ -167,6 +169,8 @@ class OutputRunner:
         self._previous: set[bytes] = set()  # the last render's lines
         self._failures = 0
         self._retry_at = 0.0
+        self._flush_error = False  # logged, and not followed by a clean flush yet
+        self._spool_error = False  # logged, and not followed by a spooled batch yet
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -194,9 +198,13 @@ class OutputRunner:
             self._task = None
         self._batch_lines()
         if not self._failures:
-            with contextlib.suppress(TimeoutError):
+            try:
                 async with asyncio.timeout(self.options.timeout):
                     await self._write()
+            except TimeoutError:
+                pass
+            except Exception as exc:  # noqa: BLE001 - what is left must still be spooled
+                self._flush_failed(exc)
         self._spool_queue()
         await self.sender.aclose()
 
@@ -205,7 +213,12 @@ class OutputRunner:
         next_at = loop.time()
         while True:
             next_at += self.options.flush_interval
-            await self.flush()
+            try:
+                await self.flush()
+            except Exception as exc:  # noqa: BLE001 - this task must outlive any one flush
+                self._flush_failed(exc)
+            else:
+                self._flush_error = False
             now = loop.time()
             while next_at <= now:  # a slow flush skips ticks
                 next_at += self.options.flush_interval
@@ -231,11 +244,50 @@ class OutputRunner:
         self._queue.extend(make_batches(self._lines, self.options.batch_size))
         self._lines = []
 
+    def _flush_failed(self, exc: Exception) -> None:
+        """Back off as after a failed write, and keep memory bounded meanwhile."""
+        if not self._flush_error:
+            self._flush_error = True
+            # An OSError (the disk, the network) is the world's doing: its message
+            # says it all. Anything else is a bug, whose traceback is wanted.
+            _log.error(
+                "output %s %s: flush failed: %s; retrying",
+                self.name,
+                self.sender.url,
+                exc if isinstance(exc, OSError) else repr(exc),
+                exc_info=not isinstance(exc, OSError),
+            )
+        self._failures += 1
+        self._back_off(None)
+        self._batch_lines()
+        self._spool_queue()
+
     def _spool_queue(self) -> None:
         while self._queue:
             batch = self._queue.popleft()
+            # Counted from the spool's total: a failed append may already have
+            # dropped older batches to make room.
+            dropped_before = self.spool.dropped_lines
+            try:
+                self.spool.append(batch)
+            except OSError as exc:
+                # Nowhere to keep it (disk full, spool directory unusable): holding
+                # it in memory instead would grow without bound, so it is dropped.
+                self.stats.dropped += batch.lines + self.spool.dropped_lines - dropped_before
+                if not self._spool_error:
+                    self._spool_error = True
+                    _log.error(
+                        "output %s %s: cannot spool (%s); dropping lines until it can",
+                        self.name,
+                        self.sender.url,
+                        exc,
+                    )
+                continue
+            if self._spool_error:
+                self._spool_error = False
+                _log.info("output %s %s: spooling again", self.name, self.sender.url)
             self.stats.spooled += batch.lines
-            self.stats.dropped += self.spool.append(batch)
+            self.stats.dropped += self.spool.dropped_lines - dropped_before
 
     async def _write(self) -> None:
         """Send spooled batches, then queued ones, until one fails for a retryable reason."""
@@ -303,10 +355,13 @@ class OutputRunner:
                 self.sender.url,
                 error,
             )
+        self._back_off(error.retry_after)
+
+    def _back_off(self, retry_after: float | None) -> None:
         options = self.options
         delay = backoff_delay(
             self._failures, options.flush_interval, options.max_retry_interval, random.random()
         )
-        if error.retry_after is not None:
-            delay = max(delay, min(error.retry_after, options.max_retry_interval))
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, options.max_retry_interval))
         self._retry_at = asyncio.get_running_loop().time() + delay

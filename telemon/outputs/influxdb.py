@@ -11,10 +11,13 @@ import aiohttp
 from yarl import URL
 
 from telemon.outputs.base import WriteError, classify_status
+from telemon.schema import display_url
 
 __all__ = ["InfluxDBSender"]
 
 _log = logging.getLogger("telemon.outputs")
+# Of an error answer: enough for InfluxDB's JSON error, not a proxy's endless page.
+MAX_ERROR_BODY = 64 * 1024
 # InfluxDB 1.x names of the `[agent] precision` units.
 V1_PRECISIONS = {"ns": "n", "us": "u", "ms": "ms", "s": "s"}
 
@@ -38,9 +41,15 @@ class InfluxDBSender:
         create_database: bool = True,
         tls: ssl.SSLContext | None = None,
     ) -> None:
-        self.url = url
+        self.url = display_url(url)
         self.database = database
         base = URL(url.rstrip("/"))
+        url_auth = aiohttp.BasicAuth.from_url(base)
+        if url_auth is not None and username:
+            # aiohttp would refuse every request (ValueError); the config refuses it first.
+            raise ValueError(f"{self.url}: credentials both in the URL and in username")
+        # Sent as a header, not in the URL, so that no error message can show the password.
+        base = base.with_user(None)
         query = {"db": database, "precision": V1_PRECISIONS[precision]}
         if retention_policy:
             query["rp"] = retention_policy
@@ -50,15 +59,18 @@ class InfluxDBSender:
         if username:
             credentials = f"{username}:{password or ''}".encode()
             self._auth_headers["Authorization"] = "Basic " + base64.b64encode(credentials).decode()
+        elif url_auth is not None:
+            self._auth_headers["Authorization"] = url_auth.encode()
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._gzip = gzip
-        self._create_database = create_database
+        self._create_database = create_database  # as configured
+        self._database_ready = False  # created by us, or known to exist
         self._session: aiohttp.ClientSession | None = None
         self._ssl: ssl.SSLContext | bool = tls if tls is not None else True
 
     async def send(self, data: bytes) -> None:
         """POST one batch to `/write`."""
-        if self._create_database:
+        if self._create_database and not self._database_ready:
             await self._ensure_database()
         headers = {"Content-Type": "text/plain; charset=utf-8"}
         if self._gzip:
@@ -68,7 +80,7 @@ class InfluxDBSender:
         if status == 404 and "database not found" in text and not self._create_database:
             _log.warning("output influxdb %s: database %r not found", self.url, self.database)
         elif status == 404 and "database not found" in text:
-            self._create_database = True  # dropped meanwhile: create it again, then retry
+            self._database_ready = False  # dropped meanwhile: create it again, then retry
             raise WriteError(f"database {self.database!r} not found", retry=True)
         error = classify_status(status, text, retry_after)
         if error is not None:
@@ -80,11 +92,14 @@ class InfluxDBSender:
         status, text, _ = await self._post(self._query_url.with_query(query), b"", {})
         if status in (401, 403):
             _log.warning("output influxdb %s: cannot create database: HTTP %d", self.url, status)
+            # Not allowed to: from now on as with skip_database_creation, so that a
+            # missing database drops batches rather than retrying them forever.
+            self._create_database = False
         elif status >= 300:
             error = classify_status(status, text)
             assert error is not None
             raise WriteError(f"creating database: {error}", retry=error.retry)
-        self._create_database = False
+        self._database_ready = True
 
     async def _post(
         self, url: URL, data: bytes, headers: dict[str, str]
@@ -95,7 +110,8 @@ class InfluxDBSender:
             async with self._session.post(
                 url, data=data, headers=headers, ssl=self._ssl
             ) as response:
-                text = await response.text(errors="replace")
+                body = await _read_at_most(response.content, MAX_ERROR_BODY)
+                text = body.decode("utf-8", "replace")
                 return response.status, text, response.headers.get("Retry-After")
         except TimeoutError:
             raise WriteError(f"timed out after {self._timeout.total:g}s", retry=True) from None
@@ -106,6 +122,18 @@ class InfluxDBSender:
         """Close the HTTP session."""
         if self._session is not None:
             await self._session.close()
+
+
+async def _read_at_most(stream: aiohttp.StreamReader, limit: int) -> bytes:
+    """Up to `limit` bytes of a body; the rest is left unread (the connection is then closed)."""
+    chunks, size = [], 0
+    while size < limit:
+        chunk = await stream.read(limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def _quote(name: str) -> str:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, cast
 import aiohttp
 
 from telemon.outputs.base import WriteError, classify_status
+from telemon.schema import display_url
 
 if TYPE_CHECKING:
     from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
@@ -38,7 +39,8 @@ class InfluxDBv2Sender:
         tls_ca: Path | None = None,
         verify_tls: bool = True,
     ) -> None:
-        self.url = url
+        self.url = display_url(url)
+        self._client_url = url
         self._tls_ca = tls_ca
         self._verify_tls = verify_tls
         self.org = org
@@ -54,7 +56,7 @@ class InfluxDBv2Sender:
             from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
 
             self._client = InfluxDBClientAsync(
-                self.url,
+                self._client_url,
                 token=self._token or "",
                 org=self.org,
                 timeout=int(self._timeout * 1000),

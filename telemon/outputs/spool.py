@@ -85,9 +85,20 @@ class Spool:
         if self.directory is None:
             self._memory[entry.seq] = batch.data
         else:
-            _write_atomically(self.directory, self._name(entry), batch.data)
+            self._write(self.directory, self._name(entry), batch.data)
         self._add(entry)
         return dropped
+
+    @staticmethod
+    def _write(directory: Path, name: str, data: bytes) -> None:
+        """Write one batch file; raises OSError (disk full, directory unusable)."""
+        try:
+            _write_atomically(directory, name, data)
+        except FileNotFoundError:
+            # Removed while running (a cleaner of old files, an operator): the
+            # spool goes on in a new one rather than failing until a restart.
+            directory.mkdir(parents=True, exist_ok=True)
+            _write_atomically(directory, name, data)
 
     def peek(self) -> Batch | None:
         """The oldest batch, or None; an unreadable file is dropped (counted) and skipped."""
@@ -138,11 +149,17 @@ class Spool:
 def _write_atomically(directory: Path, name: str, data: bytes) -> None:
     """Write, fsync, rename, fsync the directory: the file is whole or absent after a crash."""
     temp = directory / f"{_TEMP_PREFIX}{name}"
-    with temp.open("wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temp, directory / name)
+    try:
+        with temp.open("wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, directory / name)
+    except OSError:
+        # A half-written file on a full disk would keep the space the next batch needs.
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        raise
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
