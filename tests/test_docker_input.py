@@ -405,6 +405,7 @@ def test_pharo_endpoint_from_labels(item: dict[str, Any], url: str) -> None:
     [
         ({"telemon.pharo.port": "http"}, "telemon.pharo.port='http' is not a port number"),
         ({"telemon.pharo.port": "70000"}, "is not a port number"),
+        ({"telemon.pharo.port": "\u00b2"}, "is not a port number"),  # "²".isdigit() is True
         ({"telemon.pharo.port": "80", "telemon.pharo.format": "xml"}, "telemon.pharo.format='xml'"),
         ({"telemon.pharo.port": "80", "telemon.pharo.path": "metrics"}, "does not start with /"),
         ({"telemon.pharo.port": "80", "telemon.pharo.scheme": "ftp"}, "not http or https"),
@@ -645,6 +646,80 @@ async def test_a_lying_engine_costs_values_not_the_collection(aiohttp_server: An
     assert by_name(metrics, "docker_container_mem")["sane"].fields["usage"] == 100
     body = LineEncoder().encode_all(metrics).decode()
     parse_lines(body)
+
+
+async def test_json_nested_too_deep_costs_one_container(aiohttp_server: Any) -> None:
+    """json.loads raises RecursionError (not ValueError) on "[[[[...": one line, not the poll."""
+
+    async def ping(request: web.Request) -> web.Response:
+        return web.Response(text="OK", headers={"Api-Version": "1.43"})
+
+    async def info(request: web.Request) -> web.Response:
+        return web.json_response({"Images": 3})
+
+    async def listing(request: web.Request) -> web.Response:
+        return web.json_response(
+            [{"Id": cid, "Names": [f"/{cid}"], "State": "running"} for cid in ("deep", "sane")]
+        )
+
+    async def inspect(request: web.Request) -> web.Response:
+        if request.match_info["id"] == "deep":
+            return web.Response(text="[" * 100_000, content_type="application/json")
+        return web.json_response({"State": {"Running": True, "Status": "running"}})
+
+    async def stats(request: web.Request) -> web.Response:
+        return web.json_response({"memory_stats": {"usage": 100, "stats": {}}})
+
+    target = await fake_engine(aiohttp_server, "1.43", ping, info, listing, inspect, stats)
+    try:
+        metrics = await collect(target)
+    finally:
+        await target.aclose()
+    assert set(by_name(metrics, "docker_container_status")) == {"sane"}
+    assert target.last_partial_error == (
+        "container deep: /containers/deep/json: the engine answered something that is not JSON"
+    )
+
+
+async def test_a_restarting_container_writes_no_zero_counters(
+    docker_engine: DockerEngine, prefix: str
+) -> None:
+    """Docker answers zeros for a restarting container; written, they read as counter resets."""
+    name = f"{prefix}-crashy"
+    docker_engine.run("exit 3", name=name, options=["--restart=always"])
+    target = docker_target(
+        docker_engine,
+        container_name_include=[name],
+        container_state_include=["running", "restarting", "exited"],
+    )
+    try:
+        for _ in range(20):  # polls until one finds it restarting (it is, most of the time)
+            metrics = await collect(target)
+            status = by_name(metrics, "docker_container_status").get(name)
+            if status is not None and status.tags["container_status"] == "restarting":
+                break
+        else:
+            pytest.fail("the container was never seen restarting")
+        for measurement in ("docker_container_cpu", "docker_container_blkio"):
+            assert name not in by_name(metrics, measurement), measurement
+        assert status.fields["uptime_ns"] < 60 * 10**9
+    finally:
+        await target.aclose()
+
+
+def test_credentials_in_the_endpoint_are_never_shown() -> None:
+    target = docker_target_at("https://admin:s3cret@127.0.0.1:1")
+    assert target.target == "https://127.0.0.1:1"
+    assert "s3cret" not in target.client.endpoint
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"inputs": {"docker": [{"endpoint": "ftp://admin:s3cret@host"}]}})
+    assert "s3cret" not in "\n".join(caught.value.lines())
+
+
+def test_a_unix_endpoint_with_a_host_part_is_refused() -> None:
+    """unix://tmp/x.sock would read "tmp" as a host and connect to /x.sock."""
+    with pytest.raises(ValueError, match="needs an absolute socket path"):
+        DockerConfig(endpoint="unix://tmp/x.sock")
 
 
 def test_stats_timeout_must_leave_room_in_the_collection() -> None:

@@ -277,6 +277,27 @@ def test_status_fields_of_a_stopped_container_count_the_time_it_ran() -> None:
     assert fields["finished_at"] == fields["started_at"] + 60_500_000_000
 
 
+def test_status_fields_of_a_restarting_container_count_the_time_it_ran() -> None:
+    """Restarting counts as Running, but the container has finished: no uptime growth."""
+    inspect = {
+        "State": {
+            "Running": True,
+            "Restarting": True,
+            "StartedAt": "2026-01-01T00:00:00Z",
+            "FinishedAt": "2026-01-01T00:00:00.392Z",
+        },
+    }
+    fields = ds.status_fields(inspect, "id", 10**19)
+    assert fields["uptime_ns"] == 392_000_000
+
+
+def test_stats_read_at_go_zero_time_are_empty() -> None:
+    """The engine's answer for a container that is not running: zeros, not a measurement."""
+    assert ds.is_empty_stats({"read": "0001-01-01T00:00:00Z", "cpu_stats": {}})
+    assert not ds.is_empty_stats(load("v1-burn-1.json"))
+    assert not ds.is_empty_stats({})  # Podman-like documents without `read` are measured
+
+
 def test_health_fields() -> None:
     assert ds.health_fields({"State": {}}) == {}
     health = {"State": {"Health": {"Status": "unhealthy", "FailingStreak": 3}}}
@@ -290,6 +311,8 @@ def test_health_fields() -> None:
         ("2026-11-28T21:52:44Z", 1795902764000000000),
         ("2026-11-28T22:52:44.5+01:00", 1795902764500000000),
         ("0001-01-01T00:00:00Z", None),
+        ("2024-13-01T00:00:00Z", None),  # a lying engine: no month 13
+        ("2024-02-30T25:61:00Z", None),
         ("yesterday", None),
         (None, None),
     ],

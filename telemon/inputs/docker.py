@@ -25,7 +25,7 @@ from telemon.inputs.base import Discovered, InputConfig, InputContext, InputErro
 from telemon.inputs.docker_api import EngineClient, NotFound, check_endpoint
 from telemon.inputs.pharo import PharoConfig, PharoFormat
 from telemon.metric import FieldValue, Metric
-from telemon.schema import Duration, check_readable_file
+from telemon.schema import Duration, check_readable_file, display_url
 from telemon.tls import client_context, describe_tls_error
 
 __all__ = ["DockerConfig", "DockerTarget", "PharoLabelError", "pharo_endpoint"]
@@ -141,7 +141,7 @@ class DockerTarget(Target):
     """One Docker (or Podman) engine."""
 
     def __init__(self, config: DockerConfig, context: InputContext) -> None:
-        super().__init__(config.endpoint)
+        super().__init__(display_url(config.endpoint))
         self.config = config
         self.context = context
         self.client = EngineClient(
@@ -214,7 +214,10 @@ class DockerTarget(Target):
                     await self.client.get_json(f"/containers/{container_id}/json")
                 )
                 stats = None
-                if ds.as_object(inspect.get("State")).get("Running"):
+                state = ds.as_object(inspect.get("State"))
+                # A restarting container counts as running but has no stats:
+                # the engine answers zeros, which would read as counter resets.
+                if state.get("Running") and not state.get("Restarting"):
                     stats = await self.client.get_json(
                         f"/containers/{container_id}/stats", self._stats_params()
                     )
@@ -273,7 +276,7 @@ class DockerTarget(Target):
         health = ds.health_fields(inspect)
         if health:
             metrics.append(Metric("docker_container_health", tags, health, now_ns))
-        if isinstance(stats, dict):
+        if isinstance(stats, dict) and not ds.is_empty_stats(stats):
             metrics += self._stats_metrics(round_, container_id, tags, stats)
         return metrics
 
@@ -381,7 +384,7 @@ def pharo_endpoint(item: dict[str, Any]) -> tuple[str, PharoFormat]:
 
 def _label_port(labels: dict[str, str]) -> int:
     raw = labels.get(f"{PHARO_LABEL}port", "")
-    if not raw.isdigit() or not 0 < int(raw) < 65536:
+    if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) < 65536:  # "²" is a digit
         raise PharoLabelError(f"label {PHARO_LABEL}port={raw!r} is not a port number")
     return int(raw)
 

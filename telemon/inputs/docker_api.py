@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from telemon.inputs.base import InputError, read_bounded
+from telemon.schema import display_url
 
 __all__ = ["EngineClient", "EngineVersion", "NotFound", "check_endpoint"]
 
@@ -35,13 +36,18 @@ def check_endpoint(endpoint: str) -> str:
     """Validate an endpoint (for the config model); returns it unchanged."""
     parts = urlsplit(endpoint)
     if parts.scheme == "unix":
-        if not parts.path.startswith("/"):
-            raise ValueError(f"{endpoint!r}: a unix endpoint needs an absolute socket path")
+        # unix://tmp/x.sock would read "tmp" as a host and connect to /x.sock.
+        if parts.netloc or not parts.path.startswith("/"):
+            raise ValueError(
+                f"{display_url(endpoint)!r}: a unix endpoint needs an absolute socket path"
+            )
     elif parts.scheme in ("tcp", "http", "https"):
         if not parts.hostname:
-            raise ValueError(f"{endpoint!r} has no host")
+            raise ValueError(f"{display_url(endpoint)!r} has no host")
     else:
-        raise ValueError(f"{endpoint!r}: use unix:///path, tcp://host:port or http(s)://host:port")
+        raise ValueError(
+            f"{display_url(endpoint)!r}: use unix:///path, tcp://host:port or http(s)://host:port"
+        )
     return endpoint
 
 
@@ -82,7 +88,7 @@ class EngineClient:
         connections: int,
         tls: ssl.SSLContext | None = None,
     ) -> None:
-        self.endpoint = endpoint
+        self.endpoint = display_url(endpoint)  # for messages: never the password
         self.max_body_size = max_body_size
         self._connections = connections
         self._tls = tls
@@ -142,7 +148,7 @@ class EngineClient:
             raise InputError(self._connection_error(exc)) from None
         try:
             return json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested too deep
             raise InputError(f"{path}: the engine answered something that is not JSON") from None
 
     def _request(
@@ -190,7 +196,7 @@ async def _error_message(response: aiohttp.ClientResponse) -> str:
     try:
         body = await read_bounded(response, 64 * 1024)
         message = json.loads(body).get("message")
-    except (InputError, ValueError, AttributeError, aiohttp.ClientError):
+    except (InputError, ValueError, RecursionError, AttributeError, aiohttp.ClientError):
         message = None
     text = message if isinstance(message, str) and message else (response.reason or "")
     return " ".join(text.split())[:300]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from calendar import timegm
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from telemon.metric import FieldValue
@@ -99,11 +100,21 @@ def parse_timestamp_ns(text: Any) -> int | None:
     if year <= 1:
         return None  # Go's zero time: "0001-01-01T00:00:00Z" means never
     fraction, zone = match.group(7) or "", match.group(8)
-    seconds = timegm((year, month, day, hour, minute, second))
+    try:  # datetime refuses month 13 or hour 25 from a lying engine; timegm would not
+        seconds = timegm(datetime(year, month, day, hour, minute, second).timetuple())
+    except (ValueError, OverflowError):
+        return None
     if zone != "Z":
         sign = 1 if zone[0] == "+" else -1
         seconds -= sign * (int(zone[1:3]) * 3600 + int(zone[4:6]) * 60)
     return seconds * 1_000_000_000 + int(fraction.ljust(9, "0"))
+
+
+def is_empty_stats(stats: Doc) -> bool:
+    """True for the all-zero document an engine answers for a container not running
+    (read at Go's zero time): its zeros are no measurement."""
+    read = stats.get("read")
+    return isinstance(read, str) and read.startswith("0001-01-01T")
 
 
 def container_name(names: Any) -> str:
@@ -366,10 +377,9 @@ def status_fields(inspect: Doc, container_id: str, now_ns: int) -> dict[str, Fie
     finished = parse_timestamp_ns(state.get("FinishedAt"))
     if started is not None:
         fields["started_at"] = started
-        # Telegraf: a stopped container's uptime is the time it ran.
+        # Telegraf: a stopped (or restarting) container's uptime is the time it
+        # ran; a running one finished, if ever, before it started.
         end = finished if finished is not None and finished > started else now_ns
-        if state.get("Running"):
-            end = now_ns
         fields["uptime_ns"] = max(end - started, 0)
     if finished is not None:
         fields["finished_at"] = finished
