@@ -16,7 +16,8 @@ Strict mode is the line protocol InfluxDB and Telegraf accept:
   ``t T true True TRUE f F false False FALSE``, and double-quoted strings in
   which ``\\"`` and ``\\\\`` are unescaped, other backslashes stay literal
   (as InfluxDB reads them) and raw newlines are part of the value.
-  NaN and infinities cannot be written; ``1e999`` is out of range.
+  NaN and infinities cannot be written; ``1e999`` is out of range, and so
+  is an integer of any length beyond its type's range.
 * The timestamp is an integer in `precision` units, returned in nanoseconds;
   both must fit int64.
 * A repeated tag or field key keeps the last value.
@@ -25,8 +26,9 @@ Tolerant mode reads what the original Telemon Pharo package served (no type
 suffixes, no escaping, no timestamp) and anything strict mode reads:
 
 * A number without suffix that is only digits (optional sign) is an int
-  (a float when outside int64); any other number is a float. ``3.14s2``
-  (a Smalltalk ScaledDecimal) is read as the float 3.14.
+  (a float when outside int64, see `int64_or_float`); any other number is a
+  float. ``3.14s2`` (a Smalltalk ScaledDecimal) is read as the float 3.14.
+  A number too large for a float is left out like any unreadable value.
 * A line strict mode cannot read is read again as one physical line whose
   tags may hold unescaped spaces and commas: the field set is its last
   space-separated run of ``key=value`` pairs, optionally followed by an integer
@@ -52,6 +54,7 @@ __all__ = [
     "PRECISION_MULTIPLIERS",
     "LineProtocolError",
     "ParsedLine",
+    "int64_or_float",
     "parse_lines",
     "parse_lines_tolerant",
 ]
@@ -67,6 +70,8 @@ PRECISION_MULTIPLIERS: dict[str, int] = {
 MAX_EXCERPT = 200
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 UINT64_MAX = 2**64 - 1
+MAX_INT_DIGITS = len(str(UINT64_MAX))
+"""Significant digits of the widest integer type; more are out of range for every type."""
 
 _WS = re.compile(r"[ \t]*")
 _SEPARATOR = re.compile(r"[ \t]+")
@@ -80,11 +85,13 @@ _LF = re.compile(r"\r?\n")
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _PAIR = re.compile(r"\\(.)", re.DOTALL)
 
-_FLOAT = re.compile(r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+# `\d+(?:\.\d*)?`, not `\d+\.?\d*`: two ways to split a run of digits make a failed
+# match (``999...9x``) quadratic in its length, minutes for a pushed body.
+_FLOAT = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _INT = re.compile(r"-?\d+i")
 _UINT = re.compile(r"\d+u")
 _INTEGRAL = re.compile(r"[+-]?\d+")
-_LOOSE_FLOAT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_LOOSE_FLOAT = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _SCALED_DECIMAL = re.compile(r"([+-]?\d+(?:\.\d+)?)s\d*")
 _TIMESTAMP = re.compile(r"-?\d+")
 _BOOLS = {
@@ -158,6 +165,33 @@ def parse_lines_tolerant(
     field left out of a line that was kept. Never raises `LineProtocolError`.
     """
     return _Reader(text, _multiplier(precision), tolerant=True).read_all()
+
+
+def int64_or_float(raw: str) -> int | float:
+    """An integer of unknown type (optional sign, digits): an int within int64, else a float.
+
+    Beyond int64 a float keeps the magnitude, where an int would be clamped by
+    the encoder. The float is infinite when the number is too large for one.
+    Any number of digits is safe: ``int()`` refuses more than 4300 and
+    ``float(int)`` overflows past about 309, so neither is asked to.
+    """
+    value = _bounded_int(raw)
+    if value is not None and INT64_MIN <= value <= INT64_MAX:
+        return value
+    return float(raw)
+
+
+def _bounded_int(raw: str) -> int | None:
+    """`raw` (optional sign, digits) as an int; None when no 64-bit type could hold it.
+
+    Leading zeros do not count (``000...01i`` is 1), so a body cannot make
+    ``int()`` raise by padding a number past its digit limit.
+    """
+    sign = raw[:1] if raw[:1] in "+-" else ""
+    digits = raw[len(sign) :].lstrip("0")
+    if len(digits) > MAX_INT_DIGITS:
+        return None
+    return int(sign + (digits or "0"))
 
 
 def _multiplier(precision: str) -> int:
@@ -421,8 +455,8 @@ def _scale_timestamp(raw: str, multiplier: int) -> int | str:
     """The timestamp in ns, or the reason it is unreadable."""
     if not _TIMESTAMP.fullmatch(raw):
         return f"invalid timestamp {raw[:40]!r}"
-    value = int(raw)
-    if not INT64_MIN <= value <= INT64_MAX or not INT64_MIN <= value * multiplier <= INT64_MAX:
+    value = _bounded_int(raw)
+    if value is None or not INT64_MIN <= value * multiplier <= INT64_MAX:
         return "timestamp out of range"
     return value * multiplier
 
@@ -433,25 +467,24 @@ def _strict_scalar(raw: str) -> FieldValue | _Fail:
     if flag is not None:
         return flag
     if _INT.fullmatch(raw):
-        return _in_range(int(raw[:-1]), INT64_MIN, INT64_MAX, "integer out of range")
+        return _in_range(_bounded_int(raw[:-1]), INT64_MIN, INT64_MAX, "integer out of range")
     if _UINT.fullmatch(raw):
-        return _in_range(int(raw[:-1]), 0, UINT64_MAX, "unsigned integer out of range")
+        return _in_range(_bounded_int(raw[:-1]), 0, UINT64_MAX, "unsigned integer out of range")
     if _FLOAT.fullmatch(raw):
         value = float(raw)
         return value if math.isfinite(value) else _Fail(0, "float out of range")
     return _Fail(0, f"invalid field value {raw[:40]!r}")
 
 
-def _in_range(value: int, low: int, high: int, reason: str) -> int | _Fail:
-    return value if low <= value <= high else _Fail(0, reason)
+def _in_range(value: int | None, low: int, high: int, reason: str) -> int | _Fail:
+    return value if value is not None and low <= value <= high else _Fail(0, reason)
 
 
 def _loose_scalar(raw: str) -> FieldValue | _Skip:
     """A tolerant-mode field value; `_Skip` when it is not a number or boolean."""
     if _INTEGRAL.fullmatch(raw):
-        value = int(raw)
-        # Beyond int64 a float keeps the magnitude; the encoder would clamp an int.
-        return value if INT64_MIN <= value <= INT64_MAX else float(value)
+        value = int64_or_float(raw)
+        return value if math.isfinite(value) else _Skip(f"{raw[:40]!r} is out of range")
     scaled = _SCALED_DECIMAL.fullmatch(raw)
     if scaled:
         raw = scaled[1]

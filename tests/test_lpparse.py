@@ -32,6 +32,8 @@ SEED_USER_FIELDS = (
     "tenureCount=747211,meaning=42,newMeaning=84"
 )
 T = 1_700_000_000_123_456_789
+HUGE = "9" * 5000  # past int()'s 4300-digit limit
+LONG = "9" * 400  # past float(int)'s range, within int()'s limit
 
 
 def one(text: str, **options: Any) -> ParsedLine:
@@ -117,6 +119,9 @@ def test_names_and_escapes(text: str, measurement: str, tags: dict[str, str]) ->
         ("9223372036854775807i", 2**63 - 1),
         ("0u", 0),
         ("18446744073709551615u", 2**64 - 1),
+        ("0" * 5000 + "42i", 42),  # leading zeros do not count toward the digit bound
+        ("-" + "0" * 5000 + "9223372036854775808i", -(2**63)),
+        ("0" * 5000 + "18446744073709551615u", 2**64 - 1),
         ('"a b,c=d"', "a b,c=d"),
         ('"say \\"hi\\" \\\\ C:\\path"', 'say "hi" \\ C:\\path'),
         ('"a\\nb"', "a\\nb"),  # only \" and \\ are unescaped
@@ -145,6 +150,12 @@ def test_field_values(raw: str, value: Any) -> None:
         ("9223372036854775808i", "integer out of range"),
         ("-9223372036854775809i", "integer out of range"),
         ("18446744073709551616u", "unsigned integer out of range"),
+        (HUGE + "i", "integer out of range"),
+        ("-" + HUGE + "i", "integer out of range"),
+        ("1" + "0" * 19 + "i", "integer out of range"),
+        (HUGE + "u", "unsigned integer out of range"),
+        ("1" + "0" * 20 + "u", "unsigned integer out of range"),
+        (HUGE, "float out of range"),
         ("-1u", "invalid field value '-1u'"),
         ("1.5i", "invalid field value '1.5i'"),
         ("+1", "invalid field value '+1'"),
@@ -176,6 +187,7 @@ def test_duplicate_field_keys_keep_the_last_value() -> None:
         ("m v=1 0", "s", 0),
         ("m v=1", "s", None),
         ("m v=1 9223372036854775807", "ns", 2**63 - 1),
+        ("m v=1 " + "0" * 5000 + "17", "s", 17_000_000_000),
     ],
 )
 def test_timestamps(text: str, precision: str, time_ns: int | None) -> None:
@@ -189,6 +201,9 @@ def test_timestamps(text: str, precision: str, time_ns: int | None) -> None:
         ('m v=1 "1"', "ns", "invalid timestamp"),
         ("m v=1 9223372036854775808", "ns", "timestamp out of range"),
         ("m v=1 9223372036854776", "ms", "timestamp out of range"),
+        ("m v=1 " + HUGE, "ns", "timestamp out of range"),
+        ("m v=1 -" + HUGE, "s", "timestamp out of range"),
+        ("m v=1 " + "1" + "0" * 20, "ns", "timestamp out of range"),
         ("m v=1 12 13", "ns", "expected end of line"),
     ],
 )
@@ -266,6 +281,32 @@ def test_error_positions(text: str, line_number: int, column: int, reason: str) 
     error = error_of(text)
     assert (error.line_number, error.column) == (line_number, column), str(error)
     assert error.reason.startswith(reason)
+
+
+@pytest.mark.parametrize(
+    ("text", "column", "reason"),
+    [
+        (f"m f={HUGE}i", 5, "integer out of range"),
+        (f"m f={HUGE}u", 5, "unsigned integer out of range"),
+        (f"m f=1 {HUGE}", 7, "timestamp out of range"),
+        (f"m,t=a f=1i,g={HUGE}i 1", 14, "integer out of range"),
+    ],
+)
+def test_huge_numbers_are_located_errors(text: str, column: int, reason: str) -> None:
+    """A number of any length is a LineProtocolError, never int()'s or float()'s own."""
+    error = error_of("ok v=1\n" + text + "\n")
+    assert (error.line_number, error.column, error.reason) == (2, column, reason)
+    assert len(str(error)) < 300
+
+
+@pytest.mark.parametrize("tail", ["x", ".5x", "e5x", "s2x"])
+def test_a_long_run_of_digits_is_read_in_linear_time(tail: str) -> None:
+    """A number that fails to match must not make the regex try every split of its digits."""
+    text = "m f=" + "9" * 30_000 + tail
+    started = time.perf_counter()
+    error_of(text)
+    parse_lines_tolerant(text)
+    assert time.perf_counter() - started < 2
 
 
 def test_error_message_is_one_line_naming_position_reason_and_line() -> None:
@@ -437,6 +478,9 @@ def test_tolerant_mode_reads_typed_lines_like_strict_mode(fields: dict[str, Any]
         ("007", 7),
         ("9223372036854775807", 2**63 - 1),
         ("9223372036854775808", 9.223372036854776e18),  # beyond int64: a float, not clamped
+        ("-9223372036854775809", -9.223372036854776e18),
+        ("1" + "0" * 25, 1e25),
+        ("0" * 5000 + "42", 42),
         ("0.975", 0.975),
         ("1.0", 1.0),
         ("1.0e10", 1e10),  # how Pharo prints large floats
@@ -493,6 +537,22 @@ def test_tolerant_mode_leaves_out_values_that_are_not_numbers() -> None:
     )
 
 
+@pytest.mark.parametrize("digits", [LONG, HUGE, "-" + HUGE, "0" * 5000 + LONG])
+def test_tolerant_mode_leaves_out_numbers_too_large_for_a_float(digits: str) -> None:
+    for text in (f"pharo uptime={digits},memory=5", f"pharo,host=a b uptime={digits},memory=5"):
+        lines, errors = parse_lines_tolerant(text)
+        assert [ln.fields for ln in lines] == [{"memory": 5}]
+        assert [(e.field, e.column) for e in errors] == [("uptime", text.index("uptime=") + 8)]
+        assert "is out of range" in errors[0].reason
+
+
+@pytest.mark.parametrize("text", [f"pharo uptime=1 {HUGE}", f"pharo,host=a b uptime=1 {HUGE}"])
+def test_tolerant_mode_skips_a_line_with_a_huge_timestamp(text: str) -> None:
+    lines, errors = parse_lines_tolerant(text + "\npharo uptime=2")
+    assert [ln.fields for ln in lines] == [{"uptime": 2}]
+    assert [(e.line_number, e.field) for e in errors] == [(1, None)]
+
+
 def test_tolerant_mode_skips_bad_lines_and_says_where() -> None:
     text = (
         "pharo,host=a uptime=1\r"
@@ -537,10 +597,32 @@ def test_tolerant_mode_is_linear_in_the_number_of_bad_lines() -> None:
 
 
 LP_ALPHABET = st.sampled_from(list('ab= ,"\\\n\r\t#-.0123456789eiutfTF') + ["é", "\x00"])
+# Runs of digits on both sides of the limits: int64/uint64, float, int()'s 4300 digits.
+DIGIT_RUNS = st.builds(
+    lambda zeros, digit, count: "0" * zeros + digit * count,
+    st.sampled_from([0, 1, 5000]),
+    st.sampled_from("123456789"),
+    st.sampled_from([1, 19, 20, 21, 308, 309, 310, 4300, 4301, 6000]),
+)
+HUGE_NUMBER_LINES = st.builds(
+    "m{} f={}{}{}{}".format,
+    st.sampled_from(["", ",t=a b"]),
+    st.sampled_from(["", "-", "+"]),
+    DIGIT_RUNS,
+    st.sampled_from(["", "i", "u", ".5", "e3", "s2"]),
+    st.sampled_from(["", " "]).flatmap(
+        lambda sep: st.just("") if not sep else st.builds(sep.__add__, DIGIT_RUNS)
+    ),
+)
 
 
 @settings(max_examples=500, deadline=None)
-@given(st.text(LP_ALPHABET, max_size=60) | st.text(max_size=60))
+@given(
+    st.text(LP_ALPHABET, max_size=60)
+    | st.text(max_size=60)
+    | HUGE_NUMBER_LINES
+    | st.lists(LP_ALPHABET | DIGIT_RUNS, max_size=20).map("".join)
+)
 def test_any_text_gives_lines_or_a_located_error(text: str) -> None:
     """Strict mode raises only LineProtocolError; tolerant mode never raises."""
     lines, errors = parse_lines_tolerant(text)

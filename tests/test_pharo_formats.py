@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,9 @@ from telemon.inputs.pharo_formats import (
     with_telemon_fields,
 )
 
+INT64_MAX = 2**63 - 1
+HUGE = "9" * 5000  # past int()'s 4300-digit limit
+LONG = "9" * 400  # past float(int)'s range, within int()'s limit
 DATA = Path(__file__).parent / "data" / "pharo"
 CASES = sorted(p.name for p in DATA.iterdir() if p.is_dir())
 
@@ -192,6 +196,19 @@ def test_parameters_derive_pharo_free_and_used_memory() -> None:
     assert fields["usedMemory"] == 300 + 1000 - 250
 
 
+def test_parameters_beyond_int64_are_floats_and_too_large_are_left_out() -> None:
+    problems: list[str] = []
+    text = parameters(40, p1=2**64 - 1, p2=INT64_MAX, p3=-(2**63) - 1).replace("0]", HUGE + "]")
+    (sample,) = parse_payload("parameters", text, problems=problems)
+    assert typed(sample.fields)[:3] == [
+        ("oldSpace", "float", 1.8446744073709552e19),
+        ("youngSpace", "int", INT64_MAX),
+        ("memory", "float", -9.223372036854776e18),
+    ]
+    assert "wordSize" not in sample.fields
+    assert problems == ["parameter 40 (wordSize): a JSON number left out"]
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -354,6 +371,33 @@ def test_report_line_values(line: str, field: str, value: int) -> None:
     assert fields_of("report", line)[field] == value
 
 
+@pytest.mark.parametrize(
+    "line",
+    [
+        f"memory\t\t\t{HUGE} bytes",
+        f"memory\t\t\t{LONG} bytes",
+        "memory\t\t\t9,223,372,036,854,775,808 bytes",  # beyond int64: no VM has that many
+        f"\tfull\t\t\t4 totalling {HUGE}ms",
+        f"uptime\t\t\t{HUGE}h0m0s",
+        "uptime\t\t\t2562047788015216h0m0s",  # each part fits int64, the total in ms does not
+        f"uptime\t\t\t{LONG}s",
+        f"uptime\t\t\t{HUGE}.5s",
+    ],
+)
+def test_report_line_with_a_number_out_of_range_is_not_read(line: str) -> None:
+    problems: list[str] = []
+    (sample,) = parse_payload("report", f"{line}\rGCs\t\t\t\t3\r", problems=problems)
+    assert sample.fields == {"totalGCs": 3}
+    assert len(problems) == 1 and problems[0].startswith("report line 1: cannot read")
+    assert len(problems[0]) < 200
+
+
+def test_report_line_with_a_long_run_of_spaces_is_read_in_linear_time() -> None:
+    started = time.perf_counter()
+    assert "no values found" in reason("report", "memory 1" + " " * 30_000 + "x\n")
+    assert time.perf_counter() - started < 2
+
+
 def test_report_line_with_a_known_label_but_unreadable_value_is_reported() -> None:
     problems: list[str] = []
     (sample,) = parse_payload(
@@ -400,6 +444,26 @@ def test_json_leaves_out_non_finite_numbers_and_says_so() -> None:
         "'b': inf left out (not a finite number)",
         "'c': -inf left out (not a finite number)",
     ]
+
+
+def test_json_integers_beyond_int64_are_floats_not_clamped() -> None:
+    text = (
+        '{"a": 18446744073709551615, "b": -9223372036854775809, "c": 9223372036854775807,'
+        ' "d": -9223372036854775808, "e": {"f": 100000000000000000000000000}}'
+    )
+    assert typed(fields_of("json", text)) == [
+        ("a", "float", 1.8446744073709552e19), ("b", "float", -9.223372036854776e18),
+        ("c", "int", INT64_MAX), ("d", "int", -(2**63)), ("e_f", "float", 1e26),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("digits", [LONG, HUGE, "-" + HUGE])
+def test_json_numbers_too_large_for_a_float_are_left_out_and_said_so(digits: str) -> None:
+    problems: list[str] = []
+    (sample,) = parse_payload("json", f'{{"big": {digits}, "ok": 1}}', problems=problems)
+    assert sample.fields == {"ok": 1}
+    assert problems == [f"'big': {float(digits)} left out (not a finite number)"]
+    assert "no values found" in reason("json", f'{{"big": {digits}}}')
 
 
 def test_json_nested_too_deep_is_left_out() -> None:
@@ -479,6 +543,13 @@ def test_label_names(label: str, name: str) -> None:
         ("2,048", "KB", 2_097_152),
         ("160,432,128", "bytes", 160_432_128),
         ("12.5", "ms", 12.5),
+        # beyond int64, given or by conversion: a float, as the encoder would clamp an int
+        (2**64 - 1, "bytes", 1.8446744073709552e19),
+        (2**64 - 1, "", 1.8446744073709552e19),
+        ("18,446,744,073,709,551,615", "bytes", 1.8446744073709552e19),
+        (2**62, "GB", float(2**92)),
+        (2**64, "ns", 18446744073709.55),
+        ("0" * 5000 + "5", "KB", 5120),
     ],
 )
 def test_label_units_convert_to_bytes_and_ms(value: Any, unit: str, result: Any) -> None:
@@ -519,6 +590,27 @@ def test_label_values_strings_booleans_and_nulls() -> None:
     ]
 
 
+def test_label_numbers_too_large_are_left_out_and_said_so() -> None:
+    entries = [
+        f'{{"label": "a", "value": {LONG}}}',
+        f'{{"label": "b", "value": {HUGE}, "unit": "bytes"}}',
+        f'{{"label": "c", "value": "{HUGE}", "unit": "bytes"}}',
+        f'{{"label": "d", "value": "-{LONG}", "unit": "ms"}}',
+        '{"label": "e", "value": 1e308, "unit": "GB"}',
+        '{"label": "ok", "value": 1}',
+    ]
+    problems: list[str] = []
+    (sample,) = parse_payload("labels", "[" + ",".join(entries) + "]", problems=problems)
+    assert sample.fields == {"ok": 1}
+    assert problems == [
+        "entry 1 (a): inf is not a finite number",
+        "entry 2 (b): inf is not a finite number",
+        f"entry 3 (c): '{HUGE[:57]}...' is not a number",
+        f"entry 4 (d): '-{LONG[:56]}...' is not a number",
+        "entry 5 (e): '1e+308' GB is out of range",
+    ]
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -555,6 +647,17 @@ def test_influx_skipped_lines_and_values_are_problems() -> None:
     samples = parse_payload("influx", "pharo a=1,b=x\rbad\r", problems=problems)
     assert samples == [Sample("pharo", {}, {"a": 1}, None)]
     assert [p.split(":")[0] for p in problems] == ["line 1, column 13", "line 2, column 4"]
+
+
+def test_influx_numbers_too_large_are_left_out_and_lines_skipped() -> None:
+    problems: list[str] = []
+    text = f"pharo uptime={LONG},memory=5\napp count={HUGE}i\napp count=1 {HUGE}\n"
+    assert parse_payload("influx", text, problems=problems) == [
+        Sample("pharo", {}, {"memory": 5}, None)
+    ]
+    assert [p.split(":")[0] for p in problems] == [
+        "line 1, column 14", "line 2, column 5", "line 3, column 13",
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -601,6 +704,17 @@ def test_telemon_names_derived(given_fields: dict[str, Any], added: dict[str, An
     result = with_telemon_fields(given_fields)
     assert {k: result[k] for k in added} == added
     assert set(result) == set(given_fields) | set(added)
+
+
+def test_derived_values_beyond_int64_are_floats_and_overflows_are_not_derived() -> None:
+    ints = with_telemon_fields({"oldSpace": INT64_MAX, "youngSpace": 0,
+                                "freeOldSpace": INT64_MAX, "edenSize": INT64_MAX})  # fmt: skip
+    assert typed({k: ints[k] for k in ("memoryFree", "usedMemory")}) == [
+        ("memoryFree", "float", 2.0 * INT64_MAX), ("usedMemory", "float", -float(INT64_MAX)),
+    ]  # fmt: skip
+    floats = with_telemon_fields({"oldSpace": 1e308, "youngSpace": 0.0,
+                                  "freeOldSpace": 1e308, "edenSize": 1e308})  # fmt: skip
+    assert "memoryFree" not in floats and "usedMemory" not in floats
 
 
 def test_original_telemon_memory_free_gives_no_used_memory() -> None:
@@ -718,8 +832,32 @@ def test_format_error_is_always_one_line() -> None:
     assert isinstance(FormatError("x"), ValueError)
 
 
+class JSONNumber(str):
+    """An integer's JSON text: json.dumps cannot write one of more than 4300 digits."""
+
+
+def dumps(value: Any) -> str:
+    """json.dumps, writing a `JSONNumber` as the number it holds."""
+    if isinstance(value, JSONNumber):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(dumps(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)}: {dumps(v)}" for k, v in value.items()) + "}"
+    return json.dumps(value)
+
+
+# Runs of digits on both sides of the limits: int64/uint64, float, int()'s 4300 digits.
+DIGIT_RUNS = st.builds(
+    lambda digit, count: digit * count,
+    st.sampled_from("123456789"),
+    st.sampled_from([1, 19, 20, 21, 308, 309, 310, 4300, 4301, 6000]),
+)
+HUGE_INTEGERS = st.builds(
+    JSONNumber, st.builds("{}{}".format, st.sampled_from(["", "-"]), DIGIT_RUNS)
+)
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    st.none() | st.booleans() | st.integers() | HUGE_INTEGERS | st.floats() | st.text(max_size=5),
     lambda children: (
         st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=5), children, max_size=5)
     ),
@@ -727,14 +865,48 @@ JSON_VALUES = st.recursive(
 )
 
 
+LABEL_ENTRIES = st.lists(
+    st.fixed_dictionaries(
+        {"label": st.sampled_from(["memory", "Old space", "x"]), "value": JSON_VALUES},
+        optional={"unit": st.sampled_from(["bytes", "KB", "GB", "ns", "s", ""])},
+    ),
+    min_size=1,
+    max_size=4,
+)
+PARAMETER_ARRAYS = st.lists(
+    st.integers(0, 10**6) | HUGE_INTEGERS | st.none(), min_size=11, max_size=45
+)
+
+
 @settings(max_examples=300, deadline=None)
-@given(value=JSON_VALUES, fmt=st.sampled_from(FORMATS))
+@given(value=JSON_VALUES | LABEL_ENTRIES | PARAMETER_ARRAYS, fmt=st.sampled_from(FORMATS))
 def test_any_json_gives_samples_or_a_format_error(value: Any, fmt: str) -> None:
-    check_any_body(fmt, json.dumps(value))
+    check_any_body(fmt, dumps(value))
+
+
+REPORT_LINES = st.builds(
+    "{}\t\t{}{}{}".format,
+    st.sampled_from(["uptime", "memory", "\told", "GCs", "\tfull", "\tincr", "\ttenures"]),
+    st.sampled_from(["", "-"]),
+    DIGIT_RUNS,
+    st.sampled_from([" bytes", "h1m1s", "s", ".5s", " totalling 5ms", "", " (3ms between GCs)"]),
+)
+INFLUX_LINES = st.builds(
+    "pharo{} uptime={}{}{}{}".format,
+    st.sampled_from(["", ",host=a b"]),
+    st.sampled_from(["", "-"]),
+    DIGIT_RUNS,
+    st.sampled_from(["", "i", "u", ".5", "e3", "s2"]),
+    st.sampled_from(["", ",memory=5", " 1", ",memory=5 1"]) | st.builds(" {}".format, DIGIT_RUNS),
+)
 
 
 @settings(max_examples=300, deadline=None)
-@given(text=st.text(max_size=80), fmt=st.sampled_from(FORMATS))
+@given(
+    text=st.text(max_size=80)
+    | st.lists(REPORT_LINES | INFLUX_LINES, min_size=1, max_size=4).map("\n".join),
+    fmt=st.sampled_from(FORMATS),
+)
 def test_any_text_gives_samples_or_a_format_error(text: str, fmt: str) -> None:
     check_any_body(fmt, text)
 
@@ -745,9 +917,9 @@ def check_any_body(fmt: str, text: str) -> None:
     for auto in (False, True):
         try:
             if auto:
-                samples = parse_auto("application/json", text, problems=problems)[1]
+                used, samples = parse_auto("application/json", text, problems=problems)
             else:
-                samples = parse_payload(fmt, text, problems=problems)
+                used, samples = fmt, parse_payload(fmt, text, problems=problems)
         except FormatError as error:
             assert "\n" not in str(error) and "\r" not in str(error)
             continue
@@ -757,4 +929,8 @@ def check_any_body(fmt: str, text: str) -> None:
             if isinstance(v, (int, float)) and not isinstance(v, bool)
         ]  # fmt: skip
         assert numbers and all(math.isfinite(v) for v in numbers)
+        # An int beyond int64 would be clamped by the encoder, so untyped numbers give a
+        # float there; only line protocol's typed `123u` may go on to uint64.
+        high = 2**64 - 1 if used == "influx" else INT64_MAX
+        assert all(-(2**63) <= v <= high for v in numbers if isinstance(v, int))
     assert all("\n" not in p and "\r" not in p for p in problems)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import gzip
+import logging
 import resource
 import struct
 import tracemalloc
@@ -187,6 +188,35 @@ async def test_a_bad_line_is_400_naming_it_and_nothing_is_kept(aiohttp_client: A
     assert "bad v=" in text
     assert len(store) == 0
     assert await scraped(client) == []
+
+
+HUGE = "9" * 5000  # past int()'s 4300-digit limit
+
+
+@pytest.mark.parametrize(
+    ("line", "where"),
+    [
+        (f"m f={HUGE}i", "line 2, column 5: integer out of range"),
+        (f"m f={HUGE}u", "line 2, column 5: unsigned integer out of range"),
+        (f"m f=1 {HUGE}", "line 2, column 7: timestamp out of range"),
+        (f"m f={'9' * 400}", "line 2, column 5: float out of range"),
+    ],
+    ids=["int", "uint", "timestamp", "float"],
+)
+async def test_a_huge_number_is_400_naming_its_place_without_a_traceback(
+    aiohttp_client: Any, caplog: pytest.LogCaptureFixture, line: str, where: str
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    app, store = sink_app()
+    client = await aiohttp_client(app)
+    response = await client.post("/write", data=f"ok v=1\n{line}\n")
+    assert response.status == 400
+    text = await response.text()
+    assert where in text
+    assert len(text) < 400  # the line is quoted cut short, not echoed whole
+    assert len(store) == 0
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert "Traceback" not in caplog.text
 
 
 async def test_invalid_utf8_is_400_naming_its_place(aiohttp_client: Any) -> None:

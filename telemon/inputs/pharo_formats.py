@@ -38,8 +38,11 @@ For every format but ``influx`` the result is one `Sample` with measurement
 None, no tags and no time, passed through `with_telemon_fields`.
 
 Booleans are kept only where the payload types them (JSON ``true``/``false``,
-line-protocol booleans); NaN and infinities are always left out. A payload
-without any number is a `FormatError`.
+line-protocol booleans); NaN and infinities are always left out. An integer
+beyond int64 is a float, as in line protocol (`int64_or_float`), except in a
+report, whose values are counts: a report line with one is not read. A number
+too large for a float is left out. A payload without any number is a
+`FormatError`, the only exception any payload raises.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
-from telemon.lpparse import parse_lines_tolerant
+from telemon.lpparse import INT64_MAX, INT64_MIN, int64_or_float, parse_lines_tolerant
 from telemon.metric import FieldValue
 
 __all__ = [
@@ -317,20 +320,31 @@ def _pharo_free(lookup: _Lookup) -> int | float | None:
     parts = [lookup.get(n) for n in ("freeOldSpace", "edenSize", "youngSpace")]
     if parts[0] is None or parts[1] is None or parts[2] is None:
         return None
-    return parts[0] + parts[1] - parts[2]
+    return _fit(parts[0] + parts[1] - parts[2])
 
 
 def _free_from_used(lookup: _Lookup) -> int | float | None:
     parts = [lookup.get(n) for n in ("youngSpace", "oldSpace", "usedMemory")]
     if parts[0] is None or parts[1] is None or parts[2] is None:
         return None
-    return parts[0] + parts[1] - parts[2]
+    return _fit(parts[0] + parts[1] - parts[2])
 
 
 def _used(lookup: _Lookup, free: int | float) -> int | float | None:
     """Pharo's used heap: youngSpace + oldSpace - free."""
     young, old = lookup.get("youngSpace"), lookup.get("oldSpace")
-    return None if young is None or old is None else young + old - free
+    return None if young is None or old is None else _fit(young + old - free)
+
+
+def _fit(value: int | float) -> int | float | None:
+    """A computed number as a field value: beyond int64 a float, None when not finite.
+
+    Sums and unit conversions of in-range values can leave int64, and the
+    encoder would clamp such an int to a wrong value.
+    """
+    if isinstance(value, int):
+        return value if INT64_MIN <= value <= INT64_MAX else float(value)
+    return value if math.isfinite(value) else None
 
 
 def _is_number(value: object) -> TypeGuard[int | float]:
@@ -367,7 +381,9 @@ def _parse_influx(body: str, notes: Notes) -> list[Sample]:
 
 def _load_json(body: str) -> Any:
     try:
-        return json.loads(body)
+        # Left to json, an integer of over 4300 digits raises a plain ValueError,
+        # and one beyond int64 would be clamped by the encoder.
+        return json.loads(body, parse_int=int64_or_float)
     except json.JSONDecodeError as exc:
         raise FormatError(f"not JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
     except RecursionError:
@@ -439,9 +455,7 @@ def _number_text(text: str) -> int | float | None:
     if not _NUMBER_TEXT.fullmatch(text):
         return None
     text = text.replace(",", "")
-    if re.fullmatch(r"[+-]?\d+", text):
-        return int(text)
-    value = float(text)
+    value = int64_or_float(text) if re.fullmatch(r"[+-]?\d+", text) else float(text)
     return value if math.isfinite(value) else None
 
 
@@ -492,7 +506,9 @@ def _label_value(raw: Any, unit: str) -> FieldValue | _Reject | None:
         return raw
     number: int | float | None
     if isinstance(raw, (int, float)):
-        number = raw if math.isfinite(raw) else None
+        if not math.isfinite(raw):
+            return _Reject(f"{raw} is not a finite number")
+        number = raw
     elif isinstance(raw, str):
         if not unit:
             return raw
@@ -501,7 +517,10 @@ def _label_value(raw: Any, unit: str) -> FieldValue | _Reject | None:
         return _Reject(f"{_kind(raw)} is not a value")
     if number is None:
         return _Reject(f"{_excerpt(str(raw))} is not a number")
-    return _scale(number, unit)
+    scaled = _fit(_scale(number, unit))
+    if scaled is None:
+        return _Reject(f"{_excerpt(str(raw))} {unit} is out of range")
+    return scaled
 
 
 _UNIT_FACTORS: dict[str, int] = {
@@ -591,7 +610,7 @@ _LABELS = (
     "sends",
 )
 _REPORT_LINE = re.compile(
-    r"[ \t]*(" + "|".join(re.escape(label) for label in _LABELS) + r")[ \t]+(\S.*?)[ \t]*",
+    r"[ \t]*(" + "|".join(re.escape(label) for label in _LABELS) + r")[ \t]+(\S.*)",
     re.IGNORECASE,
 )
 _REPORT_SNIFF = re.compile(r"(?:^|[\r\n])[ \t]*(?:uptime|memory|GCs)[ \t]+\d", re.IGNORECASE)
@@ -653,7 +672,8 @@ def _parse_report(body: str, notes: Notes) -> list[Sample]:
         match = _REPORT_LINE.fullmatch(line)
         if match is None:
             continue
-        label, text = match[1].lower(), match[2]
+        # Stripped here, not by a lazy `.*?[ \t]*`: that is quadratic in a run of spaces.
+        label, text = match[1].lower(), match[2].rstrip(" \t")
         section, names = _report_names(section, label)
         values = _report_values(section, label, text)
         if values is None:
@@ -691,17 +711,34 @@ def _report_values(section: str, label: str, text: str) -> tuple[int | None, ...
     match = pattern.match(text)
     if match is None:
         return None
-    return tuple(None if group is None else int(group.replace(",", "")) for group in match.groups())
+    values: list[int | None] = []
+    for group in match.groups():
+        value = None if group is None else _count(group)  # None: an optional part left out
+        if group is not None and value is None:
+            return None
+        values.append(value)
+    return tuple(values)
+
+
+def _count(text: str) -> int | None:
+    """A report number (``147,988,480``); None beyond int64, where no VM count can be."""
+    value = int64_or_float(text.replace(",", ""))
+    return value if isinstance(value, int) else None
 
 
 def _uptime_ms(text: str) -> tuple[int] | None:
     hms = _HMS.match(text)
     if hms:
-        hours, minutes, seconds = (int(g) for g in hms.groups())
-        return (((hours * 60 + minutes) * 60 + seconds) * 1000,)
+        hours, minutes, seconds = (_count(g) for g in hms.groups())
+        if hours is None or minutes is None or seconds is None:
+            return None
+        ms = ((hours * 60 + minutes) * 60 + seconds) * 1000
+        return (ms,) if ms <= INT64_MAX else None
     seconds_only = _SECONDS.match(text)
     if seconds_only:
-        return (round(float(seconds_only[1]) * 1000),)
+        ms_float = float(seconds_only[1]) * 1000
+        # round() raises on infinity: an absurd uptime is an unreadable line, not a crash.
+        return (round(ms_float),) if ms_float < INT64_MAX else None
     return None
 
 
