@@ -70,6 +70,9 @@ class Target(ABC):
     """
 
     lazy: bool = False
+    # Class defaults: subclasses that never note a partial error need no __init__ call.
+    _partial_errors: int = 0
+    _last_partial_error: str | None = None
 
     def __init__(self, target: str) -> None:
         self.target = target
@@ -77,12 +80,17 @@ class Target(ABC):
     @property
     def partial_errors(self) -> int:
         """Cumulative failures inside collections that still succeeded."""
-        return 0
+        return self._partial_errors
 
     @property
     def last_partial_error(self) -> str | None:
         """The reason for the latest of `partial_errors`."""
-        return None
+        return self._last_partial_error
+
+    def note_partial_error(self, reason: str) -> None:
+        """Count a failure that cost part of a collection (one container, one process)."""
+        self._partial_errors += 1
+        self._last_partial_error = reason
 
     @abstractmethod
     async def collect(self, now_ns: int) -> list[Metric]:

@@ -152,19 +152,7 @@ class DockerTarget(Target):
         )
         self.cpu = ds.CpuTracker()
         self._limit = asyncio.Semaphore(config.max_concurrency)
-        self._partial_errors = 0
-        self._last_partial_error: str | None = None
         self._discovered: dict[str, Discovered] = {}
-
-    @property
-    def partial_errors(self) -> int:
-        """Containers whose stats failed (not vanished) and bad discovery labels."""
-        return self._partial_errors
-
-    @property
-    def last_partial_error(self) -> str | None:
-        """The latest of those reasons."""
-        return self._last_partial_error
 
     async def collect(self, now_ns: int) -> list[Metric]:
         """One poll of the engine and its selected containers."""
@@ -192,8 +180,7 @@ class DockerTarget(Target):
         if self.config.discover_pharo:
             self._discover(round_, listing)
         for reason in round_.errors:
-            self._partial_errors += 1
-            self._last_partial_error = reason
+            self.note_partial_error(reason)
         return round_.metrics
 
     async def _list(self, *, all_states: bool, timeout: float) -> list[dict[str, Any]]:

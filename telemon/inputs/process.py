@@ -91,18 +91,6 @@ class ProcessTarget(Target):
         # psutil computes cpu_percent against the previous call on the same
         # Process object, so the objects are kept between collections.
         self._procs: dict[int, psutil.Process] = {}
-        self._partial_errors = 0
-        self._last_partial_error: str | None = None
-
-    @property
-    def partial_errors(self) -> int:
-        """Matched processes that could not be read while others could."""
-        return self._partial_errors
-
-    @property
-    def last_partial_error(self) -> str | None:
-        """The latest of those reasons."""
-        return self._last_partial_error
 
     async def collect(self, now_ns: int) -> list[Metric]:
         """One line per matched process."""
@@ -134,9 +122,8 @@ class ProcessTarget(Target):
         if not metrics:
             raise InputError(errors[-1] if errors else f"no process matches {self.target}")
         # Counted only when lines still come: a failed collection is counted by the collector.
-        self._partial_errors += len(errors)
-        if errors:
-            self._last_partial_error = errors[-1]
+        for reason in errors:
+            self.note_partial_error(reason)
         return metrics
 
     def _pids(self) -> list[int]:
