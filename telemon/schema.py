@@ -34,6 +34,8 @@ def read_secret(path: Path, key: str) -> SecretStr:
         text = path.read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise ValueError(f"{key}: cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{key}: {path} is not UTF-8 text") from None
     if not text:
         raise ValueError(f"{key}: {path} is empty")
     return SecretStr(text)

@@ -327,6 +327,21 @@ def test_a_tls_ca_that_is_not_pem_is_a_config_error(tmp_path: Path) -> None:
     assert what.startswith(f"tls_ca: cannot use {garbage}: ") and "\n" not in what
 
 
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [(b" \n", "{path} is empty"), (b"\xff\xfe", "{path} is not UTF-8 text")],
+)
+def test_a_token_file_is_read_by_the_config_check(
+    tmp_path: Path, content: bytes, reason: str
+) -> None:
+    """An empty or binary token file fails `telemon check`, not every poll."""
+    path = tmp_path / "token"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as info:
+        parse_config({"inputs": {"pharo": [{"urls": ["http://vm/"], "token_file": str(path)}]}})
+    assert info.value.details == [("inputs.pharo.0", "token_file: " + reason.format(path=path))]
+
+
 @pytest.mark.parametrize("key", ["token_file", "tls_ca"])
 def test_a_path_the_os_refuses_to_look_at_is_a_config_error(key: str) -> None:
     """ENAMETOOLONG (like EACCES on a parent directory) is one line naming the key."""

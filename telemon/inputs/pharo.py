@@ -18,7 +18,7 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 import aiohttp
-from pydantic import AfterValidator, Field, SecretStr, model_validator
+from pydantic import AfterValidator, Field, PrivateAttr, SecretStr, model_validator
 
 from telemon.inputs.base import InputConfig, InputContext, InputError, Target, read_bounded
 from telemon.inputs.pharo_formats import (
@@ -29,7 +29,7 @@ from telemon.inputs.pharo_formats import (
     with_telemon_fields,
 )
 from telemon.metric import FieldValue, Metric
-from telemon.schema import MeasurementName, check_readable_file, display_url
+from telemon.schema import MeasurementName, check_readable_file, display_url, read_secret
 from telemon.tls import client_context, describe_tls_error
 
 __all__ = ["PharoConfig", "PharoTarget", "samples_to_metrics"]
@@ -78,6 +78,8 @@ class PharoConfig(InputConfig):
     insecure_skip_verify: bool = False
     max_body_size: int = Field(default=1024 * 1024, gt=0)
 
+    _token: SecretStr | None = PrivateAttr(default=None)
+
     @model_validator(mode="after")
     def _consistent(self) -> PharoConfig:
         unknown = sorted(set(self.instances) - set(self.urls))
@@ -92,6 +94,8 @@ class PharoConfig(InputConfig):
             path = getattr(self, name)
             if path is not None:
                 check_readable_file(name, path)
+        # Read now, so `telemon check` refuses an empty or unreadable file.
+        self._token = read_secret(self.token_file, "token_file") if self.token_file else self.token
         if self.tls_ca is not None:  # loaded now so `telemon check` finds a bad file
             try:
                 client_context(self.tls_ca, insecure=self.insecure_skip_verify)
@@ -119,6 +123,11 @@ class PharoConfig(InputConfig):
                 f"{sources[0]} and {sources[1]} both set the Authorization header; keep one"
             )
 
+    @property
+    def bearer_token(self) -> str | None:
+        """The token, from `token` or `token_file`."""
+        return self._token.get_secret_value() if self._token else None
+
     def build(self, context: InputContext) -> list[Target]:
         """One target per URL, sharing the request settings."""
         request = _RequestSettings(self)
@@ -131,11 +140,8 @@ class _RequestSettings:
 
     def __init__(self, config: PharoConfig) -> None:
         self.headers = dict(config.headers)
-        token = config.token.get_secret_value() if config.token else None
-        if config.token_file is not None:
-            token = config.token_file.read_text(encoding="utf-8").strip()
-        if token:
-            self.headers["Authorization"] = f"Bearer {token}"
+        if config.bearer_token:
+            self.headers["Authorization"] = f"Bearer {config.bearer_token}"
         self.auth = (
             aiohttp.BasicAuth(config.username, config.password.get_secret_value())
             if config.username is not None and config.password is not None
