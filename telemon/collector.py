@@ -279,9 +279,10 @@ class Collector:
             await asyncio.sleep(next_at - now)
 
     def _succeeded(self, state: TargetState, now_ns: int, partial_before: int) -> None:
-        if state.up is False:
+        up = state.target.partial_errors == partial_before  # nothing failed in part
+        if state.up is False and up:
             _log.info("input %s target %s recovered", state.input, state.target.target)
-        state.up = state.target.partial_errors == partial_before
+        state.up = up
         state.collections += 1
         state.consecutive_failures = 0
         state.last_success_ns = now_ns

@@ -201,6 +201,17 @@ class Config(Model):
         return self
 
     @model_validator(mode="after")
+    def _check_docker_stats_timeouts(self) -> Config:
+        # The docker table checks its own timeout; the agent's it cannot see.
+        for index, docker in enumerate(self.inputs.docker):
+            if docker.timeout is None and docker.stats_timeout >= self.agent.timeout:
+                raise ValueError(
+                    f"inputs.docker.{index}.stats_timeout must be shorter than agent.timeout"
+                    " (or set the table's own timeout)"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _check_output_timestamps(self) -> Config:
         # Spooled lines are written late: without timestamps they would be dated on arrival.
         if self.outputs.configured and self.agent.omit_timestamp:

@@ -378,6 +378,26 @@ async def test_failures_and_recovery_are_logged_once(caplog: pytest.LogCaptureFi
     ]
 
 
+async def test_a_lasting_partial_failure_is_not_logged_as_recovery(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A field that fails at every collection keeps the target down, with no 'recovered' lines."""
+    caplog.set_level(logging.INFO, logger=COLLECTOR_LOGGER)
+
+    class HalfBroken(FakeTarget):
+        async def collect(self, now_ns: int) -> list[Metric]:
+            self.note_partial_error("field x raised")
+            return await super().collect(now_ns)
+
+    target = HalfBroken("app")
+    collector, [state] = make(target, input_name="fields")
+    for _ in range(3):
+        await collector.collect(state)
+        assert state.up is False and state.last_error == "field x raised"
+        assert state.body  # what it got is served
+    assert not [r for r in caplog.records if "recovered" in r.getMessage()]
+
+
 async def test_unexpected_exception_marks_down_and_polling_continues(running) -> None:
     """A bug in a target (ZeroDivisionError) marks it down without ending its poll loop."""
     target = FakeTarget("buggy")

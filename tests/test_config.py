@@ -8,6 +8,7 @@ hold `{tmp}`, replaced by a directory holding the files of `secrets_dir`.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import re
 import subprocess
@@ -1020,3 +1021,32 @@ def test_docker_published_port_out_of_range_is_a_label_error(public: int) -> Non
         pharo_endpoint(item)
     item["Ports"] = [{"PrivatePort": 8080, "PublicPort": 18080, "IP": "::"}]
     assert pharo_endpoint(item) == ("http://127.0.0.1:18080/metrics", "auto")
+
+
+def test_docker_stats_timeout_is_checked_against_the_agents_timeout() -> None:
+    """The default stats_timeout (3 s) must also fit a shorter [agent] timeout."""
+    errors = config_errors({"agent": {"timeout": "2s"}, "inputs": {"docker": [{}]}})
+    assert errors == [
+        ("", "inputs.docker.0.stats_timeout must be shorter than agent.timeout"
+         " (or set the table's own timeout)")
+    ]  # fmt: skip
+    fits = {"agent": {"timeout": "2s"}, "inputs": {"docker": [{"stats_timeout": "1s"}]}}
+    assert parse_config(fits).inputs.docker[0].stats_timeout == 1.0
+    own = {"agent": {"timeout": "2s"}, "inputs": {"docker": [{"timeout": "10s"}]}}
+    assert parse_config(own).inputs.docker[0].timeout == 10.0
+
+
+def test_influxdb_v2_output_without_its_package_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without influxdb-client, `check` refuses: else every flush would fail at run time."""
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "influxdb_client" else real(name, *args),
+    )
+    errors = config_errors({"outputs": {"influxdb_v2": [{"bucket": "b"}]}})
+    assert errors == [
+        ("outputs.influxdb_v2.0", 'needs the influxdb-client package: pip install -e ".[influxdb]"')
+    ]

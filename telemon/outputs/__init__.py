@@ -7,6 +7,7 @@ Each URL gets every line, through its own runner and spool (see `base`);
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import ssl
 from collections.abc import Sequence
 from pathlib import Path
@@ -150,6 +151,11 @@ class InfluxDBv2Config(OutputConfig):
 
     @model_validator(mode="after")
     def _check_token(self) -> InfluxDBv2Config:
+        # Imported only when a v2 output runs: refuse here, not at every flush.
+        if importlib.util.find_spec("influxdb_client") is None:
+            raise ValueError(
+                "needs the influxdb-client package: pip install -e \".[influxdb]\""
+            )
         if self.token is not None and self.token_file is not None:
             raise ValueError("set token or token_file, not both")
         self._token = self.token
