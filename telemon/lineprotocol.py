@@ -171,7 +171,7 @@ class LineEncoder:
         self._omit_timestamp = self.options.omit_timestamp
         self._field_kinds: dict[str, dict[str, str]] = {}
         self._shapes: dict[_ShapeKey, _Shape] = {}
-        self._whole_lines: dict[_ShapeKey, tuple[Callable[..., object], str]] = {}
+        self._whole_lines: dict[_ShapeKey, tuple[_Plan, str]] = {}
         self._field_keys: dict[str, str] = {}
 
     def encode(self, metric: Metric) -> str:
@@ -182,11 +182,7 @@ class LineEncoder:
         if whole is not None and metric.time_ns is not None:
             # The common case in one step: a known shape, values its template fits.
             values = (*fields.values(), metric.time_ns // self._divisor)
-            try:
-                whole[0](*values)
-            except _REJECTED:
-                pass
-            else:
+            if whole[0].fits_line(values):
                 self.stats.lines_written += 1
                 return whole[1] % values
         values = tuple(fields.values())
@@ -224,9 +220,7 @@ class LineEncoder:
         if whole is None:
             return None
         values = (*values, time_ns // self._divisor)
-        try:
-            whole[0](*values)
-        except _REJECTED:
+        if not whole[0].fits_line(values):
             return None
         self.stats.lines_written += 1
         return whole[1] % values
@@ -266,7 +260,7 @@ class LineEncoder:
         if plan is not None and plan.types and header and not dropped:
             if not self._omit_timestamp:
                 line = header.replace("%", "%%") + " " + plan.template + " %d\n"
-                _remember(self._whole_lines, key, (plan.check, line))
+                _remember(self._whole_lines, key, (plan, line))
         return shape
 
     def _kinds(self, measurement: str) -> dict[str, str]:
@@ -388,9 +382,7 @@ class _Plan:
     print an exponent, NaN or inf).
     """
 
-    __slots__ = (
-        "check", "floats", "high", "ints", "line_types", "low", "struct", "template", "types",
-    )  # fmt: skip
+    __slots__ = ("floats", "high", "ints", "line_types", "low", "pack_line", "template", "types")
 
     def __init__(
         self,
@@ -408,14 +400,10 @@ class _Plan:
         # speed by packing them as int64; a bool passes and is written as
         # 1i/0i, the same conversion the checked path makes.
         all_int64 = len(ints) == len(types) and int_range == (INT64_MIN, INT64_MAX)
-        self.struct = struct.Struct(f"{len(types)}q") if all_int64 else None
+        # The values and the timestamp in one call (the timestamp is an int64 too).
+        self.pack_line = struct.Struct(f"{len(types) + 1}q").pack if all_int64 else None
         self.ints = _getter(ints)
         self.floats = _getter(floats)
-        # `check(*values, timestamp)` raises one of _REJECTED unless the whole
-        # line template fits; for all-int shapes it is the C-level pack.
-        self.check: Callable[..., object] = (
-            struct.Struct(f"{len(types) + 1}q").pack if all_int64 else self._check_line
-        )
 
     @classmethod
     def build(
@@ -442,22 +430,17 @@ class _Plan:
             types.append(vtype)
         return cls(",".join(parts), tuple(types), int_range)
 
-    def accepts(self, values: tuple[Any, ...]) -> bool:
-        """True when the template writes `values` exactly as the checked path would."""
-        if self.struct is not None:
+    def fits_line(self, values: tuple[Any, ...]) -> bool:
+        """True when the line template writes `values` (the fields, then the timestamp)
+        exactly as the checked path would."""
+        if self.pack_line is not None:
             try:
-                self.struct.pack(*values)
+                self.pack_line(*values)
             except struct.error:
                 return False
             return True
-        return tuple(map(type, values)) == self.types and self._fits(values)
-
-    def _check_line(self, *values: Any) -> None:
-        """`accepts` for the field values followed by the timestamp, raising instead."""
-        if tuple(map(type, values)) != self.line_types or not self._fits(values):
-            raise _Rejected
-
-    def _fits(self, values: tuple[Any, ...]) -> bool:
+        if tuple(map(type, values)) != self.line_types:
+            return False
         if self.ints is not None:
             ints = self.ints(values)
             if min(ints) < self.low or max(ints) > self.high:
@@ -472,14 +455,8 @@ class _Plan:
 
     def format(self, values: tuple[Any, ...]) -> str | None:
         """The field text for `values`, or None when they need checking."""
-        return self.template % values if self.accepts(values) else None
+        return self.template % values if self.fits_line((*values, 0)) else None
 
-
-class _Rejected(Exception):
-    """Values that a line template cannot write (they take the checked path)."""
-
-
-_REJECTED = (struct.error, _Rejected)
 
 _TEMPLATE_SPECS = {("i", int): "%di", ("f", float): "%r", ("f", int): "%d.0"}
 _EXACT_FLOAT_INTS = (-(2**53), 2**53)

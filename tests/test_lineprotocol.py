@@ -377,7 +377,7 @@ def test_template_takes_exactly_the_floats_repr_writes_without_exponent(number: 
     """The fast path's range test agrees with what repr() would write."""
     plan = _Plan("x=%r", (float,))
     writable = math.isfinite(number) and "e" not in repr(number)
-    assert plan.accepts((number,)) is writable
+    assert plan.fits_line((number, 0)) is writable
 
 
 @pytest.mark.parametrize(
@@ -386,4 +386,4 @@ def test_template_takes_exactly_the_floats_repr_writes_without_exponent(number: 
 )
 def test_float_range_edges(number: float) -> None:
     plan = _Plan("x=%r", (float,))
-    assert plan.accepts((number,)) is ("e" not in repr(number))
+    assert plan.fits_line((number, 0)) is ("e" not in repr(number))
