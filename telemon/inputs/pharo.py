@@ -160,14 +160,14 @@ class PharoTarget(Target):
         config: PharoConfig,
         request: _RequestSettings,
         context: InputContext,
-        instance: str | None = None,
+        instance: str,
     ) -> None:
         super().__init__(display_url(url))
         self.url = url
         self.config = config
         self.request = request
         self.context = context
-        self.instance = instance or config.instances.get(url) or _host_port(url)
+        self.instance = instance  # from `_default_instances`
         self.format_used: str | None = None
 
     async def collect(self, now_ns: int) -> list[Metric]:
