@@ -24,9 +24,11 @@ Sanitizing names, keys and tag values (line protocol cannot carry them all):
 Field values: bool, int (``i``; ``u`` above int64 with ``uint_support``,
 else clamped), float (shortest round-trip digits, never an exponent) and str
 (quoted, at most 64 KiB, raw newlines kept). NaN and infinities are dropped.
-Once a field of a measurement has been written with a type, later values are
-converted to that type or dropped, so InfluxDB never sees a type conflict
-(names that are written alike share the type).
+Field types come from `telemon.fieldtypes`: declared by the inputs that know
+them, else fixed by a field's first value. Later values are converted to the
+field's type when that loses nothing, or dropped, so InfluxDB never sees a
+type conflict (names that are written alike share the type). Every value not
+written is counted per source and logged once in `losses`.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from dataclasses import dataclass, fields
 from decimal import Decimal
 from typing import Any, Literal
 
+from telemon.fieldtypes import KIND_NAMES, FieldTypes, Losses
 from telemon.metric import Metric
 
 __all__ = [
@@ -64,6 +67,8 @@ IntegerType = Literal["integer", "float"]
 PRECISION_DIVISORS: dict[str, int] = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
 MAX_STRING_BYTES = 64 * 1024
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# InfluxDB refuses timestamps at the very ends of int64 (1.x: "time outside range").
+MIN_TIME_NS, MAX_TIME_NS = INT64_MIN + 2, INT64_MAX - 1
 UINT64_MAX = 2**64 - 1
 
 _CONTROL_NAMED = {"\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
@@ -169,7 +174,8 @@ class LineEncoder:
         self._divisor = PRECISION_DIVISORS[self.options.precision]
         self._ints_as_floats = self.options.integer_type == "float"
         self._omit_timestamp = self.options.omit_timestamp
-        self._field_kinds: dict[str, dict[str, str]] = {}
+        self.types = FieldTypes()
+        self.losses = Losses()
         self._shapes: dict[_ShapeKey, _Shape] = {}
         self._whole_lines: dict[_ShapeKey, tuple[_Plan, str]] = {}
         self._field_keys: dict[str, str] = {}
@@ -194,6 +200,13 @@ class LineEncoder:
         header, _, dropped_tags = shape
         if dropped_tags:
             self.stats.fields_invalid_key += dropped_tags
+            self._lost(metric.measurement, "(tags)", f"{dropped_tags} tag(s) with an empty or repeated key")
+        time_ns = metric.time_ns
+        if time_ns is not None and not MIN_TIME_NS <= time_ns <= MAX_TIME_NS:
+            self._lost(metric.measurement, "(line)", f"time {time_ns} outside InfluxDB's range")
+            field_text = ""
+        elif not header:
+            self._lost(metric.measurement, "(line)", "the measurement name is empty as written")
         if not header or not field_text:
             self.stats.lines_dropped += 1
             return ""
@@ -265,11 +278,44 @@ class LineEncoder:
 
     def _kinds(self, measurement: str) -> dict[str, str]:
         """Field types by written key, per written measurement name."""
-        name = escape_measurement(measurement)
-        kinds = self._field_kinds.get(name)
-        if kinds is None:
-            kinds = self._field_kinds[name] = {}
-        return kinds
+        return self.types.table(escape_measurement(measurement))
+
+    def declare(self, measurement: str, kinds: Mapping[str, str]) -> list[str]:
+        """Fix the types of known fields (kinds as in `fieldtypes.Kind`), as written
+        with these options; answers the fields declared before with another type."""
+        written = {}
+        for key, kind in kinds.items():
+            if self._ints_as_floats and kind in ("i", "u"):
+                kind = "f"
+            elif kind == "u" and not self.options.uint_support:
+                kind = "i"
+            written[_field_key(key)] = kind
+        return self.types.declare(escape_measurement(measurement), written)
+
+    def admit(self, measurement: str, fields: Mapping[str, Any]) -> str | None:
+        """None when every value can be written as its field's type (then the fields
+        nobody fixed yet take these values' types); else why not, as InfluxDB says it.
+
+        Strict, as a database is: the value's own type must be the field's type.
+        """
+        kinds = self._kinds(measurement)
+        new: dict[str, str] = {}
+        for key, value in fields.items():
+            ekey = _field_key(key)
+            kind, normalized = self._classify(value)
+            if kind == "?" or (kind == "f" and not math.isfinite(normalized)):
+                return f'invalid field "{key}": unsupported value {type(value).__name__}'
+            kind = self._first_kind(kind, normalized)
+            known = kinds.get(ekey) or new.get(ekey)
+            if known is not None and known != kind:
+                return (
+                    f'field type conflict: input field "{key}" on measurement "{measurement}"'
+                    f" is type {KIND_NAMES[kind]}, already exists as type {KIND_NAMES[known]}"
+                )
+            new[ekey] = kind
+        for ekey, kind in new.items():
+            kinds.setdefault(ekey, kind)
+        return None
 
     def _encode_fields(self, measurement: str, values: Mapping[str, Any]) -> str:
         """The checked path: converts each value to its field's type."""
@@ -282,33 +328,47 @@ class LineEncoder:
                 ekey = _remember(keys, key, _field_key(key))
             if not ekey or ekey in written:  # no key left, or the same written key twice
                 self.stats.fields_invalid_key += 1
+                reason = "the key repeats another's as written" if ekey else "empty key"
+                self.losses.note(measurement, key, reason)
                 continue
-            text = self._convert(kinds, ekey, value)
+            text = self._convert(measurement, kinds, ekey, value)
             if text is not None:
                 parts.append(f"{ekey}={text}")
                 written.add(ekey)
         return ",".join(parts)
 
-    def _convert(self, kinds: dict[str, str], key: str, value: Any) -> str | None:
-        """Encode a value, keeping the field's earlier type; None drops it."""
+    def _convert(self, measurement: str, kinds: dict[str, str], key: str, value: Any) -> str | None:
+        """Encode a value, keeping the field's earlier type; None drops it (noted in `losses`)."""
         if value is None:
             return None
         known = kinds.get(key)
         kind, normalized = self._classify(value)
         if kind == "?":
             self.stats.fields_unsupported += 1
+            self._lost(measurement, key, f"unsupported value type {type(value).__name__}")
             return None
         if kind == "f" and not math.isfinite(normalized):
             self.stats.fields_nonfinite += 1
+            self._lost(measurement, key, f"not a finite number ({normalized})")
             return None
         target = known or self._first_kind(kind, normalized)
         text = self._as_kind(target, kind, normalized)
         if text is None:
             self.stats.fields_type_conflict += 1
+            how = "declared" if self.types.is_declared(escape_measurement(measurement), key) else "first written"
+            self._lost(
+                measurement,
+                key,
+                f"field type conflict: a {type(value).__name__} value for a field {how}"
+                f" as {KIND_NAMES[target]}",
+            )
             return None
         if known is None:
             kinds[key] = target
         return text
+
+    def _lost(self, measurement: str, key: str, reason: str) -> None:
+        self.losses.note(measurement, key, reason)
 
     def _classify(self, value: Any) -> tuple[str, Any]:
         if isinstance(value, bool):
