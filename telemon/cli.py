@@ -186,11 +186,7 @@ def _serve(config: Config, reload: Callable[[], Config] | None = None) -> int:
     from telemon.server import create_app
 
     host, port = config.http.listen
-    try:
-        context = config.http.ssl_context()
-    except ValueError as exc:  # the files changed since the config was read
-        _log.error("http: %s", exc)
-        return EXIT_CONFIG
+    context = config.http.ssl_context()  # built once, when the config was checked
     scheme = "https" if context else "http"
 
     def listening(_: str) -> None:  # aiohttp calls it once the socket is bound

@@ -27,9 +27,9 @@ from pydantic import (
 from telemon.envsubst import SubstitutionError, substitute
 from telemon.inputs import InputsConfig
 from telemon.outputs import OutputsConfig
-from telemon.schema import Duration, Model, Tags, read_secret
+from telemon.schema import Duration, Model, Tags, secret_or_file
 from telemon.sink import SinkConfig
-from telemon.tls import describe_tls_error, server_context
+from telemon.tls import server_context
 
 __all__ = [
     "AgentConfig",
@@ -120,6 +120,7 @@ class HttpConfig(Model):
 
     _password: SecretStr | None = PrivateAttr(default=None)
     _token: SecretStr | None = PrivateAttr(default=None)
+    _ssl_context: ssl.SSLContext | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _check_auth(self) -> HttpConfig:
@@ -131,37 +132,25 @@ class HttpConfig(Model):
                 raise ValueError(f"{name} must not be empty (leave it out to disable auth)")
         if self.username is not None and ":" in self.username:
             raise ValueError("username must not contain ':' (it separates user and password)")
-        if self.password and self.password_file:
-            raise ValueError("set password or password_file, not both")
-        if self.token and self.token_file:
-            raise ValueError("set token or token_file, not both")
-        password = self.password or (
-            read_secret(self.password_file, "password_file") if self.password_file else None
-        )
+        password = secret_or_file("password", self.password, self.password_file)
+        self._token = secret_or_file("token", self.token, self.token_file)
         if (self.username is None) != (password is None):
             raise ValueError("basic auth needs both username and password (or password_file)")
         self._password = password
-        self._token = self.token or (
-            read_secret(self.token_file, "token_file") if self.token_file else None
-        )
+        return self
+
+    @model_validator(mode="after")
+    def _load_tls(self) -> HttpConfig:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("TLS needs both tls_cert and tls_key")
-        for name in ("tls_cert", "tls_key"):
-            path = getattr(self, name)
-            if path is not None and not os.access(path, os.R_OK):
-                raise ValueError(f"{name}: cannot read {path}")
-        self.ssl_context()  # so that `telemon check` refuses what `serve` would
+        if self.tls_cert is not None and self.tls_key is not None:
+            # Built now, once: `telemon check` refuses what `serve` would, and `serve` uses it.
+            self._ssl_context = server_context(self.tls_cert, self.tls_key)
         return self
 
     def ssl_context(self) -> ssl.SSLContext | None:
-        """The server's TLS context when `tls_cert`/`tls_key` are set."""
-        if self.tls_cert is None or self.tls_key is None:
-            return None
-        try:
-            return server_context(self.tls_cert, self.tls_key)
-        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-            reason = describe_tls_error(exc)
-            raise ValueError(f"tls_cert, tls_key: cannot use them: {reason}") from None
+        """The server's TLS context when `tls_cert`/`tls_key` are set (built by the check)."""
+        return self._ssl_context
 
     @property
     def basic_password(self) -> str | None:

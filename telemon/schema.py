@@ -1,10 +1,12 @@
-"""Annotated types shared by every config model (durations, tags, names)."""
+"""Types and checks shared by every config model (durations, tags, names, URLs, secrets)."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import SplitResult, urlsplit
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, SecretStr
 
@@ -15,10 +17,15 @@ __all__ = [
     "Model",
     "TagKey",
     "Tags",
+    "WebURL",
     "check_readable_file",
+    "check_url_port",
+    "check_web_url",
     "display_url",
     "parse_duration",
     "read_secret",
+    "secret_or_file",
+    "url_has_credentials",
 ]
 
 
@@ -39,6 +46,19 @@ def read_secret(path: Path, key: str) -> SecretStr:
     if not text:
         raise ValueError(f"{key}: {path} is empty")
     return SecretStr(text)
+
+
+def secret_or_file(key: str, value: SecretStr | None, path: Path | None) -> SecretStr | None:
+    """`key` or `key_file`, not both: the value, else the file's content (read now, once).
+
+    Config models call it in their validator and keep the result, so that
+    `telemon check` refuses an unreadable file and the runtime never reads it again.
+    """
+    if value is not None and path is not None:
+        raise ValueError(f"set {key} or {key}_file, not both")
+    if path is None:
+        return value
+    return read_secret(path, f"{key}_file")
 
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
@@ -104,8 +124,53 @@ def check_readable_file(name: str, path: Path) -> None:
         is_file = path.is_file()
     except OSError as exc:  # EACCES on a parent directory, ENAMETOOLONG, ...
         raise ValueError(f"{name}: cannot read {path}: {exc.strerror}") from None
-    if not is_file:
+    if not is_file or not os.access(path, os.R_OK):
         raise ValueError(f"{name}: cannot read {path}")
+
+
+def _split(url: str) -> SplitResult | None:
+    try:
+        return urlsplit(url)
+    except ValueError:  # "http://[::1": an unclosed IPv6 address
+        return None
+
+
+def check_url_port(url: str) -> str:
+    """`url` unchanged, or ValueError when its port is given but not 1..65535.
+
+    Caught here, a bad port is a config error naming the key; else the first
+    request fails at start-up.
+    """
+    parts = _split(url)
+    try:
+        port = parts.port if parts is not None else None
+    except ValueError:  # out of range, or not a number
+        port = 0
+    if port == 0:
+        raise ValueError(f"{display_url(url)!r}: the port is not a number from 1 to 65535")
+    return url
+
+
+def check_web_url(url: str) -> str:
+    """`url` unchanged if it is http:// or https:// with a host (and a valid port if given)."""
+    parts = _split(url)
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{display_url(url)!r} is not an http:// or https:// URL")
+    return check_url_port(url)
+
+
+WebURL = Annotated[str, AfterValidator(check_web_url)]
+"""An http:// or https:// URL with a host; user:password in it is kept (and never shown)."""
+
+
+def url_has_credentials(url: str) -> bool:
+    """Whether the URL carries user or password, as aiohttp (yarl) reads it.
+
+    "http://@host/" carries none. aiohttp refuses a request with these and
+    another source of the Authorization header, so config models check it.
+    """
+    parts = _split(url)
+    return parts is not None and (bool(parts.username) or parts.password is not None)
 
 
 def display_url(url: str) -> str:

@@ -1,11 +1,27 @@
-"""TLS contexts: the server's, and the client settings every HTTPS input and output shares."""
+"""TLS contexts: the server's, and the client settings every HTTPS input and output shares.
+
+Config models build their context once, when the file is checked (so that
+`telemon check` refuses a file that `serve` could not use, and the runtime
+never reads the files again); every failure is a one-line reason naming the key.
+"""
 
 from __future__ import annotations
 
 import ssl
 from pathlib import Path
+from typing import Self
 
-__all__ = ["client_context", "describe_tls_error", "server_context"]
+from pydantic import PrivateAttr, model_validator
+
+from telemon.schema import Model, check_readable_file
+
+__all__ = [
+    "ClientCertTLS",
+    "ClientTLS",
+    "client_context",
+    "describe_tls_error",
+    "server_context",
+]
 
 
 def client_context(
@@ -17,15 +33,18 @@ def client_context(
 ) -> ssl.SSLContext | None:
     """A context trusting `ca`, presenting `cert`/`key`, or trusting anything when `insecure`.
 
-    None when nothing is set: the system's defaults apply. Raises `ssl.SSLError`,
-    `OSError` or `ValueError` for files that cannot be used (config models turn
-    that into an error naming the key, with `describe_tls_error`).
+    None when nothing is set: the system's defaults apply. A file that cannot
+    be used is a one-line ValueError naming its key (`tls_ca`, `tls_cert`, `tls_key`).
     """
     if ca is None and cert is None and not insecure:
         return None
-    context = ssl.create_default_context(cafile=str(ca) if ca is not None else None)
+    _check_readable(tls_ca=ca, tls_cert=cert, tls_key=key)
+    try:
+        context = ssl.create_default_context(cafile=str(ca) if ca is not None else None)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        raise ValueError(f"tls_ca: cannot use {ca}: {describe_tls_error(exc)}") from None
     if cert is not None and key is not None:
-        context.load_cert_chain(cert, key, password=_refuse_encrypted_key)
+        _load_chain(context, cert, key)
     if insecure:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
@@ -34,9 +53,63 @@ def client_context(
 
 def server_context(cert: Path, key: Path) -> ssl.SSLContext:
     """The context serving HTTPS with `cert` and `key` (errors as `client_context`)."""
+    _check_readable(tls_cert=cert, tls_key=key)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key, password=_refuse_encrypted_key)
+    _load_chain(context, cert, key)
     return context
+
+
+def _load_chain(context: ssl.SSLContext, cert: Path, key: Path) -> None:
+    try:
+        context.load_cert_chain(cert, key, password=_refuse_encrypted_key)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        raise ValueError(f"tls_cert, tls_key: cannot use them: {describe_tls_error(exc)}") from None
+
+
+def _check_readable(**paths: Path | None) -> None:
+    for name, path in paths.items():
+        if path is not None:
+            check_readable_file(name, path)
+
+
+class ClientTLS(Model):
+    """`tls_ca` and `insecure_skip_verify`: how an HTTPS client trusts servers.
+
+    The context is built when the table is validated and kept: `tls_context()`
+    hands out that one object, however many connections use it.
+    """
+
+    tls_ca: Path | None = None
+    insecure_skip_verify: bool = False
+
+    _tls_context: ssl.SSLContext | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _load_tls(self) -> Self:
+        cert, key = self._client_certificate()
+        self._tls_context = client_context(
+            self.tls_ca, cert, key, insecure=self.insecure_skip_verify
+        )
+        return self
+
+    def _client_certificate(self) -> tuple[Path | None, Path | None]:
+        return None, None
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The client TLS context; None when nothing is set (the system's defaults apply)."""
+        return self._tls_context
+
+
+class ClientCertTLS(ClientTLS):
+    """`ClientTLS` plus a client certificate, `tls_cert` and `tls_key`."""
+
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    def _client_certificate(self) -> tuple[Path | None, Path | None]:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("a client certificate needs both tls_cert and tls_key")
+        return self.tls_cert, self.tls_key
 
 
 def describe_tls_error(exc: Exception) -> str:

@@ -13,9 +13,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import ipaddress
-import ssl
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Annotated, Any, Literal, TypeGuard, get_args
 
 from pydantic import AfterValidator, Field, model_validator
@@ -25,8 +23,8 @@ from telemon.inputs.base import Discovered, InputConfig, InputContext, InputErro
 from telemon.inputs.docker_api import EngineClient, NotFound, check_endpoint
 from telemon.inputs.pharo import PharoConfig, PharoFormat
 from telemon.metric import FieldValue, Metric
-from telemon.schema import Duration, check_readable_file, display_url
-from telemon.tls import client_context, describe_tls_error
+from telemon.schema import Duration, check_url_port, display_url
+from telemon.tls import ClientCertTLS
 
 __all__ = ["DockerConfig", "DockerTarget", "PharoLabelError", "pharo_endpoint"]
 
@@ -35,10 +33,12 @@ Device = Literal["cpu", "blkio", "network"]
 PHARO_LABEL = "telemon.pharo."
 
 
-class DockerConfig(InputConfig):
+class DockerConfig(InputConfig, ClientCertTLS):
     """Which engine, which containers, which labels become tags."""
 
-    endpoint: Annotated[str, AfterValidator(check_endpoint)] = "unix:///var/run/docker.sock"
+    endpoint: Annotated[str, AfterValidator(check_endpoint), AfterValidator(check_url_port)] = (
+        "unix:///var/run/docker.sock"
+    )
     container_name_include: list[str] = Field(default_factory=list)
     container_name_exclude: list[str] = Field(default_factory=list)
     container_state_include: list[ContainerState] = Field(default_factory=list)
@@ -51,28 +51,14 @@ class DockerConfig(InputConfig):
     max_concurrency: int = Field(default=64, ge=1, le=1024)
     max_body_size: int = Field(default=16 * 1024 * 1024, gt=0)
     discover_pharo: bool = False
-    tls_ca: Path | None = None
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    insecure_skip_verify: bool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> DockerConfig:
         # One slow container must be skipped before the whole poll times out.
         if self.timeout is not None and self.stats_timeout >= self.timeout:
             raise ValueError("stats_timeout must be shorter than timeout")
-        if (self.tls_cert is None) != (self.tls_key is None):
-            raise ValueError("a client certificate needs both tls_cert and tls_key")
-        for name in ("tls_ca", "tls_cert", "tls_key"):
-            path = getattr(self, name)
-            if path is not None:
-                check_readable_file(name, path)
         if self.uses_tls and self.endpoint.startswith("unix:"):
             raise ValueError("TLS settings need a tcp:// or https:// endpoint")
-        try:
-            self.tls_context()
-        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-            raise ValueError(f"cannot use the TLS files: {describe_tls_error(exc)}") from None
         return self
 
     @property
@@ -80,17 +66,6 @@ class DockerConfig(InputConfig):
         """Whether any TLS setting is given (the endpoint is then spoken to over TLS)."""
         files = (self.tls_ca, self.tls_cert, self.tls_key)
         return self.insecure_skip_verify or any(path is not None for path in files)
-
-    def tls_context(self) -> ssl.SSLContext | None:
-        """The client TLS context for a TLS-protected engine, or None."""
-        if not self.uses_tls and not self.endpoint.startswith("https:"):
-            return None
-        return (
-            client_context(
-                self.tls_ca, self.tls_cert, self.tls_key, insecure=self.insecure_skip_verify
-            )
-            or ssl.create_default_context()
-        )
 
     def build(self, context: InputContext) -> list[Target]:
         """One target: the engine."""

@@ -14,11 +14,11 @@ import ssl
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 from urllib.parse import urlsplit
 
 import aiohttp
-from pydantic import AfterValidator, Field, PrivateAttr, SecretStr, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, model_validator
 
 from telemon.inputs.base import InputConfig, InputContext, InputError, Target, read_bounded
 from telemon.inputs.pharo_formats import (
@@ -29,8 +29,14 @@ from telemon.inputs.pharo_formats import (
     with_telemon_fields,
 )
 from telemon.metric import FieldValue, Metric
-from telemon.schema import MeasurementName, check_readable_file, display_url, read_secret
-from telemon.tls import client_context, describe_tls_error
+from telemon.schema import (
+    MeasurementName,
+    WebURL,
+    display_url,
+    secret_or_file,
+    url_has_credentials,
+)
+from telemon.tls import ClientTLS
 
 __all__ = ["PharoConfig", "PharoTarget", "samples_to_metrics"]
 
@@ -42,30 +48,10 @@ PharoFormat = Literal["auto", "influx", "json", "labels", "parameters", "report"
 _CLOCK_SKEW_MS = 60_000
 
 
-def _check_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{display_url(url)!r} is not an http:// or https:// URL")
-    # Caught here, a bad port is a config error; else the first request fails at start-up.
-    try:
-        port = parts.port
-    except ValueError:  # out of range, or not a number
-        port = 0
-    if port == 0:
-        raise ValueError(f"{display_url(url)!r}: the port is not a number from 1 to 65535")
-    return url
-
-
-def _has_credentials(url: str) -> bool:
-    # As aiohttp (yarl) reads the URL: "http://@host/" carries none.
-    parts = urlsplit(url)
-    return bool(parts.username) or parts.password is not None
-
-
-class PharoConfig(InputConfig):
+class PharoConfig(InputConfig, ClientTLS):
     """Which images to poll and how to reach them."""
 
-    urls: list[Annotated[str, AfterValidator(_check_url)]] = Field(min_length=1)
+    urls: list[WebURL] = Field(min_length=1)
     format: PharoFormat = "auto"
     measurement: MeasurementName = "pharo"
     instances: dict[str, str] = Field(default_factory=dict)
@@ -74,8 +60,6 @@ class PharoConfig(InputConfig):
     password: SecretStr | None = None
     token: SecretStr | None = None
     token_file: Path | None = None
-    tls_ca: Path | None = None
-    insecure_skip_verify: bool = False
     max_body_size: int = Field(default=1024 * 1024, gt=0)
 
     _token: SecretStr | None = PrivateAttr(default=None)
@@ -87,21 +71,9 @@ class PharoConfig(InputConfig):
             raise ValueError(f"instances: {unknown[0]!r} is not one of urls")
         if (self.username is None) != (self.password is None):
             raise ValueError("basic auth needs both username and password")
-        if self.token is not None and self.token_file is not None:
-            raise ValueError("set token or token_file, not both")
-        self._one_authorization()
-        for name in ("token_file", "tls_ca"):
-            path = getattr(self, name)
-            if path is not None:
-                check_readable_file(name, path)
         # Read now, so `telemon check` refuses an empty or unreadable file.
-        self._token = read_secret(self.token_file, "token_file") if self.token_file else self.token
-        if self.tls_ca is not None:  # loaded now so `telemon check` finds a bad file
-            try:
-                client_context(self.tls_ca, insecure=self.insecure_skip_verify)
-            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-                reason = describe_tls_error(exc)
-                raise ValueError(f"tls_ca: cannot use {self.tls_ca}: {reason}") from None
+        self._token = secret_or_file("token", self.token, self.token_file)
+        self._one_authorization()
         return self
 
     def _one_authorization(self) -> None:
@@ -115,7 +87,7 @@ class PharoConfig(InputConfig):
         if self.token_file is not None:
             sources.append("token_file")
         sources += [f"headers.{key}" for key in self.headers if key.lower() == "authorization"]
-        with_credentials = [i for i, url in enumerate(self.urls) if _has_credentials(url)]
+        with_credentials = [i for i, url in enumerate(self.urls) if url_has_credentials(url)]
         if with_credentials:
             sources.append(f"user:password in urls.{with_credentials[0]}")
         if len(sources) > 1:
@@ -147,7 +119,7 @@ class _RequestSettings:
             if config.username is not None and config.password is not None
             else None
         )
-        context = client_context(config.tls_ca, insecure=config.insecure_skip_verify)
+        context = config.tls_context()  # built once, when the config was checked
         self.ssl: ssl.SSLContext | bool = context if context is not None else True
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import ssl
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -28,8 +27,16 @@ from telemon.outputs.base import OutputRunner, RunOptions
 from telemon.outputs.influxdb import InfluxDBSender
 from telemon.outputs.influxdb_v2 import InfluxDBv2Sender
 from telemon.outputs.spool import Spool
-from telemon.schema import Duration, Model, display_url, read_secret
-from telemon.tls import client_context, describe_tls_error
+from telemon.schema import (
+    Duration,
+    Model,
+    WebURL,
+    check_web_url,
+    display_url,
+    secret_or_file,
+    url_has_credentials,
+)
+from telemon.tls import ClientTLS
 
 if TYPE_CHECKING:
     from telemon.collector import Collector
@@ -46,24 +53,18 @@ __all__ = [
 MIB = 1024 * 1024
 
 
-def _check_url(url: str) -> str:
-    if not url.startswith(("http://", "https://")) or len(url) <= len("http://"):
-        raise ValueError(f"{display_url(url)!r} must be an http:// or https:// URL")
-    return url
-
-
 def _check_url_credentials(key: str, urls: Sequence[str], other: str) -> None:
     # aiohttp refuses a request with both (ValueError at every write), so say it at start-up.
     for url in urls:
-        if display_url(url) != url:
+        if url_has_credentials(url):
             masked = display_url(url).replace("://", "://***@", 1)
             raise ValueError(
                 f"{key}: {masked!r} has credentials and so has {other}; use one or the other"
             )
 
 
-class OutputConfig(Model):
-    """Keys every `[[outputs.NAME]]` table accepts: batching, retries, the spool."""
+class OutputConfig(ClientTLS):
+    """Keys every `[[outputs.NAME]]` table accepts: batching, retries, the spool, TLS."""
 
     flush_interval: Duration | None = None
     metric_batch_size: PositiveInt = 1000
@@ -72,21 +73,6 @@ class OutputConfig(Model):
     max_retry_interval: Duration = 60.0
     spool_dir: Path | None = None
     spool_max_bytes: PositiveInt = 100 * MIB
-    tls_ca: Path | None = None
-    insecure_skip_verify: bool = False
-
-    @model_validator(mode="after")
-    def _check_tls(self) -> OutputConfig:
-        try:
-            self.tls_context()
-        except OSError as exc:  # ssl.SSLError is an OSError
-            reason = describe_tls_error(exc)
-            raise ValueError(f"tls_ca: cannot use {self.tls_ca}: {reason}") from None
-        return self
-
-    def tls_context(self) -> ssl.SSLContext | None:
-        """The client TLS settings for https:// URLs; None means the system's defaults."""
-        return client_context(self.tls_ca, insecure=self.insecure_skip_verify)
 
 
 class InfluxDBConfig(OutputConfig):
@@ -109,7 +95,8 @@ class InfluxDBConfig(OutputConfig):
             raise ValueError("list at least one URL")
         if len(set(urls)) != len(urls):
             raise ValueError("urls must be distinct")
-        return [_check_url(url) for url in urls]
+        # Not list[WebURL]: an error names `urls`, the key written, not an index in it.
+        return [check_web_url(url) for url in urls]
 
     @field_validator("database")
     @classmethod
@@ -120,11 +107,7 @@ class InfluxDBConfig(OutputConfig):
 
     @model_validator(mode="after")
     def _check_auth(self) -> InfluxDBConfig:
-        if self.password is not None and self.password_file is not None:
-            raise ValueError("set password or password_file, not both")
-        password = self.password
-        if self.password_file is not None:
-            password = read_secret(self.password_file, "password_file")
+        password = secret_or_file("password", self.password, self.password_file)
         if (self.username is None) != (password is None):
             raise ValueError("basic auth needs both username and password (or password_file)")
         if self.username is not None:
@@ -141,7 +124,7 @@ class InfluxDBConfig(OutputConfig):
 class InfluxDBv2Config(OutputConfig):
     """`[[outputs.influxdb_v2]]`: InfluxDB 2.x (or anything serving `/api/v2/write`)."""
 
-    url: str = "http://127.0.0.1:8086"
+    url: WebURL = "http://127.0.0.1:8086"
     org: str = ""
     bucket: str
     token: SecretStr | None = None
@@ -156,11 +139,7 @@ class InfluxDBv2Config(OutputConfig):
             raise ValueError(
                 "needs the influxdb-client package: pip install -e \".[influxdb]\""
             )
-        if self.token is not None and self.token_file is not None:
-            raise ValueError("set token or token_file, not both")
-        self._token = self.token
-        if self.token_file is not None:
-            self._token = read_secret(self.token_file, "token_file")
+        self._token = secret_or_file("token", self.token, self.token_file)
         if self._token is not None:
             _check_url_credentials("url", [self.url], "token")
         return self
@@ -169,11 +148,6 @@ class InfluxDBv2Config(OutputConfig):
     def auth_token(self) -> str | None:
         """The token, from `token` or read from `token_file` at start-up."""
         return self._token.get_secret_value() if self._token else None
-
-    @field_validator("url")
-    @classmethod
-    def _check_v2_url(cls, url: str) -> str:
-        return _check_url(url)
 
     @field_validator("bucket")
     @classmethod
