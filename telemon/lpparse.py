@@ -19,7 +19,9 @@ Strict mode is the line protocol InfluxDB and Telegraf accept:
   NaN and infinities cannot be written; ``1e999`` is out of range, and so
   is an integer of any length beyond its type's range.
 * The timestamp is an integer in `precision` units, returned in nanoseconds;
-  both must fit int64.
+  in nanoseconds it must lie within InfluxDB's range, `MIN_TIME_NS` to
+  `MAX_TIME_NS` (int64 but its two lowest values and its highest): InfluxDB
+  refuses the rest with ``time outside range``, and so does strict mode.
 * A repeated tag or field key keeps the last value.
 
 Tolerant mode reads what the original Telemon Pharo package served (no type
@@ -37,7 +39,12 @@ suffixes, no escaping, no timestamp) and anything strict mode reads:
   ``NaN``, ``(1/3)``) is left out and reported; an empty tag value drops the tag.
 * A bare CR also ends a line (Smalltalk's ``cr``).
 * A line that still cannot be read is skipped whole and reported; the good
-  lines are returned (see `parse_lines_tolerant`).
+  lines are returned (see `parse_lines_tolerant`). A timestamp outside
+  InfluxDB's range makes a line unreadable.
+
+`parse_lines_partial` reads strictly but, as InfluxDB does with a written
+body, skips each bad line (reporting it) and goes on with the next physical
+line: the good lines of a body are kept.
 """
 
 from __future__ import annotations
@@ -48,14 +55,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NoReturn
 
+from telemon.lineprotocol import MAX_TIME_NS, MIN_TIME_NS
 from telemon.metric import FieldValue
 
 __all__ = [
+    "MAX_TIME_NS",
+    "MIN_TIME_NS",
     "PRECISION_MULTIPLIERS",
+    "TIME_OUTSIDE_RANGE",
     "LineProtocolError",
     "ParsedLine",
     "int64_or_float",
     "parse_lines",
+    "parse_lines_partial",
     "parse_lines_tolerant",
 ]
 
@@ -72,6 +84,8 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 UINT64_MAX = 2**64 - 1
 MAX_INT_DIGITS = len(str(UINT64_MAX))
 """Significant digits of the widest integer type; more are out of range for every type."""
+TIME_OUTSIDE_RANGE = f"time outside range {MIN_TIME_NS} - {MAX_TIME_NS}"
+"""InfluxDB 1.x's reason for a timestamp it will not store (its own words)."""
 
 _WS = re.compile(r"[ \t]*")
 _SEPARATOR = re.compile(r"[ \t]+")
@@ -167,6 +181,17 @@ def parse_lines_tolerant(
     return _Reader(text, _multiplier(precision), tolerant=True).read_all()
 
 
+def parse_lines_partial(
+    text: str, *, precision: str = "ns"
+) -> tuple[list[ParsedLine], list[LineProtocolError]]:
+    """The lines strict mode reads, and one error per line it cannot read.
+
+    A bad line is skipped up to the end of the physical line where reading
+    stopped; reading goes on after it. Never raises `LineProtocolError`.
+    """
+    return _Reader(text, _multiplier(precision), tolerant=False, partial=True).read_all()
+
+
 def int64_or_float(raw: str) -> int | float:
     """An integer of unknown type (optional sign, digits): an int within int64, else a float.
 
@@ -243,10 +268,13 @@ def _unescape(raw: str, specials: str) -> str:
 class _Reader:
     """Reads records one after another, keeping track of physical lines."""
 
-    def __init__(self, text: str, multiplier: int, *, tolerant: bool) -> None:
+    def __init__(
+        self, text: str, multiplier: int, *, tolerant: bool, partial: bool = False
+    ) -> None:
         self.text = text
         self.multiplier = multiplier
         self.tolerant = tolerant
+        self.partial = partial  # strict, but a bad line is reported and skipped
         # Strict mode ends lines only at LF, as Telegraf does; a bare CR is an error there.
         self.breaks = _LINE_BREAK if tolerant else _LF
         self.line_number = 1  # of the physical line that starts at `line_start`
@@ -271,9 +299,15 @@ class _Reader:
         try:
             parsed, end = self._record(pos)
         except _Fail as fail:
-            if not self.tolerant:
-                raise self._error(fail.pos, fail.reason) from None
-            return self._fallback(pos, fail, errors)
+            if self.tolerant:
+                return self._fallback(pos, fail, errors)
+            error = self._error(fail.pos, fail.reason)
+            if not self.partial:
+                raise error from None
+            errors.append(error)
+            # Resume after the line where reading stopped: a string that began
+            # on an earlier line and was read whole does not end the bad line.
+            return None, self._after_break(_line_end(self.text, fail.pos, self.breaks))
         errors.extend(self._dropped(*drop) for drop in self.drops)
         return parsed, end
 
@@ -456,8 +490,8 @@ def _scale_timestamp(raw: str, multiplier: int) -> int | str:
     if not _TIMESTAMP.fullmatch(raw):
         return f"invalid timestamp {raw[:40]!r}"
     value = _bounded_int(raw)
-    if value is None or not INT64_MIN <= value * multiplier <= INT64_MAX:
-        return "timestamp out of range"
+    if value is None or not MIN_TIME_NS <= value * multiplier <= MAX_TIME_NS:
+        return TIME_OUTSIDE_RANGE
     return value * multiplier
 
 

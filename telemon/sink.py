@@ -2,31 +2,58 @@
 
 `POST`/`PUT` on the sink paths store the latest value of every series
 (measurement + tag set; fields merged, the newest timestamp wins) in a
-`SeriesStore`; a lazy `SinkTarget` serves what has not expired on `/metrics`.
+`SeriesStore`; the `Sink` serves what has not expired (`Sink.metrics`, on
+`/metrics`) and its own `telemon_sink` line. The agent builds and owns the
+`Sink`; `setup_sink` routes the HTTP requests to it.
 
-* A body is parsed strictly and kept whole or not at all on a parse error (400
-  naming the line and column). Lines without a timestamp get the arrival time.
+The sink answers as InfluxDB 1.x does, so that clients written for InfluxDB
+(Telegraf's outputs, telemon's own outputs, client libraries) understand it:
+
+* Every line that can be kept is kept. A line is refused when it cannot be
+  parsed (strictly, as InfluxDB reads it; a timestamp outside InfluxDB's
+  range counts as such, ``time outside range``), when its measurement is one
+  of telemon's own (`RESERVED_MEASUREMENTS`: a pushed line must not pose as
+  telemon's self-metrics), or when a value's type differs from its field's
+  (`LineEncoder.admit`: types declared by the inputs, else fixed by the first
+  value; InfluxDB's ``field type conflict``). A line refused for its type
+  never fixes a field's type, so a push can never lock a field against its
+  input.
+* A body with refused lines is a 400 with a JSON body ``{"error": "..."}``
+  and the same text in ``X-Influxdb-Error``: ``partial write: REASON
+  dropped=N`` when lines were refused after parsing (REASON is the first such
+  line's, N counts them), else ``partial write: unable to parse 'LINE':
+  WHY`` (one per unparsed line, LF-separated, ``dropped=0``: InfluxDB does
+  not count those), or, when no line could be parsed, ``unable to parse``
+  alone.
+* Lines without a timestamp get the arrival time.
 * `max_body_size` bounds the body as sent and as inflated (413); gzip is
   inflated incrementally, so a gzip bomb never grows past the bound.
 * Beyond `max_series`, lines of new series are dropped (updates of known series
   are still kept) and the answer is 503 with Retry-After: series expire after
-  `ttl`, so room comes back. Refusing, rather than evicting, keeps one client's
-  cardinality explosion from pushing out everyone else's series.
+  the TTL, so room comes back. Refusing, rather than evicting, keeps one
+  client's cardinality explosion from pushing out everyone else's series.
 * Authentication is the `[http]` one, also as InfluxDB clients send it:
   `Authorization: Token T` (v2) counts as a bearer token, `?u=U&p=P` (v1) as
-  basic credentials, and `?p=T` as the token.
+  basic credentials, and `?p=T` as the token. A request without valid
+  credentials changes nothing, not even the counters.
 * `precision` is n/ns, u/us, ms or s (v1 and v2 names) on every path; `db`,
   `rp`, `org` and `bucket` are accepted and ignored (there is one store).
+
+Every error answer (400, 401, 413, 415, 503) has the JSON body and the
+header. Every kind of refusal is logged at WARNING the first time per
+(reason, measurement, field), client text escaped and cut short.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import json
+import logging
 import time
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated
 
 from aiohttp import hdrs, web
@@ -34,27 +61,29 @@ from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import AfterValidator, PositiveInt, field_validator
 
 from telemon.auth import Credentials
-from telemon.inputs.base import Target
-from telemon.lpparse import LineProtocolError, ParsedLine, parse_lines
+from telemon.lineprotocol import MAX_TIME_NS, MIN_TIME_NS, LineEncoder, escape_measurement
+from telemon.lpparse import TIME_OUTSIDE_RANGE, LineProtocolError, ParsedLine, parse_lines_partial
 from telemon.metric import FieldValue, Metric
 from telemon.schema import Duration, Model
 
 if TYPE_CHECKING:
-    from telemon.collector import Collector
     from telemon.config import Config
 
 __all__ = [
     "DEFAULT_PATHS",
+    "REFUSALS",
+    "RESERVED_MEASUREMENTS",
     "BodyTooLarge",
     "BoundedInflater",
     "SeriesStore",
+    "Sink",
     "SinkConfig",
-    "SinkTarget",
     "WriteResult",
-    "find_store",
     "open_paths",
     "setup_sink",
 ]
+
+_log = logging.getLogger("telemon.sink")
 
 DEFAULT_PATHS = ("/telegraf", "/write", "/api/v2/write")
 MIB = 1024 * 1024
@@ -88,6 +117,20 @@ class SinkConfig(Model):
         return paths
 
 
+RESERVED_MEASUREMENTS = frozenset({"telemon", "telemon_input", "telemon_output", "telemon_sink"})
+"""telemon's own measurements (as written): only telemon writes them."""
+
+REFUSALS = ("type_conflict", "reserved", "time", "max_series", "parse", "invalid")
+"""Why a line is refused, as counted in `telemon_sink` (`refused_<why>`)."""
+
+MAX_LISTED = 100
+"""Unparsed lines named in one answer at most (InfluxDB names them all)."""
+MAX_TEXT = 200
+"""Characters of client-supplied text quoted in an answer or a log line."""
+MAX_LOGGED = 1000
+"""Distinct (reason, measurement, field) refusals remembered for logging once."""
+
+
 # --- the store (pure: the clock is injected) ----------------------------------------
 
 SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
@@ -102,19 +145,11 @@ class _Field:
     seen_ns: int
 
 
-@dataclass(slots=True, frozen=True)
-class WriteResult:
-    """What one write kept and what it refused for want of room."""
-
-    lines: int
-    refused_lines: int = 0
-
-
 class SeriesStore:
     """The latest fields of each pushed series, forgotten `ttl` seconds after they arrived.
 
-    `clock` gives wall-clock nanoseconds; it stamps lines without a timestamp
-    and dates arrivals for expiry.
+    `clock` gives wall-clock nanoseconds; callers pass its reading as `now_ns`,
+    which stamps lines without a timestamp and dates arrivals for expiry.
     """
 
     def __init__(
@@ -124,35 +159,44 @@ class SeriesStore:
         self.max_series = max_series
         self.clock = clock
         self._series: dict[SeriesKey, dict[str, _Field]] = {}
-        self.writes = 0
-        self.lines = 0
-        self.refused_lines = 0
+        self._purged_at: int | None = None
 
     def __len__(self) -> int:
         return len(self._series)
 
-    def write(self, lines: Iterable[ParsedLine]) -> WriteResult:
-        """Merge `lines` in; lines of new series beyond `max_series` are refused."""
+    def has_room(self, line: ParsedLine, now_ns: int) -> bool:
+        """True when `line`'s series is known or a new one fits under `max_series`.
+
+        When full, expired series are purged first, at most once per `now_ns`
+        (purging walks every series; a write passes one `now_ns` for all lines).
+        """
+        if len(self._series) < self.max_series or _key(line) in self._series:
+            return True
+        if self._purged_at != now_ns:
+            self._purged_at = now_ns
+            self.purge(now_ns)
+        return len(self._series) < self.max_series
+
+    def put(self, line: ParsedLine, now_ns: int) -> None:
+        """Merge `line` in (call `has_room` first: `put` does not check `max_series`)."""
+        fields = self._series.setdefault(_key(line), {})
+        time_ns = now_ns if line.time_ns is None else line.time_ns
+        for name, value in line.fields.items():
+            old = fields.get(name)
+            # Newest timestamp wins per field; at equal timestamps the later arrival.
+            if old is None or time_ns >= old.time_ns:
+                fields[name] = _Field(value, time_ns, now_ns)
+
+    def write(self, lines: Iterable[ParsedLine]) -> int:
+        """Merge `lines` in at the clock's time; answers how many did not fit."""
         now = self.clock()
-        kept = refused = 0
-        purged = False
+        refused = 0
         for line in lines:
-            key = (line.measurement, tuple(sorted(line.tags.items())))
-            fields = self._series.get(key)
-            if fields is None:
-                if len(self._series) >= self.max_series and not purged:
-                    self.purge(now)  # once per write: purging is a walk over every series
-                    purged = True
-                if len(self._series) >= self.max_series:
-                    refused += 1
-                    continue
-                fields = self._series[key] = {}
-            _merge(fields, line, now)
-            kept += 1
-        self.writes += 1
-        self.lines += kept
-        self.refused_lines += refused
-        return WriteResult(kept, refused)
+            if self.has_room(line, now):
+                self.put(line, now)
+            else:
+                refused += 1
+        return refused
 
     def purge(self, now_ns: int | None = None) -> None:
         """Forget the fields, and series, that arrived `ttl` ago or earlier."""
@@ -173,43 +217,196 @@ class SeriesStore:
             yield Metric(measurement, dict(tags), values, time_ns)
 
 
-def _merge(fields: dict[str, _Field], line: ParsedLine, now_ns: int) -> None:
-    """Newest timestamp wins per field; at equal timestamps the later arrival wins."""
-    time_ns = now_ns if line.time_ns is None else line.time_ns
-    for name, value in line.fields.items():
-        old = fields.get(name)
-        if old is None or time_ns >= old.time_ns:
-            fields[name] = _Field(value, time_ns, now_ns)
+def _key(line: ParsedLine) -> SeriesKey:
+    return line.measurement, tuple(sorted(line.tags.items()))
 
 
-class SinkTarget(Target):
-    """Serves the store at every scrape, plus a `telemon_sink` line of counters."""
+# --- the sink: admission, counters, health ----------------------------------------------
 
-    lazy = True
 
-    def __init__(self, store: SeriesStore) -> None:
-        super().__init__("sink")
-        self.store = store
+@dataclass(slots=True)
+class WriteResult:
+    """What one write kept and refused.
 
-    async def collect(self, now_ns: int) -> list[Metric]:
-        """The non-expired pushed metrics and the sink's own counters."""
-        metrics = list(self.store)
-        store = self.store
-        counters: dict[str, FieldValue] = {
-            "series": len(store),
-            "writes": store.writes,
-            "lines": store.lines,
-            "refused_lines": store.refused_lines,
+    `refused` counts refused lines by reason (`REFUSALS`). `dropped` lines were
+    parsed and then refused (InfluxDB's ``dropped=N``), `first_dropped` is the
+    first one's reason in InfluxDB's words; `unparsed` lines could not be
+    parsed, `unparsed_texts` names up to `MAX_LISTED` of them as InfluxDB does
+    (``unable to parse 'LINE': WHY``).
+    """
+
+    kept: int = 0
+    dropped: int = 0
+    unparsed: int = 0
+    refused: dict[str, int] = field(default_factory=dict)
+    first_dropped: str | None = None
+    unparsed_texts: list[str] = field(default_factory=list)
+
+    @property
+    def refused_lines(self) -> int:
+        """Every refused line, whatever the reason."""
+        return self.dropped + self.unparsed
+
+    @property
+    def first_refusal(self) -> str | None:
+        """The reason InfluxDB names first: a line refused after parsing, else an unparsed one."""
+        if self.first_dropped is not None:
+            return self.first_dropped
+        return self.unparsed_texts[0] if self.unparsed_texts else None
+
+    def _refuse(self, why: str) -> None:
+        self.refused[why] = self.refused.get(why, 0) + 1
+
+
+class Sink:
+    """The running sink: the store, admission by the encoder's field types, counters, health.
+
+    `up` says whether the last write was kept whole: True before any write
+    and after a write whose every line was kept; False after an authorized
+    write refused in part or whole (any 400, 413, 415 or 503 answer), until a
+    write is kept whole again. Refusing is the sink working as it should, but
+    `up=0` tells that some client's lines are being lost. `last_error` is the
+    last refusal's reason and stays after `up` is back (None before any).
+    Requests without valid credentials change nothing.
+    """
+
+    def __init__(
+        self,
+        config: SinkConfig,
+        encoder: LineEncoder,
+        credentials: Credentials,
+        *,
+        ttl: float,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.config = config
+        self.encoder = encoder
+        self.credentials = credentials
+        self.ttl = ttl
+        self.clock = clock
+        self.store = SeriesStore(ttl, config.max_series, clock)
+        self.writes = 0
+        self.lines = 0
+        self.refused: dict[str, int] = dict.fromkeys(REFUSALS, 0)
+        self.refused_bodies = 0
+        self.up = True
+        self.last_error: str | None = None
+        self._logged: set[tuple[str, str, str]] = set()
+
+    @property
+    def refused_lines(self) -> int:
+        """Lines refused since start, whatever the reason."""
+        return sum(self.refused.values())
+
+    @property
+    def retry_after_s(self) -> int:
+        """The Retry-After of a 503: series expire within the TTL, so room comes back."""
+        return max(1, round(self.ttl))
+
+    def write(
+        self, lines: Sequence[ParsedLine], errors: Sequence[LineProtocolError] = ()
+    ) -> WriteResult:
+        """Admit and store `lines`; `errors` are the body's lines that could not be parsed."""
+        now = self.clock()
+        result = WriteResult()
+        for error in errors:
+            self._unparsed(result, error)
+        for line in lines:
+            refusal = self._refusal(line, now)
+            if refusal is None:
+                self.store.put(line, now)
+                result.kept += 1
+                continue
+            why, reason = refusal
+            result.dropped += 1
+            result.refused[why] = result.refused.get(why, 0) + 1
+            if result.first_dropped is None:
+                result.first_dropped = reason
+            self._log_once(why, _printable(line.measurement), reason)
+        self.writes += 1
+        self.lines += result.kept
+        for why, count in result.refused.items():
+            self.refused[why] += count
+        self.up = not result.refused_lines
+        if not self.up:
+            self.last_error = _write_error(self, result)[2]  # the one-line form
+        return result
+
+    def refuse_body(self, reason: str) -> None:
+        """An authorized write was refused whole before its lines were read (413, 415, 400)."""
+        self.writes += 1
+        self.refused_bodies += 1
+        self.up = False
+        self.last_error = reason
+        self._log_once("body", "", reason)
+
+    def metrics(self) -> list[Metric]:
+        """The stored series that have not expired (fresh objects: callers may change them)."""
+        return list(self.store)
+
+    def status_metric(self, now_ns: int) -> Metric:
+        """The `telemon_sink` line: health, series, writes, kept and refused lines (integers)."""
+        self.store.purge(now_ns)
+        fields: dict[str, FieldValue] = {
+            "up": int(self.up),
+            "series": len(self.store),
+            "writes": self.writes,
+            "lines": self.lines,
+            "refused_lines": self.refused_lines,
+            "refused_bodies": self.refused_bodies,
         }
-        return [*metrics, Metric("telemon_sink", {}, counters, now_ns)]
+        fields.update({f"refused_{why}": count for why, count in self.refused.items()})
+        return Metric("telemon_sink", {}, fields, now_ns)
+
+    def _refusal(self, line: ParsedLine, now_ns: int) -> tuple[str, str] | None:
+        """Why `line` cannot be kept (a `REFUSALS` name and InfluxDB-like words), or None."""
+        measurement = line.measurement
+        if escape_measurement(measurement) in RESERVED_MEASUREMENTS:
+            name = _printable(measurement)
+            return "reserved", f'reserved measurement: "{name}" is written by telemon itself'
+        if line.time_ns is not None and not MIN_TIME_NS <= line.time_ns <= MAX_TIME_NS:
+            name = _printable(measurement)
+            return "time", f'{TIME_OUTSIDE_RANGE}: {line.time_ns} on measurement "{name}"'
+        if not self.store.has_room(line, now_ns):
+            return "max_series", f"max_series ({self.store.max_series}) reached"
+        # Last: admitting fixes the types of new fields, which a refused line must not do.
+        reason = self.encoder.admit(measurement, line.fields)
+        if reason is None:
+            return None
+        why = "type_conflict" if reason.startswith("field type conflict") else "invalid"
+        return why, _printable(reason, 3 * MAX_TEXT)
+
+    def _unparsed(self, result: WriteResult, error: LineProtocolError) -> None:
+        why = "time" if error.reason == TIME_OUTSIDE_RANGE else "parse"
+        result.unparsed += 1
+        result.refused[why] = result.refused.get(why, 0) + 1
+        text = (
+            f"unable to parse '{_printable(error.line)}': {_printable(error.reason)}"
+            f" (line {error.line_number}, column {error.column})"
+        )
+        if len(result.unparsed_texts) < MAX_LISTED:
+            result.unparsed_texts.append(text)
+        # Logged once per kind of mistake, not per line: a quoted value varies.
+        self._log_once(why, "", text, key=error.reason.split(" '", 1)[0])
+
+    def _log_once(self, why: str, measurement: str, text: str, key: str | None = None) -> None:
+        """WARNING the first time per (reason, measurement, field); the text names the field."""
+        seen = (why, measurement[:MAX_TEXT], (text if key is None else key)[: 3 * MAX_TEXT])
+        if seen in self._logged:
+            return
+        if len(self._logged) >= MAX_LOGGED:
+            self._logged.clear()  # bounded: at worst a refusal is logged again
+        self._logged.add(seen)
+        _log.warning("sink: refused (%s): %s", why, text)
 
 
-def find_store(collector: Collector) -> SeriesStore:
-    """The store of the collector's sink target (build_collector adds one when enabled)."""
-    for state in collector.states:
-        if isinstance(state.target, SinkTarget):
-            return state.target.store
-    raise ValueError("[sink] is enabled but the collector has no sink target")
+def _printable(text: str, limit: int = MAX_TEXT) -> str:
+    """Client text made safe to quote in an answer or a log: escaped, at most `limit` characters."""
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 # --- bodies: size bound and gzip ----------------------------------------------------
@@ -221,6 +418,10 @@ class BodyTooLarge(Exception):
 
 class BadBody(Exception):
     """The body cannot be read (bad gzip, not UTF-8); the message says why."""
+
+
+class UnsupportedEncoding(Exception):
+    """The body's Content-Encoding is neither identity nor gzip."""
 
 
 class BoundedInflater:
@@ -268,7 +469,7 @@ def _inflater_for(request: web.Request, limit: int) -> BoundedInflater | None:
         return None
     if encoding in ("gzip", "x-gzip"):
         return BoundedInflater(limit)
-    raise web.HTTPUnsupportedMediaType(text=f"415: unsupported Content-Encoding {encoding!r}\n")
+    raise UnsupportedEncoding(f"unsupported Content-Encoding {_printable(encoding, 40)!r}")
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
@@ -305,17 +506,16 @@ def decode_text(body: bytes) -> str:
 # --- HTTP ---------------------------------------------------------------------------
 
 
-@dataclass(slots=True, frozen=True)
-class _Sink:
-    """What the write handler needs."""
+class _Refused(Exception):
+    """A write refused whole before its lines are read: the status and why."""
 
-    config: SinkConfig
-    store: SeriesStore
-    credentials: Credentials
-    retry_after_s: int
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(text)
+        self.status = status
+        self.text = text
 
 
-SINK_KEY = web.AppKey("sink", _Sink)
+SINK_KEY = web.AppKey("sink", Sink)
 
 
 def open_paths(config: Config) -> frozenset[str]:
@@ -323,49 +523,99 @@ def open_paths(config: Config) -> frozenset[str]:
     return frozenset(config.sink.paths) if config.sink.enabled else frozenset()
 
 
-def setup_sink(app: web.Application, config: Config, store: SeriesStore) -> None:
-    """Route POST and PUT of every sink path to the write handler (other methods: 405)."""
-    http = config.http
-    credentials = Credentials(http.username, http.basic_password, http.bearer_token)
-    ttl = config.sink.ttl or 2 * config.agent.interval
-    app[SINK_KEY] = _Sink(config.sink, store, credentials, max(1, round(ttl)))
-    for path in config.sink.paths:
+def setup_sink(app: web.Application, sink: Sink) -> None:
+    """Route POST and PUT of every sink path to `sink` (other methods: 405)."""
+    app[SINK_KEY] = sink
+    for path in sink.config.paths:
         app.router.add_route(hdrs.METH_POST, path, write_handler)
         app.router.add_route(hdrs.METH_PUT, path, write_handler)
 
 
 async def write_handler(request: web.Request) -> web.Response:
-    """Store the line protocol of the body: 204, or 400/401/413/415/503 and why."""
+    """Store what the body holds: 204, or 400/401/413/415/503 and why (InfluxDB's JSON)."""
     sink = request.app[SINK_KEY]
     if not authorized(sink.credentials, request.headers, request.query):
-        raise web.HTTPUnauthorized(
-            headers={hdrs.WWW_AUTHENTICATE: sink.credentials.challenge()},
-            text="401: unauthorized\n",
-        )
-    precision = _precision(request.query.get("precision", ""))
-    lines = await _read_lines(request, sink.config.max_body_size, precision)
-    result = sink.store.write(lines)
-    if result.refused_lines:
-        raise web.HTTPServiceUnavailable(
-            headers={hdrs.RETRY_AFTER: str(sink.retry_after_s)},
-            text=f"503: max_series ({sink.store.max_series}) reached: "
-            f"{result.refused_lines} lines of new series dropped, {result.lines} kept\n",
-        )
-    return web.Response(status=204)
-
-
-async def _read_lines(request: web.Request, limit: int, precision: str) -> list[ParsedLine]:
-    """The parsed body; raises the HTTP error (400, 413) when it cannot be had."""
+        challenge = {"WWW-Authenticate": sink.credentials.challenge()}
+        return error_response(401, "authorization failed", headers=challenge)
     try:
-        text = decode_text(await read_body(request, limit))
-        # Parsing a large body takes a while: keep the loop serving scrapes meanwhile.
-        return await asyncio.to_thread(parse_lines, text, precision=precision)
+        precision = _precision(request.query.get("precision", ""))
+        text = await _read_text(request, sink.config.max_body_size)
+    except _Refused as refused:
+        sink.refuse_body(refused.text)
+        return error_response(refused.status, refused.text)
+    # Parsing a large body takes a while: keep the loop serving scrapes meanwhile.
+    lines, errors = await asyncio.to_thread(parse_lines_partial, text, precision=precision)
+    result = sink.write(lines, errors)
+    if not result.refused_lines:
+        return web.Response(status=204)
+    status, text, header = _write_error(sink, result)
+    extra = {"Retry-After": str(sink.retry_after_s)} if status == 503 else None
+    return error_response(status, text, header=header, headers=extra)
+
+
+def _write_error(sink: Sink, result: WriteResult) -> tuple[int, str, str]:
+    """The status, the error text and its one-line form for the header, as InfluxDB words them.
+
+    Refused after parsing: ``partial write: FIRST dropped=N``. Only unparsed
+    lines: each ``unable to parse 'LINE': WHY`` on its own line, wrapped in
+    ``partial write: ... dropped=0`` when other lines were kept. Lines of new
+    series past `max_series`: 503, worded without "partial write" so that
+    clients retry (the series expire, room comes back).
+    """
+    full = result.refused.get("max_series", 0)
+    if full:
+        others = ", ".join(
+            f"{count} {why}"
+            for why, count in result.refused.items()
+            if count and why != "max_series"
+        )
+        text = (
+            f"max_series ({sink.store.max_series}) reached: {full} lines of new series dropped,"
+            f" {result.kept} kept" + (f"; also refused: {others}" if others else "")
+        )
+        return 503, text, text
+    if result.dropped:
+        text = f"partial write: {result.first_dropped} dropped={result.dropped}"
+        return 400, text, text
+    listed = result.unparsed_texts
+    more = result.unparsed - len(listed)
+    tail = [f"and {more} more lines that cannot be parsed"] if more else []
+    text = "\n".join([*listed, *tail])
+    header = listed[0] + (f" (and {result.unparsed - 1} more)" if result.unparsed > 1 else "")
+    if result.kept:
+        text, header = f"partial write: {text} dropped=0", f"partial write: {header} dropped=0"
+    return 400, text, header
+
+
+def error_response(
+    status: int, text: str, *, header: str | None = None, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    """InfluxDB's error answer: ``{"error": TEXT}`` and the text in ``X-Influxdb-Error``.
+
+    The header gets `header` (default `text`) on one line, in ASCII.
+    """
+    one_line = " ".join((text if header is None else header).splitlines())
+    return web.Response(
+        status=status,
+        text=json.dumps({"error": text}) + "\n",
+        content_type="application/json",
+        headers={
+            **(headers or {}),
+            "X-Influxdb-Error": one_line.encode("ascii", "backslashreplace").decode("ascii"),
+        },
+    )
+
+
+async def _read_text(request: web.Request, limit: int) -> str:
+    """The body as text; raises `_Refused` (413, 415, 400) when it cannot be had."""
+    try:
+        return decode_text(await read_body(request, limit))
     except BodyTooLarge:
-        raise web.HTTPRequestEntityTooLarge(
-            max_size=limit, actual_size=request.content_length or limit + 1
-        ) from None
-    except (BadBody, LineProtocolError) as exc:
-        raise web.HTTPBadRequest(text=f"400: {exc}\n") from None
+        raise _Refused(413, f"request body too large: max_body_size is {limit} bytes") from None
+    except UnsupportedEncoding as exc:
+        raise _Refused(415, str(exc)) from None
+    except BadBody as exc:
+        raise _Refused(400, str(exc)) from None
 
 
 def _precision(value: str) -> str:
@@ -374,8 +624,9 @@ def _precision(value: str) -> str:
     try:
         return PRECISIONS[value]
     except KeyError:
-        raise web.HTTPBadRequest(
-            text=f"400: unknown precision {value!r} (one of {', '.join(PRECISIONS)})\n"
+        known = ", ".join(PRECISIONS)
+        raise _Refused(
+            400, f"unknown precision {_printable(value, 40)!r} (one of {known})"
         ) from None
 
 

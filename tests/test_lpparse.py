@@ -12,11 +12,13 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from influx import CASES, Case, parse_line
 
-from telemon.lineprotocol import LineEncoder, _sanitize
+from telemon.lineprotocol import MAX_TIME_NS, MIN_TIME_NS, LineEncoder, _sanitize
 from telemon.lpparse import (
+    TIME_OUTSIDE_RANGE,
     LineProtocolError,
     ParsedLine,
     parse_lines,
+    parse_lines_partial,
     parse_lines_tolerant,
 )
 from telemon.metric import Metric
@@ -186,7 +188,9 @@ def test_duplicate_field_keys_keep_the_last_value() -> None:
         ("m v=1 1700000000", "s", 1_700_000_000_000_000_000),
         ("m v=1 0", "s", 0),
         ("m v=1", "s", None),
-        ("m v=1 9223372036854775807", "ns", 2**63 - 1),
+        ("m v=1 9223372036854775806", "ns", 2**63 - 2),
+        ("m v=1 -9223372036854775806", "ns", -(2**63) + 2),
+        ("m v=1 9223372036", "s", 9_223_372_036_000_000_000),
         ("m v=1 " + "0" * 5000 + "17", "s", 17_000_000_000),
     ],
 )
@@ -199,11 +203,16 @@ def test_timestamps(text: str, precision: str, time_ns: int | None) -> None:
     [
         ("m v=1 1.5", "ns", "invalid timestamp '1.5'"),
         ('m v=1 "1"', "ns", "invalid timestamp"),
-        ("m v=1 9223372036854775808", "ns", "timestamp out of range"),
-        ("m v=1 9223372036854776", "ms", "timestamp out of range"),
-        ("m v=1 " + HUGE, "ns", "timestamp out of range"),
-        ("m v=1 -" + HUGE, "s", "timestamp out of range"),
-        ("m v=1 " + "1" + "0" * 20, "ns", "timestamp out of range"),
+        # InfluxDB refuses the two lowest and the highest int64 (in ns, after precision).
+        ("m v=1 9223372036854775807", "ns", TIME_OUTSIDE_RANGE),
+        ("m v=1 -9223372036854775807", "ns", TIME_OUTSIDE_RANGE),
+        ("m v=1 -9223372036854775808", "ns", TIME_OUTSIDE_RANGE),
+        ("m v=1 9223372036854775808", "ns", TIME_OUTSIDE_RANGE),
+        ("m v=1 9223372037", "s", TIME_OUTSIDE_RANGE),
+        ("m v=1 9223372036854776", "ms", TIME_OUTSIDE_RANGE),
+        ("m v=1 " + HUGE, "ns", TIME_OUTSIDE_RANGE),
+        ("m v=1 -" + HUGE, "s", TIME_OUTSIDE_RANGE),
+        ("m v=1 " + "1" + "0" * 20, "ns", TIME_OUTSIDE_RANGE),
         ("m v=1 12 13", "ns", "expected end of line"),
     ],
 )
@@ -288,7 +297,7 @@ def test_error_positions(text: str, line_number: int, column: int, reason: str) 
     [
         (f"m f={HUGE}i", 5, "integer out of range"),
         (f"m f={HUGE}u", 5, "unsigned integer out of range"),
-        (f"m f=1 {HUGE}", 7, "timestamp out of range"),
+        (f"m f=1 {HUGE}", 7, TIME_OUTSIDE_RANGE),
         (f"m,t=a f=1i,g={HUGE}i 1", 14, "integer out of range"),
     ],
 )
@@ -395,7 +404,7 @@ FIELD_VALUES = st.one_of(
                          SAFE_TEXT, max_size=4),
     fields=st.dictionaries(SAFE_TEXT.filter(lambda s: s != "time"), FIELD_VALUES,
                            min_size=1, max_size=6),
-    time_ns=st.none() | st.integers(-(2**63) + 1, 2**63 - 1),
+    time_ns=st.none() | st.integers(MIN_TIME_NS, MAX_TIME_NS),
 )  # fmt: skip
 def test_encoded_metrics_read_back_exactly(
     measurement: str,
@@ -421,7 +430,7 @@ ANY_TEXT = st.text(st.characters(exclude_categories=()), max_size=12)
     measurement=ANY_TEXT,
     tags=st.dictionaries(ANY_TEXT, ANY_TEXT, max_size=4),
     fields=st.dictionaries(ANY_TEXT, FIELD_VALUES | st.floats(), max_size=5),
-    time_ns=st.none() | st.integers(-(2**63) + 1, 2**63 - 1),
+    time_ns=st.none() | st.integers(MIN_TIME_NS, MAX_TIME_NS),
 )
 def test_arbitrary_metrics_read_back_as_sanitized(
     measurement: str,
@@ -637,3 +646,63 @@ def test_any_text_gives_lines_or_a_located_error(text: str) -> None:
         assert line.fields and line.measurement
     for error in errors:
         assert 1 <= error.line_number <= text.count("\n") + text.count("\r") + 1
+
+
+# --- InfluxDB's time range -----------------------------------------------------------------
+
+
+def test_time_range_is_influxdbs() -> None:
+    assert (MIN_TIME_NS, MAX_TIME_NS) == (-(2**63) + 2, 2**63 - 2)
+    assert TIME_OUTSIDE_RANGE == "time outside range -9223372036854775806 - 9223372036854775806"
+
+
+def test_time_outside_range_is_a_located_error_in_strict_mode() -> None:
+    error = error_of("ok v=1\nts,k=max f=1i 9223372036854775807\n")
+    assert (error.line_number, error.column, error.reason) == (2, 15, TIME_OUTSIDE_RANGE)
+
+
+def test_tolerant_mode_skips_a_line_with_a_time_outside_range() -> None:
+    lines, errors = parse_lines_tolerant("pharo uptime=1 9223372036854775807\npharo uptime=2\n")
+    assert [line.fields for line in lines] == [{"uptime": 2}]
+    [error] = errors
+    assert (error.line_number, error.field, error.reason) == (1, None, TIME_OUTSIDE_RANGE)
+
+
+# --- partial reading (strict, each bad line skipped) -------------------------------------
+
+
+def test_partial_reading_keeps_the_good_lines_and_reports_each_bad_one() -> None:
+    text = "good v=1\nbad v=\n# c\nts f=1i 9223372036854775807\nlater v=4 5\nworse\n"
+    lines, errors = parse_lines_partial(text)
+    assert [(line.measurement, line.time_ns) for line in lines] == [("good", None), ("later", 5)]
+    assert [(e.line_number, e.column, e.line) for e in errors] == [
+        (2, 7, "bad v="),
+        (4, 9, "ts f=1i 9223372036854775807"),
+        (6, 6, "worse"),
+    ]
+    assert errors[1].reason == TIME_OUTSIDE_RANGE
+
+
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        ('m s="abc\nnext v=1\n', ["next"]),  # unterminated: the bad line ends at its LF
+        ('m s="a\nb" x\nnext v=1\n', ["next"]),  # a string read whole spans lines
+        ("m v=1\r\nbad\r\nk v=2\r\n", ["m", "k"]),
+        ("m v=1\rn v=2\nk v=3", ["k"]),  # a bare CR does not end a line
+        ("bad v=", []),
+        ("", []),
+    ],
+)
+def test_partial_reading_resumes_after_the_bad_physical_line(text: str, kept: list[str]) -> None:
+    lines, _ = parse_lines_partial(text)
+    assert [line.measurement for line in lines] == kept
+
+
+@given(st.lists(st.sampled_from(["m v=1", "bad v=", "n,t=a x=2i 7", "x", "# c", ""])))
+def test_partial_reading_of_good_lines_is_strict_reading(pieces: list[str]) -> None:
+    text = "\n".join(pieces)
+    lines, errors = parse_lines_partial(text)
+    good = "\n".join(p for p in pieces if p not in ("bad v=", "x"))
+    assert lines == parse_lines(good)
+    assert len(errors) == sum(p in ("bad v=", "x") for p in pieces)
