@@ -87,17 +87,30 @@ def test_disk_spool_with_a_smaller_bound_drops_oldest_at_start(tmp_path: Path) -
 
 def test_files_are_whole_batches_named_by_sequence(tmp_path: Path) -> None:
     spool = Spool(tmp_path, 10_000)
-    spool.append(batch(7, 2))
+    spool.append(Batch(batch(7, 2).data, 2, created_ns=1_700_000_000_123_456_789))
     (path,) = tmp_path.iterdir()
-    assert path.name == "00000000000000000000-2.lp"
+    assert path.name == "00000000000000000000-2-1700000000123456789.lp"
     assert path.read_bytes() == batch(7, 2).data
+
+
+def test_oldest_batch_time_is_kept(make_spool) -> None:  # type: ignore[no-untyped-def]
+    spool = make_spool()
+    assert spool.oldest_ns is None
+    for created in (30, 10, 20):  # the order of the queue, not the smallest time
+        spool.append(Batch(b"m v=1i 1\n", 1, created_ns=created))
+    assert spool.oldest_ns == 30
+    head = spool.peek()
+    assert head is not None and head.created_ns == 30
+    spool.pop()
+    assert spool.oldest_ns == 10
 
 
 def test_unreadable_batch_is_dropped_and_skipped(tmp_path: Path) -> None:
     spool = Spool(tmp_path, 10_000)
     spool.append(batch(0))
     spool.append(batch(1))
-    (tmp_path / "00000000000000000000-1.lp").unlink()
+    [first] = tmp_path.glob("00000000000000000000-*.lp")
+    first.unlink()
     head = spool.peek()
     assert head is not None and head.data == batch(1).data
     assert spool.dropped_lines == 1
@@ -116,7 +129,7 @@ def test_failed_write_leaves_no_partial_file_and_no_entry(tmp_path: Path) -> Non
     spool = Spool(tmp_path, 10_000)
     spool.append(batch(0))
     # A directory where the next batch's file goes: the final rename fails.
-    (tmp_path / "00000000000000000001-1.lp" / "in-the-way").mkdir(parents=True)
+    (tmp_path / "00000000000000000001-1-0.lp" / "in-the-way").mkdir(parents=True)
     with pytest.raises(OSError):
         spool.append(batch(1))
     assert (len(spool), spool.lines, spool.bytes) == (1, 1, len(batch(0).data))

@@ -1,7 +1,10 @@
 """Outputs: push everything collected into InfluxDB (`[[outputs.influxdb]]`, `..._v2]]`).
 
-Each URL gets every line, through its own runner and spool (see `base`);
-`OutputsTarget` serves a `telemon_output` line of counters per URL.
+Each URL gets every line from the agent (a `LineSource`), through its own
+runner and spool (see `base`). A runner is a running part of its own, not an
+input: it is up only while its last write stored its batch, and
+`runner.status_metric(now_ns)` gives its `telemon_output` line (health,
+counters, what waits to be written and how old the oldest of it is).
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import hashlib
 import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import (
     Field,
@@ -21,9 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from telemon.inputs.base import Target
-from telemon.metric import FieldValue, Metric
-from telemon.outputs.base import OutputRunner, RunOptions
+from telemon.outputs.base import LineSource, OutputRunner, RunOptions
 from telemon.outputs.influxdb import InfluxDBSender
 from telemon.outputs.influxdb_v2 import InfluxDBv2Sender
 from telemon.outputs.spool import Spool
@@ -38,16 +39,11 @@ from telemon.schema import (
 )
 from telemon.tls import ClientTLS
 
-if TYPE_CHECKING:
-    from telemon.collector import Collector
-
 __all__ = [
     "InfluxDBConfig",
     "InfluxDBv2Config",
     "OutputsConfig",
-    "OutputsTarget",
     "build_outputs",
-    "find_outputs_target",
 ]
 
 MIB = 1024 * 1024
@@ -169,47 +165,10 @@ class OutputsConfig(Model):
         return bool(self.influxdb or self.influxdb_v2)
 
 
-class OutputsTarget(Target):
-    """Serves a `telemon_output` line of counters per output URL, at every scrape."""
-
-    lazy = True
-
-    def __init__(self) -> None:
-        super().__init__("outputs")
-        self.runners: list[OutputRunner] = []
-
-    async def collect(self, now_ns: int) -> list[Metric]:
-        """One line per runner (none before the outputs are built)."""
-        return [_stats_metric(runner, now_ns) for runner in self.runners]
-
-
-def _stats_metric(runner: OutputRunner, now_ns: int) -> Metric:
-    stats, spool = runner.stats, runner.spool
-    fields: dict[str, FieldValue] = {
-        "written": stats.written,
-        "failed": stats.failed,
-        "retried": stats.retried,
-        "dropped": stats.dropped,
-        "spooled": stats.spooled,
-        "spool_lines": spool.lines,
-        "spool_bytes": spool.bytes,
-    }
-    tags = {"output": runner.name, "url": runner.sender.url}
-    return Metric("telemon_output", tags, fields, now_ns)
-
-
-def find_outputs_target(collector: Collector) -> OutputsTarget | None:
-    """The collector's outputs target (build_collector adds one when outputs are configured)."""
-    for state in collector.states:
-        if isinstance(state.target, OutputsTarget):
-            return state.target
-    return None
-
-
 def build_outputs(
-    outputs: OutputsConfig, collector: Collector, *, interval: float, precision: str
+    outputs: OutputsConfig, source: LineSource, *, interval: float, precision: str
 ) -> list[OutputRunner]:
-    """One runner per output URL (not started); their counters join the outputs target."""
+    """One runner per output URL (not started), each taking its lines from `source`."""
     runners = []
     for v1 in outputs.influxdb:
         for url in v1.urls:
@@ -226,7 +185,7 @@ def build_outputs(
                 create_database=not v1.skip_database_creation,
             )
             key = ("influxdb", url, v1.database, v1.retention_policy)
-            runners.append(_runner(collector, sender, v1, key, interval))
+            runners.append(_runner(source, sender, v1, key, interval))
     for v2 in outputs.influxdb_v2:
         sender2 = InfluxDBv2Sender(
             v2.url,
@@ -240,15 +199,12 @@ def build_outputs(
             gzip=v2.content_encoding == "gzip",
         )
         key = ("influxdb_v2", v2.url, v2.org, v2.bucket)
-        runners.append(_runner(collector, sender2, v2, key, interval))
-    target = find_outputs_target(collector)
-    if target is not None:
-        target.runners = runners
+        runners.append(_runner(source, sender2, v2, key, interval))
     return runners
 
 
 def _runner(
-    collector: Collector,
+    source: LineSource,
     sender: InfluxDBSender | InfluxDBv2Sender,
     config: OutputConfig,
     key: Sequence[str],
@@ -261,7 +217,7 @@ def _runner(
         timeout=config.timeout,
     )
     spool = Spool(_spool_path(config.spool_dir, key), config.spool_max_bytes)
-    return OutputRunner(collector, sender, spool, options)
+    return OutputRunner(source, sender, spool, options)
 
 
 def _spool_path(spool_dir: Path | None, key: Sequence[str]) -> Path | None:

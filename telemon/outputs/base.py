@@ -1,36 +1,47 @@
-"""The output runner: batches what the collector gives, writes it, spools what cannot be written.
+"""The output runner: batches a line source's lines, writes them, spools what cannot be written.
 
-Lines come from two places: every polled collection (through
-`Collector.listeners`, so each is pushed exactly once however the intervals
-line up) and, every `flush_interval`, `Collector.render(snapshot=False)` (lazy
-targets evaluated for this push, and the self-metrics). Batches are written
-oldest first: the spool is drained before newer batches are sent. A batch that
-cannot be written for a retryable reason (5xx, 429, timeout, refused
-connection) goes to the spool with everything after it, and writing resumes
-after a capped exponential backoff with jitter; a batch refused with another
-4xx is dropped (counted, one log line). Any other error in a flush (the spool's
-disk full or gone, a bug) is logged once and backed off like a failed write:
-the flushing task never stops while telemon runs.
+Lines come from a `LineSource` in two ways: every polled collection (through
+`source.listeners`, so each is pushed exactly once however the intervals line
+up) and, every `flush_interval`, `source.push_lines()` (lazy targets evaluated
+for this push, and the self-metrics; a push is not a scrape). Batches are
+written oldest first: the spool is drained before newer batches are sent. A
+batch that cannot be written for a retryable reason (5xx, 429, timeout,
+refused connection) goes to the spool with everything after it, and writing
+resumes after a capped exponential backoff with jitter; a batch refused with
+another 4xx is dropped (counted). A partial write, where the database stored
+the batch but for some lines it names the number of (InfluxDB: `partial write:
+... dropped=N`, plus the lines it could not parse), counts exactly those lines
+as dropped and the rest as written, and logs the database's reason once. Any
+other error in a flush (the spool's disk full or gone, a bug) is logged once
+and backed off like a failed write: the flushing task never stops while
+telemon runs.
+
+Health is what the last write did: `up` is None before the first attempt,
+True while the last write stored its batch (wholly or in part), False after a
+failed or refused one, with `last_error` saying why. Going down logs one
+WARNING with the reason (again only if the reason changes), writing again one
+INFO. `status_metric` is the runner's `telemon_output` line.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import re
+import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
+from telemon.metric import FieldValue, Metric
 from telemon.outputs.spool import Batch, Spool
 
-if TYPE_CHECKING:
-    from telemon.collector import Collector
-
 __all__ = [
+    "LineSource",
     "OutputRunner",
     "OutputStats",
     "RunOptions",
@@ -38,7 +49,9 @@ __all__ = [
     "WriteError",
     "backoff_delay",
     "classify_status",
+    "error_message",
     "make_batches",
+    "refused_lines",
     "split_lines",
 ]
 
@@ -52,6 +65,13 @@ _LINE = re.compile(
     rb'(?:\\.|[^\\ \n])*(?:="(?:[^"\\]|\\.)*"|\\.|[^\\\n])*\n?',
     re.DOTALL,
 )
+# InfluxDB's answer to a batch it stored in part: "partial write: REASON
+# dropped=N" (1.x in {"error": ...}, 2.x in {"message": ...}; 2.7 may add text
+# after N). The lines 1.x could not parse are listed, one "unable to parse
+# 'LINE': WHY" each, and are not in N. The last "dropped=" is InfluxDB's: a
+# quoted line comes before it.
+_DROPPED = re.compile(r"\bdropped=(\d+)(?=\s|$)")
+_UNPARSED = re.compile(r"(?:^|\n|partial write: )unable to parse '")
 
 
 def split_lines(body: bytes) -> list[bytes]:
@@ -68,20 +88,24 @@ def split_lines(body: bytes) -> list[bytes]:
     return lines
 
 
-def make_batches(lines: Iterable[bytes], size: int) -> Iterator[Batch]:
-    """Consecutive batches of at most `size` lines."""
+def make_batches(lines: Iterable[bytes], size: int, created_ns: int = 0) -> Iterator[Batch]:
+    """Consecutive batches of at most `size` lines, collected at `created_ns` (or later)."""
     chunk: list[bytes] = []
     for line in lines:
         chunk.append(line)
         if len(chunk) == size:
-            yield Batch(b"".join(chunk), len(chunk))
+            yield Batch(b"".join(chunk), len(chunk), created_ns=created_ns)
             chunk = []
     if chunk:
-        yield Batch(b"".join(chunk), len(chunk))
+        yield Batch(b"".join(chunk), len(chunk), created_ns=created_ns)
 
 
 class WriteError(Exception):
-    """A write that failed; `retry` says whether the same batch may succeed later."""
+    """A write that failed; `retry` says whether the same batch may succeed later.
+
+    `refused` is set for a partial write: the database stored the batch but
+    for that many lines; None means it stored none of it.
+    """
 
     def __init__(
         self,
@@ -90,18 +114,54 @@ class WriteError(Exception):
         retry: bool,
         retry_after: float | None = None,
         too_large: bool = False,
+        refused: int | None = None,
     ) -> None:
         super().__init__(message)
         self.retry = retry
         self.retry_after = retry_after
         self.too_large = too_large
+        self.refused = refused
+
+
+def error_message(text: str) -> str:
+    """The message of a JSON error answer (`error` for 1.x, `message` for 2.x), else the text."""
+    try:
+        answer = json.loads(text)
+    except ValueError:
+        return text
+    if isinstance(answer, dict):
+        for key in ("error", "message"):
+            if isinstance(answer.get(key), str):
+                return str(answer[key])
+    return text
+
+
+def refused_lines(message: str) -> int | None:
+    """The lines a database refused while it stored the rest (a partial write), else None.
+
+    None also when the answer says "partial write" but not how many (cut
+    short): the batch then counts as refused whole.
+    """
+    if "partial write" not in message:
+        return None
+    dropped = _DROPPED.findall(message)
+    unparsed = len(_UNPARSED.findall(message))
+    if not dropped and not unparsed:
+        return None
+    return (int(dropped[-1]) if dropped else 0) + unparsed
 
 
 def classify_status(status: int, text: str, retry_after: str | None = None) -> WriteError | None:
-    """None for 2xx; otherwise the error: retry 5xx and 429, drop other 4xx."""
+    """None for 2xx; otherwise the error: retry 5xx and 429, drop other 4xx; partial writes."""
     if 200 <= status < 300:
         return None
-    message = f"HTTP {status}: {' '.join(text.split())[:MAX_ERROR_TEXT]}"
+    reason = error_message(text)
+    message = f"HTTP {status}: {' '.join(reason.split())[:MAX_ERROR_TEXT]}"
+    refused = refused_lines(reason)
+    if refused is not None:
+        # Stored but for `refused` lines, whatever the status: sending it again
+        # would be refused again.
+        return WriteError(message, retry=False, refused=refused)
     delay = None
     if retry_after and retry_after.strip().isdigit():
         delay = float(retry_after.strip())
@@ -119,6 +179,19 @@ def backoff_delay(failures: int, base: float, cap: float, rand: float) -> float:
     return delay / 2 + delay / 2 * rand
 
 
+class LineSource(Protocol):
+    """Where a runner's lines come from (the agent)."""
+
+    @property
+    def listeners(self) -> list[Callable[[bytes], None]]:
+        """Called with each polled collection's encoded lines (a runner adds itself)."""
+        ...
+
+    async def push_lines(self) -> bytes:
+        """Lazy targets' lines and the self-metrics, for one push (not a scrape)."""
+        ...
+
+
 class Sender(Protocol):
     """Writes one batch to one database; `url` is for display (no credentials)."""
 
@@ -126,7 +199,7 @@ class Sender(Protocol):
     url: str
 
     async def send(self, data: bytes) -> None:
-        """Write `data`; raises `WriteError` when it was not written."""
+        """Write `data`; raises `WriteError` when it was not written (or in part)."""
 
     async def aclose(self) -> None:
         """Release connections."""
@@ -134,7 +207,11 @@ class Sender(Protocol):
 
 @dataclass(slots=True)
 class OutputStats:
-    """Counters of one output URL (lines, except `failed` and `retried`: write attempts)."""
+    """Counters of one output URL (lines, except `failed` and `retried`: write attempts).
+
+    `failed` counts attempts that stored nothing; `dropped` counts lines lost for
+    good (refused by the database, or no room in the spool).
+    """
 
     written: int = 0
     failed: int = 0
@@ -154,23 +231,41 @@ class RunOptions:
 
 
 class OutputRunner:
-    """Pushes a collector's lines to one sender, through a spool when the database is away."""
+    """Pushes a source's lines to one sender, through a spool when the database is away.
+
+    `clock` (monotonic seconds) times the backoff; `wall_clock` (ns since the
+    epoch) stamps batches, so that the age of what waits survives a restart.
+    """
 
     def __init__(
-        self, collector: Collector, sender: Sender, spool: Spool, options: RunOptions
+        self,
+        source: LineSource,
+        sender: Sender,
+        spool: Spool,
+        options: RunOptions,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], int] = time.time_ns,
     ) -> None:
-        self.collector = collector
+        self.source = source
         self.sender = sender
         self.spool = spool
         self.options = options
         self.stats = OutputStats()
+        self.up: bool | None = None  # None: nothing written or tried yet
+        self.last_error: str | None = None  # why it is down (None while up)
+        self.last_success_ns: int | None = None  # wall clock of the last stored batch
+        self._clock = clock
+        self._wall_clock = wall_clock
         self._lines: list[bytes] = []  # collected, not yet batched
+        self._lines_since_ns: int | None = None  # when the first of `_lines` came
         self._queue: deque[Batch] = deque()  # batched, newer than anything spooled
-        self._previous: set[bytes] = set()  # the last render's lines
+        self._previous: set[bytes] = set()  # the last push's lines
         self._failures = 0
         self._retry_at = 0.0
         self._flush_error = False  # logged, and not followed by a clean flush yet
         self._spool_error = False  # logged, and not followed by a spooled batch yet
+        self._partial_logged = False  # a partial write logged, no whole write since
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -178,19 +273,55 @@ class OutputRunner:
         """The output's table name (`influxdb`, `influxdb_v2`)."""
         return self.sender.name
 
+    @property
+    def pending_lines(self) -> int:
+        """Lines held in memory, not yet written nor spooled."""
+        return len(self._lines) + sum(batch.lines for batch in self._queue)
+
+    def oldest_unwritten_s(self, now_ns: int) -> float:
+        """Age of the oldest line not yet written (spooled or in memory); 0.0 when none."""
+        times = [self.spool.oldest_ns, self._lines_since_ns]
+        if self._queue:
+            times.append(self._queue[0].created_ns)
+        oldest = min((t for t in times if t is not None), default=None)
+        return 0.0 if oldest is None else max(0.0, (now_ns - oldest) / 1e9)
+
+    def status_metric(self, now_ns: int) -> Metric:
+        """The `telemon_output` line: health, counters, and what waits to be written."""
+        stats = self.stats
+        fields: dict[str, FieldValue] = {
+            "up": int(bool(self.up)),
+            "written": stats.written,
+            "failed": stats.failed,
+            "retried": stats.retried,
+            "dropped": stats.dropped,
+            "spooled": stats.spooled,
+            "spool_lines": self.spool.lines,
+            "spool_bytes": self.spool.bytes,
+            "pending_lines": self.pending_lines,
+            "oldest_unwritten_s": round(self.oldest_unwritten_s(now_ns), 3),
+        }
+        tags = {"output": self.name, "url": self.sender.url}
+        return Metric("telemon_output", tags, fields, now_ns)
+
     def on_collect(self, body: bytes) -> None:
-        """A polled target's fresh lines (a `Collector.listeners` callback)."""
-        self._lines.extend(split_lines(body))
+        """A polled target's fresh lines (a `LineSource.listeners` callback)."""
+        self._add_lines(split_lines(body))
+
+    def _add_lines(self, lines: list[bytes]) -> None:
+        if lines and not self._lines:
+            self._lines_since_ns = self._wall_clock()
+        self._lines.extend(lines)
 
     def start(self) -> None:
         """Listen to collections and flush every `flush_interval`."""
-        self.collector.listeners.append(self.on_collect)
+        self.source.listeners.append(self.on_collect)
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
         """Stop flushing; write what is left (bounded by `timeout`), spool the rest."""
         with contextlib.suppress(ValueError):
-            self.collector.listeners.remove(self.on_collect)
+            self.source.listeners.remove(self.on_collect)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -226,23 +357,24 @@ class OutputRunner:
 
     async def flush(self) -> None:
         """Take this push's lines, then write everything waiting, oldest first."""
-        self._take_render(await self.collector.render(snapshot=False))
+        self._take_push(await self.source.push_lines())
         self._batch_lines()
-        loop = asyncio.get_running_loop()
-        if self._failures and loop.time() < self._retry_at:
+        if self._failures and self._clock() < self._retry_at:
             self._spool_queue()  # keeps memory bounded while the database is away
             return
         await self._write()
 
-    def _take_render(self, body: bytes) -> None:
+    def _take_push(self, body: bytes) -> None:
         # Self-metrics are re-encoded at most once a second: skip lines already pushed.
         lines = split_lines(body)
-        self._lines.extend(line for line in lines if line not in self._previous)
+        self._add_lines([line for line in lines if line not in self._previous])
         self._previous = set(lines)
 
     def _batch_lines(self) -> None:
-        self._queue.extend(make_batches(self._lines, self.options.batch_size))
+        created = self._lines_since_ns or 0
+        self._queue.extend(make_batches(self._lines, self.options.batch_size, created))
         self._lines = []
+        self._lines_since_ns = None
 
     def _flush_failed(self, exc: Exception) -> None:
         """Back off as after a failed write, and keep memory bounded meanwhile."""
@@ -311,25 +443,34 @@ class OutputRunner:
         try:
             await self.sender.send(batch.data)
         except WriteError as error:
+            return await self._not_written(batch, spooled, error)
+        except Exception as exc:
+            # Not a database's answer (a bug): `_flush_failed` logs it; the
+            # status must not say the output is up meanwhile.
             self.stats.failed += 1
-            if error.retry:
-                self._failed(error)
-                return False
-            if error.too_large and batch.lines > 1:
-                return await self._send_halves(batch, spooled)
-            self.stats.dropped += batch.lines
-            _log.warning(
-                "output %s %s: dropped a batch of %d lines: %s",
-                self.name,
-                self.sender.url,
-                batch.lines,
-                error,
-            )
+            self._down(repr(exc), None)
+            raise
+        self._stored(batch.lines)
+        self._partial_logged = False
+        return True
+
+    async def _not_written(self, batch: Batch, spooled: bool, error: WriteError) -> bool:
+        """A batch the database did not store whole; False when it must be retried."""
+        if error.refused is not None:
+            self._stored_in_part(batch, error)
             return True
-        self.stats.written += batch.lines
-        if self._failures:
-            _log.info("output %s %s: writing again", self.name, self.sender.url)
-            self._failures = 0
+        self.stats.failed += 1
+        if error.retry:
+            self._failures += 1
+            self._down(str(error), f"cannot write ({error}); spooling and retrying")
+            self._back_off(error.retry_after)
+            return False
+        if error.too_large and batch.lines > 1:
+            return await self._send_halves(batch, spooled)
+        self.stats.dropped += batch.lines
+        self._down(
+            str(error), f"the database refused a batch of {batch.lines} lines ({error}); dropped it"
+        )
         return True
 
     async def _send_halves(self, batch: Batch, spooled: bool) -> bool:
@@ -342,20 +483,43 @@ class OutputRunner:
         lines = split_lines(batch.data)
         middle = len(lines) // 2
         for part in (lines[:middle], lines[middle:]):
-            if not await self._send(Batch(b"".join(part), len(part)), spooled):
+            half = Batch(b"".join(part), len(part), created_ns=batch.created_ns)
+            if not await self._send(half, spooled):
                 return False
         return True
 
-    def _failed(self, error: WriteError) -> None:
-        self._failures += 1
-        if self._failures == 1:
+    def _stored_in_part(self, batch: Batch, error: WriteError) -> None:
+        """A partial write: the database refused `error.refused` lines and stored the rest."""
+        refused = min(error.refused or 0, batch.lines)
+        self.stats.dropped += refused
+        self._stored(batch.lines - refused)
+        if not self._partial_logged:
+            self._partial_logged = True  # until a batch is stored whole
             _log.warning(
-                "output %s %s: cannot write (%s); spooling and retrying",
+                "output %s %s: the database refused %d of %d lines (%s); stored the rest",
                 self.name,
                 self.sender.url,
+                refused,
+                batch.lines,
                 error,
             )
-        self._back_off(error.retry_after)
+
+    def _stored(self, lines: int) -> None:
+        """The batch was stored (`lines` of it): the output is up."""
+        self.stats.written += lines
+        if self.up is False:
+            _log.info("output %s %s: up, writing again", self.name, self.sender.url)
+        self.up = True
+        self.last_error = None
+        self.last_success_ns = self._wall_clock()
+        self._failures = 0
+
+    def _down(self, reason: str, message: str | None) -> None:
+        """The last write failed; logs `message` unless already down for the same reason."""
+        if message is not None and (self.up is not False or reason != self.last_error):
+            _log.warning("output %s %s: down: %s", self.name, self.sender.url, message)
+        self.up = False
+        self.last_error = reason
 
     def _back_off(self, retry_after: float | None) -> None:
         options = self.options
@@ -364,4 +528,4 @@ class OutputRunner:
         )
         if retry_after is not None:
             delay = max(delay, min(retry_after, options.max_retry_interval))
-        self._retry_at = asyncio.get_running_loop().time() + delay
+        self._retry_at = self._clock() + delay

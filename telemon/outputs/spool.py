@@ -1,7 +1,10 @@
 """A bounded first-in first-out queue of line-protocol batches, on disk or in memory.
 
-On disk each batch is one file named `SEQUENCE-LINES.lp` (the sequence number
-zero-padded, so names sort in order). A batch is written to a temporary name,
+On disk each batch is one file named `SEQUENCE-LINES-CREATED.lp` (the sequence
+number zero-padded, so names sort in order; CREATED is when the batch's lines
+were collected, in ns since the epoch, so the age of what waits survives a
+restart; a name without it, from an older telemon, takes the file's
+modification time). A batch is written to a temporary name,
 fsynced, then renamed, so a crash leaves whole batches or none; temporary
 files found at start are removed. When a new batch does not fit in `max_bytes`,
 the oldest batches are dropped (and counted) to make room.
@@ -20,17 +23,21 @@ from pathlib import Path
 __all__ = ["Batch", "Spool"]
 
 _log = logging.getLogger("telemon.outputs")
-_NAME = re.compile(r"(\d{20})-(\d+)\.lp")
+_NAME = re.compile(r"(\d{20})-(\d+)(?:-(\d+))?\.lp")
 _TEMP_PREFIX = ".tmp-"
 
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """Line-protocol bytes holding `lines` lines; `seq` orders batches in a spool."""
+    """Line-protocol bytes holding `lines` lines; `seq` orders batches in a spool.
+
+    `created_ns` is when the oldest of its lines was collected (ns since the epoch).
+    """
 
     data: bytes
     lines: int
     seq: int = 0
+    created_ns: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +45,8 @@ class _Entry:
     seq: int
     lines: int
     size: int
+    created_ns: int
+    name: str  # of its file
 
 
 class Spool:
@@ -66,7 +75,10 @@ class Spool:
             if path.name.startswith(_TEMP_PREFIX):
                 path.unlink(missing_ok=True)
             elif match := _NAME.fullmatch(path.name):
-                found.append(_Entry(int(match[1]), int(match[2]), path.stat().st_size))
+                stat = path.stat()
+                created = int(match[3]) if match[3] else stat.st_mtime_ns
+                entry = _Entry(int(match[1]), int(match[2]), stat.st_size, created, path.name)
+                found.append(entry)
         for entry in sorted(found, key=lambda e: e.seq):
             self._add(entry)
         self._next_seq = max((e.seq for e in found), default=-1) + 1
@@ -80,12 +92,13 @@ class Spool:
             self.dropped_lines += batch.lines
             return batch.lines
         dropped = self._make_room(size)
-        entry = _Entry(self._next_seq, batch.lines, size)
+        seq, created = self._next_seq, batch.created_ns
+        entry = _Entry(seq, batch.lines, size, created, f"{seq:020d}-{batch.lines}-{created}.lp")
         self._next_seq += 1
         if self.directory is None:
             self._memory[entry.seq] = batch.data
         else:
-            self._write(self.directory, self._name(entry), batch.data)
+            self._write(self.directory, entry.name, batch.data)
         self._add(entry)
         return dropped
 
@@ -105,16 +118,21 @@ class Spool:
         while self._entries:
             entry = self._entries[0]
             if self.directory is None:
-                return Batch(self._memory[entry.seq], entry.lines, entry.seq)
+                return Batch(self._memory[entry.seq], entry.lines, entry.seq, entry.created_ns)
             try:
-                data = (self.directory / self._name(entry)).read_bytes()
+                data = (self.directory / entry.name).read_bytes()
             except OSError as exc:
-                _log.error("spool: cannot read %s: %s; dropping it", self._name(entry), exc)
+                _log.error("spool: cannot read %s: %s; dropping it", entry.name, exc)
                 self.dropped_lines += entry.lines
                 self.pop()
                 continue
-            return Batch(data, entry.lines, entry.seq)
+            return Batch(data, entry.lines, entry.seq, entry.created_ns)
         return None
+
+    @property
+    def oldest_ns(self) -> int | None:
+        """When the oldest batch's lines were collected (ns since the epoch); None when empty."""
+        return self._entries[0].created_ns if self._entries else None
 
     def pop(self) -> None:
         """Forget the oldest batch (written, or dropped)."""
@@ -125,7 +143,7 @@ class Spool:
             del self._memory[entry.seq]
         else:
             with contextlib.suppress(FileNotFoundError):
-                (self.directory / self._name(entry)).unlink()
+                (self.directory / entry.name).unlink()
 
     def _add(self, entry: _Entry) -> None:
         self._entries.append(entry)
@@ -140,10 +158,6 @@ class Spool:
             self.pop()
         self.dropped_lines += dropped
         return dropped
-
-    @staticmethod
-    def _name(entry: _Entry) -> str:
-        return f"{entry.seq:020d}-{entry.lines}.lp"
 
 
 def _write_atomically(directory: Path, name: str, data: bytes) -> None:
