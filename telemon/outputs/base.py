@@ -9,12 +9,14 @@ batch that cannot be written for a retryable reason (5xx, 429, timeout,
 refused connection) goes to the spool with everything after it, and writing
 resumes after a capped exponential backoff with jitter; a batch refused with
 another 4xx is dropped (counted). A partial write, where the database stored
-the batch but for some lines it names the number of (InfluxDB: `partial write:
-... dropped=N`, plus the lines it could not parse), counts exactly those lines
-as dropped and the rest as written, and logs the database's reason once. Any
-other error in a flush (the spool's disk full or gone, a bug) is logged once
-and backed off like a failed write: the flushing task never stops while
-telemon runs.
+all but some lines and says how many (InfluxDB: `partial write: REASON
+dropped=N`, to which 1.x adds each line it could not parse), counts exactly
+those lines as dropped and the rest as written, and logs the database's reason
+once until a batch is stored whole. (A 1.x batch with both unparsable lines and
+lines refused at write is answered with the latter alone: the unparsable ones
+then count as written.) Any other error in a flush (the spool's disk full or
+gone, a bug) is logged once and backed off like a failed write: the flushing
+task never stops while telemon runs.
 
 Health is what the last write did: `up` is None before the first attempt,
 True while the last write stored its batch (wholly or in part), False after a
