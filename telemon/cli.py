@@ -29,7 +29,7 @@ from telemon.logs import setup_logging
 __all__ = ["main"]
 
 _log = logging.getLogger("telemon")
-_COMMANDS = ("serve", "once", "check", "simulate", "demo")
+_COMMANDS = ("serve", "once", "check", "simulate", "demo", "config")
 EXIT_FAILED, EXIT_CONFIG = 1, 2
 _SIMULATED_FORMATS = ("influx", "json", "labels", "parameters", "report")
 
@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
         )
     demo = commands.add_parser("demo", help="a simulated Pharo VM scraped by telemon")
     demo.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT")
+    sample = commands.add_parser("config", help="print a sample configuration file, every option")
+    # For maintainers: rewrite the input reference of the README named.
+    sample.add_argument("--readme", metavar="FILE", help=argparse.SUPPRESS)
     simulate = commands.add_parser("simulate", help="serve a simulated Pharo VM's statistics")
     simulate.add_argument("--listen", default="127.0.0.1:8079", metavar="HOST:PORT")
     simulate.add_argument("--format", choices=_SIMULATED_FORMATS, help="what / serves")
@@ -95,6 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args_list or args_list[0] not in (*_COMMANDS, "-h", "--help", "--version"):
         args_list.insert(0, "serve")
     args = _parser().parse_args(args_list)
+    if args.command == "config":
+        return _config(args.readme)
     if args.command in ("simulate", "demo"):
         setup_logging(args.log_level, args.log_format)
         return _simulate(args) if args.command == "simulate" else _demo(args.listen)
@@ -175,6 +180,25 @@ def _demo(listen: str) -> int:
                     access_log=None)
     except OSError as exc:
         _log.error("cannot listen on %s: %s", listen, exc.strerror or exc)
+        return EXIT_FAILED
+    return 0
+
+
+def _config(readme: str | None) -> int:
+    """Print the example configuration; with a README, rewrite its input reference instead."""
+    from pathlib import Path
+
+    from telemon.docs import example_config, with_inputs_reference
+
+    if readme is None:
+        sys.stdout.write(example_config())
+        return 0
+    path = Path(readme)
+    try:
+        text = with_inputs_reference(path.read_text(encoding="utf-8"))
+        path.write_text(text, encoding="utf-8")
+    except (OSError, ValueError) as exc:
+        print(f"telemon config --readme: {exc}", file=sys.stderr)
         return EXIT_FAILED
     return 0
 

@@ -14,7 +14,7 @@ Pure: no I/O, no clock. `render_prometheus` turns `Metric`s into one body:
 * Each name gets ``# HELP`` and ``# TYPE`` once, before its samples, which are
   contiguous; a name + label set seen twice keeps the last value.
 * `COUNTERS` says which fields are cumulative (``counter``); the rest are
-  ``gauge``.
+  ``gauge``. Inputs declare theirs (`COUNTER_FIELDS` in their modules).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from telemon.inputs import InputsConfig
 from telemon.metric import FieldValue, Metric
 
 __all__ = [
@@ -39,15 +40,7 @@ __all__ = [
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """What Prometheus and Telegraf's inputs.prometheus expect for the text format."""
 
-COUNTERS: dict[str, tuple[str, ...]] = {
-    # Any measurement (the pharo and python measurements can be renamed).
-    "*": (
-        r"fullGCs|fullGCTime|incrGCs|incrGCTime|tenureCount",
-        r"bytesAllocated",
-        r"gc_(collections|collected|uncollectable)_\d+",
-        r"cpu_time_(user|system)",
-        r"(rx|tx)_(bytes|packets|errors|dropped)",
-    ),
+_SELF_COUNTERS: dict[str, tuple[str, ...]] = {
     # telemon's own cumulative counts (`lines` is the last collection's count).
     "telemon_input": (r"errors|collections",),
     "telemon": (
@@ -56,6 +49,12 @@ COUNTERS: dict[str, tuple[str, ...]] = {
         r"fields_(nonfinite|type_conflict|unsupported|invalid_key)",
         r"ints_clamped|strings_truncated",
     ),
+}
+
+COUNTERS: dict[str, tuple[str, ...]] = {
+    # Inputs' counters apply to any measurement (pharo's and python's can be renamed).
+    "*": tuple(pattern for spec in InputsConfig.registry() for pattern in spec.counters),
+    **_SELF_COUNTERS,
 }
 """Field-name patterns (matching the whole name) of monotonic fields, per measurement."""
 

@@ -32,9 +32,6 @@ from telemon.config import (
     read_config_data,
 )
 from telemon.inputs import InputsConfig
-from telemon.inputs.cgroup import CgroupConfig
-from telemon.inputs.docker import DockerConfig
-from telemon.inputs.fields import FieldsConfig
 from telemon.inputs.process import ProcessConfig
 from telemon.inputs.python import PythonConfig
 from telemon.outputs import InfluxDBConfig, InfluxDBv2Config
@@ -47,7 +44,8 @@ SECRET_PASSWORD = "pw-3f9c1e-do-not-leak"
 SECRET_TOKEN = "tok-8a7b6c-do-not-leak"
 BAD_UNITS = 'use units ns, us, ms, s, m, h ("10s")'
 BAD_LISTEN = 'expected "HOST:PORT"'
-KNOWN_INPUTS = "unknown input; known inputs: cgroup, docker, fields, pharo, process, python"
+INPUTS = InputsConfig.registry()
+KNOWN_INPUTS = f"unknown input; known inputs: {', '.join(spec.name for spec in INPUTS)}"
 
 
 @pytest.fixture
@@ -885,14 +883,14 @@ def test_example_with_every_option_uncommented_validates(
     assert (http.tls_cert, http.tls_key) == (tmp_path / "tls_cert", tmp_path / "tls_key")
     assert config.global_tags
     names = [name for name, _ in config.inputs.configured()]
-    assert sorted(set(names)) == ["cgroup", "docker", "fields", "pharo", "process", "python"]
+    assert sorted(set(names)) == sorted(spec.name for spec in INPUTS)
     (fields,) = config.inputs.fields
     assert all(callable(f) for f in fields.fields.values())
     assert fields.fields["pid"]() == os.getpid()
     assert any(p.pattern for p in config.inputs.process)
     assert any(p.pid_file for p in config.inputs.process)
-    for name in ("fields", "process", "python"):
-        assert any(table.tags for table in getattr(config.inputs, name)), name
+    for spec in INPUTS:
+        assert any(table.tags for table in getattr(config.inputs, spec.name)), spec.name
 
 
 def test_example_exclusive_options_are_refused_together(tmp_path: Path) -> None:
@@ -908,11 +906,7 @@ MODELS = [
     pytest.param("http", HttpConfig, id="http"),
     pytest.param("prometheus", PrometheusConfig, id="prometheus"),
     pytest.param("sink", SinkConfig, id="sink"),
-    pytest.param("inputs.cgroup", CgroupConfig, id="cgroup"),
-    pytest.param("inputs.docker", DockerConfig, id="docker"),
-    pytest.param("inputs.process", ProcessConfig, id="process"),
-    pytest.param("inputs.python", PythonConfig, id="python"),
-    pytest.param("inputs.fields", FieldsConfig, id="fields"),
+    *(pytest.param(f"inputs.{spec.name}", spec.config, id=spec.name) for spec in INPUTS),
     pytest.param("outputs.influxdb", InfluxDBConfig, id="influxdb"),
     pytest.param("outputs.influxdb_v2", InfluxDBv2Config, id="influxdb_v2"),
 ]
@@ -922,6 +916,7 @@ UNSHOWN = {
     "outputs.influxdb": {"username", "password", "password_file", "tls_ca"},
     "outputs.influxdb_v2": {"token", "token_file", "tls_ca"},
     "inputs.docker": {"tls_ca", "tls_cert", "tls_key"},  # real certificates: shown in "##" lines
+    "inputs.pharo": {"username", "password", "token", "token_file", "tls_ca"},
 }
 
 
@@ -943,28 +938,46 @@ def test_example_shows_every_option_at_its_default(
     assert shown == expected, f"[{path}]: the example's options differ"
     for name, field in model.model_fields.items():
         default = field.get_default(call_default_factory=True)
-        if field.is_required() or default is None or name == "tags":
-            continue  # no default to show: an example value is shown instead
+        if field.is_required() or default is None or default == {}:
+            continue  # no default to show (or an empty table): an example value is shown instead
         for table in tables:
             if name in table:
-                value = _validate_one(model, name, table[name])
+                value = _validate_one(model, name, table)
                 assert value == default, f"{path}.{name} is not shown at its default"
 
 
-def _validate_one(model: type[Any], name: str, value: Any) -> Any:
-    """`value` of option `name` as `model` reads it."""
+def _validate_one(model: type[Any], name: str, table: dict[str, Any]) -> Any:
+    """Option `name` of `table` as `model` reads it, beside the table's required options only."""
     required: dict[str, Any] = {
-        key: ({} if key == "fields" else "m")
+        key: table[key]
         for key, field in model.model_fields.items()
         if field.is_required() and key != name
     }
-    return getattr(model.model_validate({**required, name: value}), name)
+    return getattr(model.model_validate({**required, name: table[name]}), name)
 
 
-def test_inputs_model_lists_every_input() -> None:
-    assert set(InputsConfig.model_fields) == {
-        "cgroup", "docker", "fields", "pharo", "process", "python",
-    }  # fmt: skip
+# Keys every input takes, documented once for all (the example's INPUTS banner,
+# the README's configuration table).
+COMMON_INPUT_KEYS = {"interval", "timeout", "tags"}
+
+
+
+def _in_sample(sample: str, name: str, key: str) -> bool:
+    """`key` set as an option, as a table, or (UNSHOWN keys) in a "##" line."""
+    option = rf"^\s*#?\s*{key}\s*="
+    table = rf"^\s*#?\s*\[inputs\.{name}\.{key}\]"
+    explained = rf"^\s*#?\s*##.*\b{key}\s*="
+    return any(re.search(p, sample, re.MULTILINE) for p in (option, table, explained))
+
+
+@pytest.mark.parametrize("spec", INPUTS, ids=[spec.name for spec in INPUTS])
+def test_every_input_key_is_in_its_sample_and_reference(spec: Any) -> None:
+    """Each key is set in the input's sample (or, when UNSHOWN, in its "##" lines) and
+    named in its README reference."""
+    for key in spec.config.model_fields:
+        assert _in_sample(spec.sample, spec.name, key), f"{spec.name}.{key}: not in its sample"
+        if key not in COMMON_INPUT_KEYS:
+            assert re.search(rf"\b{key}\b", spec.reference), f"{spec.name}.{key}: not in README"
 
 
 def test_example_every_option_is_explained() -> None:

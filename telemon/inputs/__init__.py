@@ -1,6 +1,21 @@
-"""The inputs: one module per `[[inputs.NAME]]` table, registered here."""
+"""The inputs: one module per `[[inputs.NAME]]` table, registered here.
+
+Registering an input is one line in `InputsConfig`. Its module carries, beside
+its config model (with `field_types`), three constants the rest of telemon
+reads through `InputsConfig.registry()`:
+
+* `SAMPLE_CONFIG`: its tables in telemon.example.toml, every option at its
+  default (`telemon config` prints the whole file);
+* `REFERENCE`: its part of the README's input reference (markdown);
+* `COUNTER_FIELDS`: patterns of its cumulative field names, typed `counter`
+  in the Prometheus exposition.
+"""
 
 from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import get_args
 
 from pydantic import Field
 
@@ -13,7 +28,28 @@ from telemon.inputs.process import ProcessConfig
 from telemon.inputs.python import PythonConfig
 from telemon.schema import Model
 
-__all__ = ["InputConfig", "InputContext", "InputError", "InputsConfig", "Target"]
+__all__ = [
+    "InputConfig",
+    "InputContext",
+    "InputError",
+    "InputsConfig",
+    "RegisteredInput",
+    "Target",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class RegisteredInput:
+    """One input as the docs and the exposition see it: its name, model and module constants."""
+
+    name: str
+    config: type[InputConfig]
+    sample: str
+    """Its `SAMPLE_CONFIG`."""
+    reference: str
+    """Its `REFERENCE`."""
+    counters: tuple[str, ...]
+    """Its `COUNTER_FIELDS`."""
 
 
 class InputsConfig(Model):
@@ -36,3 +72,21 @@ class InputsConfig(Model):
         return [
             (name, config) for name in type(self).model_fields for config in getattr(self, name)
         ]
+
+    @classmethod
+    def registry(cls) -> tuple[RegisteredInput, ...]:
+        """Every registered input, in the order of the fields above."""
+        fields = cls.model_fields.items()
+        return tuple(_registered(name, field.annotation) for name, field in fields)
+
+
+def _registered(name: str, annotation: object) -> RegisteredInput:
+    """The input whose tables are `list[Model]`, with the constants of Model's module."""
+    (model,) = get_args(annotation)
+    module = sys.modules[model.__module__]
+    try:
+        sample, reference = str(module.SAMPLE_CONFIG), str(module.REFERENCE)
+        counters = tuple(module.COUNTER_FIELDS)
+    except AttributeError as exc:  # a new input's module without its documentation
+        raise TypeError(f"input {name}: {exc}") from None
+    return RegisteredInput(name, model, sample, reference, counters)

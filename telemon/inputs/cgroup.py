@@ -17,6 +17,7 @@ from pydantic import ValidationInfo, field_validator
 
 from telemon.inputs.base import InputConfig, InputContext, InputError, Target
 from telemon.inputs.cgroup_files import (
+    FIELD_TYPES,
     V1_FILES,
     V2_FILES,
     Membership,
@@ -27,7 +28,7 @@ from telemon.inputs.cgroup_files import (
 from telemon.metric import Metric
 from telemon.schema import MeasurementName
 
-__all__ = ["CgroupConfig", "CgroupTarget"]
+__all__ = ["COUNTER_FIELDS", "REFERENCE", "SAMPLE_CONFIG", "CgroupConfig", "CgroupTarget"]
 
 DEFAULT_ROOT = Path("/sys/fs/cgroup")
 SELF_CGROUP = Path("/proc/self/cgroup")
@@ -61,6 +62,10 @@ class CgroupConfig(InputConfig):
     def build(self, context: InputContext) -> list[Target]:
         """One target: the cgroup."""
         return [CgroupTarget(self)]
+
+    def field_types(self) -> dict[str, dict[str, str]]:
+        """Percent and quota in cores are floats, the rest integers (v1 and v2 alike)."""
+        return {self.measurement: dict(FIELD_TYPES)}
 
 
 @dataclass
@@ -195,3 +200,70 @@ def _read(group: _Group, root: Path) -> tuple[dict[str, str], str, str]:
                 reason = f"{name}: {exc.strerror}"
     where = next(iter(group.dirs.values()), root)
     return files, str(where), reason
+
+
+# --- what the registry (inputs/__init__.py) reads: docs, counters ---------------------------
+
+SAMPLE_CONFIG = """\
+## The container telemon runs in, read from its cgroup without the Docker
+## socket: memory (usage, limit, working set as `docker stats` shows it, anon,
+## file), CPU (usage, user, system, throttling, quota), pids and I/O, as the
+## "cgroup" measurement tagged with the cgroup path and version ("1" or "2").
+## The cgroup is telemon's own (found through /proc/self/cgroup), under cgroup
+## v2 or v1; a controller or file that is not there leaves its fields out.
+# [[inputs.cgroup]]
+#   ## Collection interval and timeout of this table (default: the agent's).
+#   interval = "10s"
+#   timeout = "5s"
+#
+#   ## Measurement name.
+#   measurement = "cgroup"
+#
+#   ## Read another cgroup than telemon's own: its path as /proc/self/cgroup
+#   ## shows it ("/system.slice/pharo.service", "/docker/ID"), or its directory
+#   ## under root ("/sys/fs/cgroup/system.slice/pharo.service"; under v1, any
+#   ## controller's, as "/sys/fs/cgroup/memory/docker/ID").
+#   path = "/system.slice/pharo.service"
+#
+#   ## Where the cgroup filesystem is mounted.
+#   root = "/sys/fs/cgroup"
+#
+#   ## Tags added to this table's lines.
+#   [inputs.cgroup.tags]
+#     app = "blog"
+"""
+"""This input's part of telemon.example.toml (`telemon config` prints the whole file)."""
+
+REFERENCE = """**`[[inputs.cgroup]]`** - the container telemon runs in, read from its
+cgroup files, without the Docker socket. telemon finds its own cgroup in
+`/proc/self/cgroup` and reads cgroup v2 (one directory) or v1 (one directory
+per controller; inside a container that shares the host's cgroup namespace,
+the container's own cgroup mounted at each controller's top). `path` reads
+another cgroup: `"/system.slice/pharo.service"` as `/proc/self/cgroup` shows
+it, or a directory such as `"/sys/fs/cgroup/memory/docker/ID"`; `root` is the
+mount point (`/sys/fs/cgroup`). Measurement `cgroup` (`measurement` renames
+it), tags `cgroup` (the
+path) and `version` (`1` or `2`). Fields, left out when their controller or
+file is missing, and limits left out when there is none:
+
+| Fields | v2 source | v1 source |
+|---|---|---|
+| `memory_usage`, `memory_limit` (bytes) | `memory.current`, `memory.max` | `memory.usage_in_bytes`, `memory.limit_in_bytes` |
+| `memory_working_set`, `memory_usage_percent` (float, of the limit) | usage - `inactive_file`, floored at 0: what `docker stats` shows | usage - `total_inactive_file` |
+| `memory_anon`, `memory_file`, `memory_inactive_file`, `memory_active_file`, `memory_shmem` | `memory.stat` `anon`, `file`, ... | `memory.stat` `total_rss`, `total_cache`, ... |
+| `memory_max_usage`, `memory_failcnt`, `memory_oom_kill` | `memory.peak`, `memory.events` `max`, `oom_kill` | `memory.max_usage_in_bytes`, `memory.failcnt`, `memory.oom_control` |
+| `cpu_usage_ns`, `cpu_user_ns`, `cpu_system_ns` | `cpu.stat` `usage_usec`, ... x 1000 | `cpuacct.usage`, `cpuacct.stat` (ticks) |
+| `cpu_periods`, `cpu_throttled_periods`, `cpu_throttled_ns`, `cpu_quota_cores` (float) | `cpu.stat`, `cpu.max` | `cpu.stat`, `cpu.cfs_quota_us` / `cpu.cfs_period_us` |
+| `pids_current`, `pids_limit` | `pids.current`, `pids.max` | the same |
+| `io_read_bytes`, `io_write_bytes`, `io_reads`, `io_writes` (all devices) | `io.stat` | `blkio.throttle.io_service_bytes_recursive`, `..._serviced_recursive` |
+
+CPU % is the rate of `cpu_usage_ns`: its non-negative derivative per second
+/ 1e9 x 100 (100 per busy core; divide by `cpu_quota_cores` for % of the
+limit). Nothing needs the Docker API, so it works in any container.
+"""  # noqa: E501 - a markdown table row is one line
+"""This input's part of the README's input reference (markdown)."""
+
+# Its cumulative fields (cpu_*_ns, io_*) have never been typed counters in the
+# Prometheus exposition; adding them would change what scrapers see.
+COUNTER_FIELDS: tuple[str, ...] = ()
+"""Patterns of this input's cumulative field names (in any measurement: it can be renamed)."""

@@ -14,6 +14,7 @@ from typing import NamedTuple
 from telemon.metric import FieldValue
 
 __all__ = [
+    "FIELD_TYPES",
     "V1_FILES",
     "V2_FILES",
     "Membership",
@@ -62,6 +63,23 @@ V1_FILES: dict[str, tuple[str, ...]] = {
     ),
 }
 """What is read from each cgroup v1 controller's directory (file names never collide)."""
+
+# Percent and cores are ratios; everything else counts bytes, ns, periods or pids.
+_FLOAT_FIELDS = ("memory_usage_percent", "cpu_quota_cores")
+_INT_FIELDS = (
+    "memory_usage", "memory_limit", "memory_working_set", "memory_anon", "memory_file",
+    "memory_inactive_file", "memory_active_file", "memory_shmem", "memory_max_usage",
+    "memory_failcnt", "memory_oom_kill",
+    "cpu_usage_ns", "cpu_user_ns", "cpu_system_ns", "cpu_periods", "cpu_throttled_periods",
+    "cpu_throttled_ns",
+    "pids_current", "pids_limit",
+    "io_read_bytes", "io_write_bytes", "io_reads", "io_writes",
+)  # fmt: skip
+FIELD_TYPES: dict[str, str] = {
+    **dict.fromkeys(_INT_FIELDS, "i"),
+    **dict.fromkeys(_FLOAT_FIELDS, "f"),
+}
+"""The kind of every field `v1_fields` and `v2_fields` write."""
 
 # v1 writes "no limit" as the largest page-aligned int64 (9223372036854771712);
 # nothing real comes near 4 EiB, so anything from there up means unlimited.

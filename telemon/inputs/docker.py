@@ -21,16 +21,26 @@ from pydantic import AfterValidator, Field, model_validator
 from telemon.inputs import docker_stats as ds
 from telemon.inputs.base import Discovered, InputConfig, InputContext, InputError, Target
 from telemon.inputs.docker_api import EngineClient, NotFound, check_endpoint
-from telemon.inputs.pharo import PharoConfig, PharoFormat
+from telemon.inputs.pharo import TELEMON_FIELD_TYPES, PharoConfig, PharoFormat
 from telemon.metric import FieldValue, Metric
 from telemon.schema import Duration, check_url_port, display_url
 from telemon.tls import ClientCertTLS
 
-__all__ = ["DockerConfig", "DockerTarget", "PharoLabelError", "pharo_endpoint"]
+__all__ = [
+    "COUNTER_FIELDS",
+    "REFERENCE",
+    "SAMPLE_CONFIG",
+    "DockerConfig",
+    "DockerTarget",
+    "PharoLabelError",
+    "pharo_endpoint",
+]
 
 ContainerState = Literal["created", "restarting", "running", "removing", "paused", "exited", "dead"]
 Device = Literal["cpu", "blkio", "network"]
 PHARO_LABEL = "telemon.pharo."
+# Discovered images are polled with the defaults of an `[[inputs.pharo]]` table.
+DISCOVERED_PHARO_MEASUREMENT: str = PharoConfig.model_fields["measurement"].default
 
 
 class DockerConfig(InputConfig, ClientCertTLS):
@@ -70,6 +80,13 @@ class DockerConfig(InputConfig, ClientCertTLS):
     def build(self, context: InputContext) -> list[Target]:
         """One target: the engine."""
         return [DockerTarget(self, context)]
+
+    def field_types(self) -> dict[str, dict[str, str]]:
+        """Telegraf's `inputs.docker` types, and Telemon's fields of discovered Pharo images."""
+        kinds = {measurement: dict(fields) for measurement, fields in ds.FIELD_TYPES.items()}
+        if self.discover_pharo:
+            kinds[DISCOVERED_PHARO_MEASUREMENT] = dict(TELEMON_FIELD_TYPES)
+        return kinds
 
     def wanted_states(self) -> set[str]:
         """Container states to report: running only unless a state list is set."""
@@ -385,3 +402,156 @@ def _url_host(address: str) -> str:
     except ValueError:
         raise PharoLabelError(f"the engine gave {address[:60]!r}, not an IP address") from None
     return f"[{address}]" if version == 6 else address
+
+
+# --- what the registry (inputs/__init__.py) reads: docs, counters ---------------------------
+
+SAMPLE_CONFIG = """\
+## Containers of a Docker (or Podman) engine, with Telegraf's inputs.docker
+## measurements: docker, docker_container_mem (with working_set: usage minus
+## inactive file cache, as `docker stats` shows it), docker_container_cpu,
+## docker_container_net, docker_container_blkio, docker_container_status and
+## docker_container_health. telemon needs read access to the socket (the
+## docker group; in a container, group_add with the socket's group id).
+# [[inputs.docker]]
+#   ## Collection interval and timeout of this table (default: the agent's).
+#   interval = "10s"
+#   timeout = "5s"
+#
+#   ## The engine: unix:///path/to.sock, tcp://host:port or http(s)://host:port.
+#   endpoint = "unix:///var/run/docker.sock"
+#
+#   ## Containers by name (globs; an empty include list means all).
+#   container_name_include = []
+#   container_name_exclude = []
+#
+#   ## Containers by state: created, restarting, running, removing, paused,
+#   ## exited, dead. With both lists empty only running containers are read.
+#   container_state_include = []
+#   container_state_exclude = []
+#
+#   ## Which container labels become tags (globs; an empty include list means
+#   ## every label, as in Telegraf).
+#   docker_label_include = []
+#   docker_label_exclude = []
+#
+#   ## Points per device ("cpu": cpu0, cpu1...; "network": per interface;
+#   ## "blkio": per major:minor) and totals (cpu=cpu-total, network=total,
+#   ## device=total).
+#   perdevice_include = ["cpu", "network"]
+#   total_include = ["cpu", "blkio", "network"]
+#
+#   ## Time one container's inspect and stats calls may take together (keep
+#   ## it below timeout: a slow container is skipped, the poll goes on), how
+#   ## many containers are read at once, and the largest answer accepted.
+#   stats_timeout = "3s"
+#   max_concurrency = 64
+#   max_body_size = 16777216
+#
+#   ## Poll every running container labelled telemon.pharo.port=PORT as a
+#   ## Pharo target (labels telemon.pharo.path, .format, .scheme and .network
+#   ## are optional), tagged container_name, for as long as it runs.
+#   discover_pharo = false
+#
+#   ## An engine behind TLS (tcp://host:2376, as with DOCKER_TLS_VERIFY): the
+#   ## CA that signed its certificate, telemon's client certificate and key.
+#   ## Setting any of these speaks TLS to a tcp:// endpoint:
+#   ##   tls_ca = "/etc/telemon/docker-ca.pem"
+#   ##   tls_cert = "/etc/telemon/docker-cert.pem"
+#   ##   tls_key = "/etc/telemon/docker-key.pem"
+#   ## and, to trust any certificate (tests only):
+#   insecure_skip_verify = false
+#
+#   ## Tags added to this table's lines.
+#   [inputs.docker.tags]
+#     engine = "main"
+"""
+"""This input's part of telemon.example.toml (`telemon config` prints the whole file)."""
+
+REFERENCE = """**`[[inputs.docker]]`** - every container of a Docker (or Podman) engine,
+read through the Engine API (no Docker SDK), with the measurements and field
+names of Telegraf's `inputs.docker`, so existing dashboards and queries work.
+
+```toml
+[[inputs.docker]]
+  endpoint = "unix:///var/run/docker.sock"   # or tcp://host:2375, http(s)://...
+  # container_name_include = ["pharo-*"]     # globs; empty = all
+  # container_name_exclude = []
+  # container_state_include = []             # empty (and no exclude) = running only
+  # container_state_exclude = []
+  # docker_label_include = []                # labels that become tags; empty = all
+  # docker_label_exclude = []
+  # perdevice_include = ["cpu", "network"]   # points per cpu, interface, "blkio" device
+  # total_include = ["cpu", "blkio", "network"]
+  # max_body_size = 16777216                 # bytes; a larger answer is an error
+  discover_pharo = true                      # poll containers labelled telemon.pharo.port
+  # tls_ca = "ca.pem"                        # a tcp://host:2376 engine with TLS:
+  # tls_cert = "cert.pem"
+  # tls_key = "key.pem"
+  # insecure_skip_verify = false             # tests only: trust any certificate
+```
+
+| Measurement | Tags (besides `engine_host`, `server_version`) | Fields |
+|---|---|---|
+| `docker` | - | `n_containers`, `n_containers_running`/`_stopped`/`_paused`, `n_images`, `n_cpus`, `memory_total`, ... |
+| `docker_container_mem` | `container_name`, `container_image`, `container_version`, `container_status`, labels | `usage`, `limit`, `max_usage`, **`working_set`** (usage minus inactive file cache: the MEM USAGE of `docker stats`, cgroup v1 and v2), `usage_percent` (of working set / limit), the raw `memory_stats.stats` values (`cache`, `rss`, `total_inactive_file`, ... on v1; `anon`, `file`, `inactive_file`, ... on v2), `container_id` |
+| `docker_container_cpu` | the same + `cpu=cpu-total` (and `cpu0`, `cpu1`, ... on v1) | `usage_percent` (as `docker stats`: 100 = one core), `usage_total`, `usage_in_usermode`, `usage_in_kernelmode`, `usage_system`, `throttling_*` |
+| `docker_container_net` | + `network=eth0` ... and `network=total` | `rx_bytes`, `tx_bytes`, `rx_packets`, ... |
+| `docker_container_blkio` | + `device=total` (per `major:minor` with `perdevice_include = ["blkio"]`) | `io_service_bytes_recursive_read`/`_write`, ... |
+| `docker_container_status` | the same | `oomkilled`, `pid`, `exitcode`, `restart_count`, `started_at`, `finished_at`, `uptime_ns` |
+| `docker_container_health` | the same (containers with a HEALTHCHECK) | `health_status`, `failing_streak` |
+
+How it reads: `/_ping` negotiates the API version, then versioned paths
+(1.41 or newer where the engine has it) so that stats can be asked for with
+`one-shot=true` - one answer at once instead of the daemon's two samples a
+second apart. CPU % is computed from telemon's own previous sample of each
+container (the first poll of a container has none, so no `usage_percent`);
+a counter that went backwards (the container restarted) skips one value
+rather than writing a wrong one. Containers are read concurrently
+(`max_concurrency`, default 64), each inspect + stats within
+`stats_timeout` (3 s, shorter than the poll's `timeout`, so a slow
+container is skipped rather than failing the poll). Differences from
+Telegraf, on purpose: memory keeps the
+raw `usage` and adds `working_set` (Telegraf subtracts the whole page cache
+on cgroup v1, which `docker stats` does not); `usage_percent` is left out
+rather than written as 0 when it cannot be known; per-interface network
+points are on by default. Podman's compatible API is detected (`/_ping`'s
+`Libpod-API-Version`): its CPU % is computed from elapsed time, as its
+host counter is not Docker's.
+
+A container that stops or is removed during a poll is simply absent from
+it. A missing socket, a refused permission (`permission denied on
+/var/run/docker.sock: run telemon in the docker group ...`) or something
+that is not an engine marks the input down with that one line; every other
+input keeps serving. A container that times out is skipped and counted in
+`telemon_input` `errors`.
+
+**Pharo containers found by label.** With `discover_pharo = true`, every
+running container labelled `telemon.pharo.port` is polled as a
+`[[inputs.pharo]]` target, tagged `container_name` and `instance` (the
+container's name), and dropped when the container goes away - the way
+caddy-docker-proxy configures itself from labels:
+
+```yaml
+services:
+  blog:
+    image: my-pharo-app
+    labels:
+      telemon.pharo.port: "8080"          # required
+      telemon.pharo.path: "/metrics"      # default /metrics
+      telemon.pharo.format: "auto"        # influx, json, labels, parameters, report
+      telemon.pharo.scheme: "http"        # or https
+      # telemon.pharo.network: "backend"  # which network's address to use
+```
+
+The address is the container's IP on the named (else the first) network,
+`127.0.0.1` for a container on the host network, or its published port on
+the host when it has no address telemon can use. A bad label is a one-line
+reason on the docker input (`container blog: label telemon.pharo.port='http'
+is not a port number`); the other containers are still polled. The pharo
+lines join the container's own: `container_name` is the same tag on both.
+"""  # noqa: E501 - a markdown table row is one line
+"""This input's part of the README's input reference (markdown)."""
+
+COUNTER_FIELDS: tuple[str, ...] = (r"(rx|tx)_(bytes|packets|errors|dropped)",)
+"""Patterns of this input's cumulative field names (in any measurement, as they always were)."""

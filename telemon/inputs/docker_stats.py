@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from calendar import timegm
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 from telemon.metric import FieldValue
 
 __all__ = [
+    "FIELD_TYPES",
     "CpuSample",
     "as_array",
     "as_object",
@@ -65,6 +67,19 @@ _BLKIO_LISTS = {
 _BLKIO_OPLESS = ("io_time_recursive", "sectors_recursive")
 # Old Podman builds also emit rios/wios/dbytes/dios "ops" in the bytes list.
 _BLKIO_OPS = {"read", "write", "sync", "async", "discard", "total"}
+_ENGINE_KEYS = (
+    ("n_cpus", "NCPU"),
+    ("n_used_file_descriptors", "NFd"),
+    ("n_containers", "Containers"),
+    ("n_containers_running", "ContainersRunning"),
+    ("n_containers_stopped", "ContainersStopped"),
+    ("n_containers_paused", "ContainersPaused"),
+    ("n_images", "Images"),
+    ("n_goroutines", "NGoroutines"),
+    ("n_listener_events", "NEventsListener"),
+    ("memory_total", "MemTotal"),
+)
+"""`docker` field <- `/info` key."""
 _TIMESTAMP = re.compile(
     r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)$"
 )
@@ -400,16 +415,37 @@ def health_fields(inspect: Doc) -> dict[str, FieldValue]:
 
 def engine_fields(info: Doc) -> dict[str, FieldValue]:
     """The `docker` measurement (engine-wide counts) from `/info`."""
-    pairs = (
-        ("n_cpus", "NCPU"),
-        ("n_used_file_descriptors", "NFd"),
-        ("n_containers", "Containers"),
-        ("n_containers_running", "ContainersRunning"),
-        ("n_containers_stopped", "ContainersStopped"),
-        ("n_containers_paused", "ContainersPaused"),
-        ("n_images", "Images"),
-        ("n_goroutines", "NGoroutines"),
-        ("n_listener_events", "NEventsListener"),
-        ("memory_total", "MemTotal"),
-    )
-    return {name: v for name, key in pairs if (v := _int(info.get(key))) is not None}
+    return {name: v for name, key in _ENGINE_KEYS if (v := _int(info.get(key))) is not None}
+
+
+def _kinds(ints: Iterable[str], **others: str) -> dict[str, str]:
+    return {**dict.fromkeys(ints, "i"), **others, "container_id": "s"}
+
+
+_BLKIO_FIELDS = [
+    *(f"{prefix}_{op}" for prefix in _BLKIO_LISTS.values() for op in sorted(_BLKIO_OPS)),
+    *_BLKIO_OPLESS,
+]
+FIELD_TYPES: dict[str, dict[str, str]] = {
+    "docker": dict.fromkeys((name for name, _ in _ENGINE_KEYS), "i"),
+    "docker_container_mem": _kinds(
+        (*_MEM_STAT_KEYS, "usage", "limit", "max_usage", "fail_count", "working_set"),
+        usage_percent="f",
+    ),
+    "docker_container_cpu": _kinds(
+        (
+            "usage_total", "usage_in_usermode", "usage_in_kernelmode", "usage_system",
+            "throttling_periods", "throttling_throttled_periods", "throttling_throttled_time",
+        ),
+        usage_percent="f",
+    ),  # fmt: skip
+    "docker_container_net": _kinds(_NET_KEYS),
+    "docker_container_blkio": _kinds(_BLKIO_FIELDS),
+    "docker_container_status": _kinds(
+        ("pid", "exitcode", "restart_count", "started_at", "finished_at", "uptime_ns"),
+        oomkilled="b",
+    ),
+    "docker_container_health": {"health_status": "s", "failing_streak": "i"},
+}
+"""The kind of every field written, per measurement: Telegraf's `inputs.docker` types
+(its unsigned counters are integers in line protocol, as Telegraf writes them)."""

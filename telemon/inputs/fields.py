@@ -22,7 +22,14 @@ from telemon.lineprotocol import LineEncoder
 from telemon.metric import Metric
 from telemon.schema import FieldName, MeasurementName
 
-__all__ = ["FieldsConfig", "FieldsTarget", "resolve_callable"]
+__all__ = [
+    "COUNTER_FIELDS",
+    "REFERENCE",
+    "SAMPLE_CONFIG",
+    "FieldsConfig",
+    "FieldsTarget",
+    "resolve_callable",
+]
 
 
 def resolve_callable(path: Any) -> Callable[[], Any]:
@@ -88,3 +95,51 @@ class FieldsTarget(Target):
         global_tags, input_tags = tags
         merged = {**global_tags, **self.telemon.tags, **input_tags}
         return self.telemon.encode_now(encoder, now_ns, merged)
+
+
+# --- what the registry (inputs/__init__.py) reads: docs, counters ---------------------------
+
+SAMPLE_CONFIG = """\
+## Fields of your own, evaluated at every scrape: each value names a callable
+## taking no arguments, as "package.module:function" (importable with the
+## PYTHONPATH telemon runs with), that returns a bool, int, float or str (None
+## leaves the field out of that scrape). A field that raises or times out
+## (agent.field_timeout) is left out of that scrape and logged.
+# [[inputs.fields]]
+#   ## Measurement name (required).
+#   measurement = "app"
+#
+#   ## Accepted as in every input but not used: fields are evaluated at every
+#   ## scrape, each bounded by agent.field_timeout.
+#   interval = "10s"
+#   timeout = "5s"
+#
+#   ## Tags added to this table's lines.
+#   [inputs.fields.tags]
+#     service = "blog"
+#
+#   ## Field name = "package.module:callable", e.g. "myapp.metrics:sessions".
+#   [inputs.fields.fields]
+#     pid = "os:getpid"
+#     clock = "time:time"
+"""
+"""This input's part of telemon.example.toml (`telemon config` prints the whole file)."""
+
+REFERENCE = """**`[[inputs.fields]]`** - your own fields, evaluated at every scrape:
+
+```toml
+[[inputs.fields]]
+  measurement = "app"
+  [inputs.fields.tags]
+    service = "blog"
+  [inputs.fields.fields]
+    sessions = "myapp.metrics:session_count"   # "package.module:callable"
+```
+
+Import paths are resolved at start-up; a bad one is a config error naming
+`inputs.fields.0.fields.sessions`. Callables may be sync or `async def`.
+"""
+"""This input's part of the README's input reference (markdown)."""
+
+COUNTER_FIELDS: tuple[str, ...] = ()
+"""None: what the callables return is the user's to know (and their types are not declared)."""

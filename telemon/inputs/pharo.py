@@ -22,6 +22,7 @@ from pydantic import Field, PrivateAttr, SecretStr, model_validator
 
 from telemon.inputs.base import InputConfig, InputContext, InputError, Target, read_bounded
 from telemon.inputs.pharo_formats import (
+    TELEMON_FIELDS,
     FormatError,
     Sample,
     parse_auto,
@@ -38,7 +39,15 @@ from telemon.schema import (
 )
 from telemon.tls import ClientTLS
 
-__all__ = ["PharoConfig", "PharoTarget", "samples_to_metrics"]
+__all__ = [
+    "COUNTER_FIELDS",
+    "REFERENCE",
+    "SAMPLE_CONFIG",
+    "TELEMON_FIELD_TYPES",
+    "PharoConfig",
+    "PharoTarget",
+    "samples_to_metrics",
+]
 
 _SMALLTALK_EPOCH_OFFSET_US = 2_177_452_800 * 1_000_000
 PharoFormat = Literal["auto", "influx", "json", "labels", "parameters", "report"]
@@ -46,6 +55,9 @@ PharoFormat = Literal["auto", "influx", "json", "labels", "parameters", "report"
 # be different hosts' clocks): a start time this little in the future is a
 # restart just now, not a bogus value.
 _CLOCK_SKEW_MS = 60_000
+
+TELEMON_FIELD_TYPES: dict[str, str] = dict.fromkeys(TELEMON_FIELDS, "i")
+"""Telemon's fields are integers: uptime and GC times in ms, spaces in bytes, counts."""
 
 
 class PharoConfig(InputConfig, ClientTLS):
@@ -105,6 +117,10 @@ class PharoConfig(InputConfig, ClientTLS):
         request = _RequestSettings(self)
         instances = _default_instances(self.urls, self.instances)
         return [PharoTarget(url, self, request, context, instances[url]) for url in self.urls]
+
+    def field_types(self) -> dict[str, dict[str, str]]:
+        """Telemon's ten fields are integers; the payload's other values are not declared."""
+        return {self.measurement: dict(TELEMON_FIELD_TYPES)}
 
 
 class _RequestSettings:
@@ -249,3 +265,112 @@ def _client_error(exc: aiohttp.ClientError) -> str:
     if isinstance(exc, aiohttp.ClientPayloadError):
         return f"response body broken off: {exc}"
     return f"{type(exc).__name__}: {exc}"
+
+
+# --- what the registry (inputs/__init__.py) reads: docs, counters ---------------------------
+
+SAMPLE_CONFIG = """\
+## Pharo images' VM statistics, polled over HTTP: one target per URL. Each
+## line is the "pharo" measurement with the original Telemon's fields
+## (uptime, oldSpace, youngSpace, memory, memoryFree, fullGCs, fullGCTime,
+## incrGCs, incrGCTime, tenureCount) plus whatever else the payload offers,
+## and an "instance" tag naming the target.
+# [[inputs.pharo]]
+#   ## Statistics endpoints (required). Try it: `telemon simulate` serves
+#   ## every format at http://127.0.0.1:8079/.
+#   urls = ["http://127.0.0.1:8079/metrics"]
+#
+#   ## "auto" (by Content-Type and content), or one of "influx" (Telemon's own
+#   ## lines), "json", "labels", "parameters" (Smalltalk vm getParameters),
+#   ## "report" (Smalltalk vm statisticsReport).
+#   format = "auto"
+#
+#   ## Measurement name for the VM figures.
+#   measurement = "pharo"
+#
+#   ## How often to poll and how long one poll may take.
+#   interval = "10s"
+#   timeout = "5s"
+#
+#   ## A body larger than this (bytes) is cut off and the target marked down.
+#   max_body_size = 1048576
+#
+#   ## Credentials for the target: basic auth with
+#   ##   username = "telemon"
+#   ##   password = "..."
+#   ## or a bearer token with token = "..." or token_file = "/run/secrets/t".
+#   ## TLS: tls_ca = "/etc/ssl/ca.pem" to trust a private CA, or
+#   ##   insecure_skip_verify = true to skip verification (testing only).
+#   insecure_skip_verify = false
+#
+#   ## The instance tag is host:port of the URL (host:port/path when several
+#   ## unnamed URLs share it) unless named here.
+#   instances = { "http://127.0.0.1:8079/metrics" = "blog" }
+#
+#   ## Extra request headers.
+#   headers = { Accept = "*/*" }
+#
+#   ## Tags added to this table's lines.
+#   [inputs.pharo.tags]
+#     app = "blog"
+"""
+"""This input's part of telemon.example.toml (`telemon config` prints the whole file)."""
+
+REFERENCE = """**`[[inputs.pharo]]`** - a Pharo image's VM statistics, polled over HTTP.
+
+```toml
+[[inputs.pharo]]
+  urls = ["http://blog:8079/metrics", "http://shop:8079/vm/parameters"]
+  # format = "auto"          # or influx, json, labels, parameters, report
+  # measurement = "pharo"
+  # max_body_size = 1048576  # bytes; a larger body marks the target down
+  instances = { "http://blog:8079/metrics" = "blog" }   # else host:port (host:port/path
+                                                         # when unnamed URLs share a host:port)
+  # headers = { X-Api = "..." }
+  # username = "..."                       # with password = "...", or instead:
+  # token = "..."                          # or token_file = "/run/secrets/pharo_token"
+  # tls_ca = "/etc/ssl/private-ca.pem"
+  # insecure_skip_verify = false
+  [inputs.pharo.tags]
+    app = "blog"
+```
+
+There is no standard statistics endpoint in Pharo; telemon reads every form
+seen in the wild, picked by Content-Type and content with `format = "auto"`:
+
+| format | what the image serves |
+|---|---|
+| `influx` | the original Telemon package's lines (`pharo,host=x uptime=2023314,oldSpace=...`: no types, no timestamp, no escaping); parsed tolerantly, re-encoded typed and timestamped, its own tags kept |
+| `json` | an object of named values (`{"uptime": 1452854, "oldSpace": ...}`); nested objects flatten to `outer_inner` |
+| `labels` | a list of `{"label": "oldSpace", "value": 173088768, "unit": "bytes"}` |
+| `parameters` | the array of `Smalltalk vm getParameters` (1-based, `null` for nil); indices named as in Pharo's `VirtualMachine` (`edenSize`, `freeOldSpace`, `processSwitches`, JIT counters, ...); older VMs with fewer parameters are fine |
+| `report` | the text of `Smalltalk vm statisticsReport`, read by label, with or without its "Since last view" block |
+
+Whatever the format, each line carries the original Telemon's ten fields
+whenever the payload has the data - `uptime` (ms), `oldSpace`,
+`youngSpace`, `memory`, `memoryFree`, `fullGCs`, `fullGCTime`, `incrGCs`,
+`incrGCTime`, `tenureCount` - so Grafana panels such as used memory =
+`memory - memoryFree` work unchanged, plus every other value the payload
+offers (`usedMemory`, `edenSize`, ...). Free memory follows Pharo's own
+formula (freeOldSpace + edenSize - youngSpace). A non-2xx answer, a timeout,
+a refused connection, an oversized or unreadable body each mark only that
+target down (`telemon_input` `up=0i`, the reason in the log and on `/`);
+polls never overlap, failing targets back off (doubling, capped at 5
+minutes) and recover on their own, and the start of many targets is spread
+over the interval.
+
+**The simulator.** `telemon simulate` stands in for a Pharo image: its
+values evolve like a real VM's (uptime rising, GC counters monotonic, old
+space growing and shrinking at full GCs, free memory consistent). Paths:
+`/metrics` (Telemon lines), `/stats.json`, `/stats/labels`,
+`/vm/parameters`, `/vm/report`; with `--vms N`, VM 0 at those paths and VM n (1 to N-1) at `/<n>/...`. Make it
+misbehave per request with `?fault=hang|slow|500|truncate|garbage|html|huge|wrongtype|empty|restart`
+(or for every request with `--fault`) to see how telemon copes.
+"""  # noqa: E501 - a markdown table row is one line
+"""This input's part of the README's input reference (markdown)."""
+
+COUNTER_FIELDS: tuple[str, ...] = (
+    r"fullGCs|fullGCTime|incrGCs|incrGCTime|tenureCount",
+    r"bytesAllocated",
+)
+"""Patterns of this input's cumulative field names (in any measurement: it can be renamed)."""

@@ -21,10 +21,31 @@ from telemon.inputs.base import InputConfig, InputContext, InputError, Target
 from telemon.metric import FieldValue, Metric
 from telemon.schema import MeasurementName
 
-__all__ = ["ProcessConfig", "ProcessTarget", "process_fields"]
+__all__ = [
+    "COUNTER_FIELDS",
+    "FIELD_TYPES",
+    "REFERENCE",
+    "SAMPLE_CONFIG",
+    "ProcessConfig",
+    "ProcessTarget",
+    "process_fields",
+]
 
 # pid_t is a signed 32-bit int; psutil overflows on larger numbers.
 _MAX_PID = 2**31 - 1
+
+FIELD_TYPES: dict[str, str] = {
+    "pid": "i",
+    "memory_rss": "i",
+    "memory_vms": "i",
+    "cpu_time_user": "f",
+    "cpu_time_system": "f",
+    "num_threads": "i",
+    "created_at": "i",
+    "cpu_usage": "f",
+    "num_fds": "i",
+}
+"""The kind of every field `process_fields` writes."""
 
 
 def _compile(pattern: str) -> str:
@@ -52,6 +73,10 @@ class ProcessConfig(InputConfig):
     def build(self, context: InputContext) -> list[Target]:
         """One target: the selected process(es)."""
         return [ProcessTarget(self)]
+
+    def field_types(self) -> dict[str, dict[str, str]]:
+        """Telegraf procstat's types: CPU times and usage are floats, the rest integers."""
+        return {self.measurement: dict(FIELD_TYPES)}
 
 
 def process_fields(proc: psutil.Process, with_cpu_usage: bool = True) -> dict[str, FieldValue]:
@@ -171,3 +196,55 @@ def _describe(config: ProcessConfig) -> str:
     if config.pattern is not None:
         return f"pattern={config.pattern}"
     return "self"
+
+
+# --- what the registry (inputs/__init__.py) reads: docs, counters ---------------------------
+
+SAMPLE_CONFIG = """\
+## Memory, CPU, threads and open files of a process (Telegraf procstat's
+## field names). By default telemon's own process.
+[[inputs.process]]
+  ## Collection interval and timeout of this table (default: the agent's).
+  # interval = "10s"
+  # timeout = "5s"
+
+  ## Measurement name.
+  # measurement = "process"
+
+  ## Add the pid as a tag (one series per process run: mind cardinality).
+  # pid_tag = false
+
+  ## Watch every process whose command line matches this regular expression
+  ## instead of telemon itself (telemon never matches itself).
+  # pattern = "pharo"
+
+  ## Tags added to this table's lines.
+  # [inputs.process.tags]
+  #   role = "vm"
+
+## Or watch the process whose pid is in a file (set pattern or pid_file in a
+## table, not both).
+# [[inputs.process]]
+#   pid_file = "/run/pharo.pid"
+"""
+"""This input's part of telemon.example.toml (`telemon config` prints the whole file)."""
+
+REFERENCE = r"""**`[[inputs.process]]`** - a process's memory and CPU via psutil, telemon
+itself by default. Measurement `process`, names as Telegraf's `procstat`.
+
+| Key | Default | |
+|---|---|---|
+| `pattern` | - | regex matched against each process's command line (e.g. `"pharo.*myapp\\.image"`); one line per process |
+| `pid_file` | - | read the pid from this file |
+| `pid_tag` | `false` | add a `pid` tag (set it when a pattern matches several processes, or their lines share one series) |
+| `measurement` | `"process"` | |
+
+Tags `process_name` and `pattern` or `pidfile`; fields `pid`, `memory_rss`,
+`memory_vms` (bytes), `cpu_time_user`, `cpu_time_system` (s), `cpu_usage`
+(% since the previous collection, absent on the first), `num_threads`,
+`num_fds`, `created_at` (ns).
+"""  # noqa: E501 - a markdown table row is one line
+"""This input's part of the README's input reference (markdown)."""
+
+COUNTER_FIELDS: tuple[str, ...] = (r"cpu_time_(user|system)",)
+"""Patterns of this input's cumulative field names (in any measurement: it can be renamed)."""
