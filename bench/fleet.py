@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import free_port, http_get, print_machine_info, stop_process, wait_until  # noqa: E402
 
-from telemon.agent import build_collector  # noqa: E402
+from telemon.agent import Agent  # noqa: E402
 from telemon.config import parse_config  # noqa: E402
 
 PATHS = ("/metrics", "/stats.json", "/stats/labels", "/vm/parameters", "/vm/report")
@@ -39,14 +39,14 @@ def fleet_config(port: int, targets: int) -> dict[str, object]:
 
 async def measure(port: int, targets: int, rounds: int) -> list[tuple[float, float, int]]:
     """(wall s, CPU s, targets up) per round."""
-    collector = build_collector(parse_config(fleet_config(port, targets)))
+    collector = Agent(parse_config(fleet_config(port, targets))).collector
     await collector.collect_all()  # warm-up: connections, parser caches
     results = []
     for _ in range(rounds):
         wall, cpu = time.perf_counter(), time.process_time()
         await collector.collect_all()
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        results.append((wall, cpu, sum(1 for s in collector.states if s.up)))
+        results.append((wall, cpu, sum(1 for s in collector.states if s.health.up)))
     await collector.stop()
     return results
 

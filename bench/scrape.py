@@ -6,7 +6,7 @@ Three aiohttp servers, each in its own subprocess (this script re-invoked with
 `--serve KIND --port N`), all serving the same payload: 20 `pharo` series x 10
 fields (tags host, instance) + one measurement of 10 lazily evaluated fields:
 
-* telemon    - `telemon.server.create_app` with a collector holding a fake
+* telemon    - `telemon.server.create_app` with an agent holding a fake
                polled `pharo` target (its 20 metrics are collected and encoded
                by the real collector) and an embedded `Telemon` whose 10 sync
                callables are evaluated at every scrape; `inputs = {}`.
@@ -94,11 +94,9 @@ def lazy_fields() -> dict[str, object]:
 def serve_telemon(port: int) -> None:
     from aiohttp import web
 
-    from telemon.agent import build_encoder
-    from telemon.collector import Collector, TargetState
+    from telemon.agent import Agent
     from telemon.config import parse_config
     from telemon.inputs.base import Target
-    from telemon.inputs.fields import FieldsTarget
     from telemon.lazy import Telemon
     from telemon.metric import Metric
     from telemon.server import create_app
@@ -123,15 +121,9 @@ def serve_telemon(port: int) -> None:
             ]
 
     config = parse_config({"inputs": {}, "http": {"listen": f"127.0.0.1:{port}"}})
-    agent = config.agent
-    encoder = build_encoder(config)
-    telemon = Telemon("app", {"host": "app-host"}, lazy_fields(), encoder=encoder)
-    states = [
-        TargetState("pharo", FakePharo(), agent.interval, agent.timeout),
-        TargetState("fields", FieldsTarget(telemon), agent.interval, agent.timeout),
-    ]
-    collector = Collector(states, encoder, dict(config.global_tags))
-    app = create_app(config, collector=collector)
+    telemon = Telemon("app", {"host": "app-host"}, lazy_fields())
+    agent = Agent(config, [telemon], targets=[("pharo", FakePharo())])
+    app = create_app(config, agent=agent)
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 

@@ -1,26 +1,88 @@
-"""Turns a validated `Config` into the running parts (no I/O here)."""
+"""The agent: the one owner of the running system, built once from a validated `Config`.
+
+It holds the running parts, each with its own health and self-metrics:
+
+* the inputs' targets, scheduled or lazy (`telemon.collector.Collector`),
+  each with a `telemon_input` line;
+* the sink, when enabled (`telemon.sink.Sink`), with a `telemon_sink` line;
+* one output runner per output URL (`telemon.outputs`), each with a
+  `telemon_output` line;
+* the encoder, whose field-type table the inputs' declarations fill before
+  anything is written, and the `telemon` line of its counters.
+
+`start` and `stop` keep the order (collection stops before the outputs'
+last write, so that write holds every collection). The HTTP app
+(`telemon.server.create_app`) only wires requests to `scrape`,
+`scrape_metrics` and `status`; tests and embedders use the same object::
+
+    async with Agent(load_config(path)) as agent:
+        body = await agent.scrape()
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
 
-from telemon.collector import Collector, TargetState
+from telemon import __version__
+from telemon.auth import Credentials
+from telemon.collector import STATUS_FIELD_TYPES, Collector, TargetState
 from telemon.config import Config
-from telemon.inputs import InputContext
+from telemon.inputs import InputConfig, InputContext, Target
 from telemon.inputs.fields import FieldsTarget
 from telemon.lazy import Telemon
 from telemon.lineprotocol import EncoderOptions, LineEncoder
-from telemon.outputs import OutputsTarget, build_outputs
+from telemon.metric import FieldValue, Metric
+from telemon.outputs import build_outputs
 from telemon.outputs.base import OutputRunner
-from telemon.sink import SeriesStore, SinkTarget
+from telemon.sink import Sink
 
-__all__ = ["build_collector", "build_encoder", "build_output_runners"]
+__all__ = ["Agent", "Settings", "build_encoder"]
+
+# Self-metrics that change with every scrape (the `telemon` line, lazy
+# targets', the sink's and the outputs' status) are re-encoded at most this
+# often, or at once when a lazy target's `up` changes.
+SELF_METRICS_MAX_AGE_S = 1.0
+SELF_SOURCE = "telemon"
+SINK_SOURCE = "sink"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The effective settings, each default resolved here and nowhere else."""
+
+    interval: float
+    timeout: float
+    field_timeout: float
+    sink_ttl: float
+    credentials: Credentials
+    global_tags: dict[str, str]
+
+    @classmethod
+    def resolve(cls, config: Config) -> Settings:
+        """The settings `config` means, with the agent's values filled in."""
+        agent, http = config.agent, config.http
+        return cls(
+            interval=agent.interval,
+            timeout=agent.timeout,
+            field_timeout=agent.field_timeout,
+            sink_ttl=config.sink.ttl or 2 * agent.interval,
+            credentials=Credentials(http.username, http.basic_password, http.bearer_token),
+            global_tags=dict(config.global_tags),
+        )
+
+    def schedule(self, input_config: InputConfig) -> tuple[float, float]:
+        """An input table's interval and timeout."""
+        return input_config.interval or self.interval, input_config.timeout or self.timeout
 
 
 def build_encoder(config: Config) -> LineEncoder:
-    """The encoder with the `[agent]` number and timestamp settings."""
+    """The encoder with the `[agent]` settings and every declared field type."""
     agent = config.agent
-    return LineEncoder(
+    encoder = LineEncoder(
         EncoderOptions(
             precision=agent.precision,
             omit_timestamp=agent.omit_timestamp,
@@ -28,37 +90,207 @@ def build_encoder(config: Config) -> LineEncoder:
             uint_support=agent.uint_support,
         )
     )
+    encoder.declare("telemon_input", STATUS_FIELD_TYPES)
+    for _, input_config in config.inputs.configured():
+        for measurement, kinds in input_config.field_types().items():
+            encoder.declare(measurement, kinds)
+    return encoder
 
 
-def build_collector(config: Config, telemons: Sequence[Telemon] = ()) -> Collector:
-    """Every configured input's targets, embedded `Telemon`s and the sink, ready to run."""
-    agent = config.agent
-    context = InputContext(field_timeout=agent.field_timeout)
-    states = []
-    for name, input_config in config.inputs.configured():
-        interval = input_config.interval or agent.interval
-        timeout = input_config.timeout or agent.timeout
-        for target in input_config.build(context):
-            states.append(TargetState(name, target, interval, timeout, dict(input_config.tags)))
-    encoder = build_encoder(config)
-    for telemon in telemons:
-        telemon.encoder = encoder
-        states.append(TargetState("fields", FieldsTarget(telemon), agent.interval, agent.timeout))
-    if config.sink.enabled:
-        # The server finds the store through this target (`telemon.sink.find_store`).
-        store = SeriesStore(config.sink.ttl or 2 * agent.interval, config.sink.max_series)
-        states.append(TargetState("sink", SinkTarget(store), agent.interval, agent.timeout))
-    if config.outputs.configured:
-        # `build_output_runners` hands this target the runners whose counters it serves.
-        states.append(TargetState("outputs", OutputsTarget(), agent.interval, agent.timeout))
-    return Collector(states, encoder, dict(config.global_tags), context)
+class Agent:
+    """Every running part of telemon, started and stopped together."""
+
+    def __init__(
+        self,
+        config: Config,
+        telemons: Sequence[Telemon] = (),
+        *,
+        targets: Sequence[tuple[str, Target]] = (),
+        clock: Callable[[], int] = time.time_ns,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`telemons` are embedded lazy measurements; `targets` are (input name, target)
+        pairs of the embedder's own, run at the agent's interval and timeout."""
+        self.config = config
+        self.settings = settings = Settings.resolve(config)
+        self.clock = clock
+        self._monotonic = monotonic
+        self.encoder = build_encoder(config)
+        context = InputContext(field_timeout=settings.field_timeout)
+        self.collector = Collector(
+            self._input_states(config, telemons, targets, context),
+            self.encoder,
+            settings.global_tags,
+            context,
+            clock=clock,
+        )
+        self.sink = (
+            Sink(
+                config.sink, self.encoder, settings.credentials, ttl=settings.sink_ttl, clock=clock
+            )
+            if config.sink.enabled
+            else None
+        )
+        self.outputs: list[OutputRunner] = build_outputs(
+            config.outputs, self, interval=settings.interval, precision=config.agent.precision
+        )
+        self.scrapes = 0
+        self.started_ns: int | None = None
+        self._self_lines = b""
+        self._self_lines_at = -SELF_METRICS_MAX_AGE_S
+
+    def _input_states(
+        self,
+        config: Config,
+        telemons: Sequence[Telemon],
+        targets: Sequence[tuple[str, Target]],
+        context: InputContext,
+    ) -> list[TargetState]:
+        settings = self.settings
+        states = []
+        for name, input_config in config.inputs.configured():
+            interval, timeout = settings.schedule(input_config)
+            for target in input_config.build(context):
+                states.append(TargetState(name, target, interval, timeout, dict(input_config.tags)))
+        for telemon in telemons:  # embedded: written by the agent's encoder
+            telemon.encoder = self.encoder
+            targets = [*targets, ("fields", FieldsTarget(telemon))]
+        for name, target in targets:
+            states.append(TargetState(name, target, settings.interval, settings.timeout))
+        return states
+
+    # --- start and stop --------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start polling, then the outputs' flushing."""
+        self.started_ns = self.clock()
+        self.collector.start()
+        for runner in self.outputs:
+            runner.start()
+
+    async def stop(self) -> None:
+        """Stop collecting first, so that the outputs' last write holds every collection."""
+        await self.collector.stop()
+        await asyncio.gather(*(runner.stop() for runner in self.outputs))
+
+    async def __aenter__(self) -> Agent:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def collect_once(self) -> None:
+        """Collect every input target once, without starting (for `telemon once`)."""
+        try:
+            await self.collector.collect_all()
+        finally:
+            await self.collector.stop()
+
+    # --- what is served and pushed ---------------------------------------------------
+
+    @property
+    def listeners(self) -> list[Callable[[bytes], None]]:
+        """Called with each polled collection's lines (the outputs push every one)."""
+        return self.collector.listeners
+
+    async def scrape(self) -> bytes:
+        """One HTTP scrape's line protocol: everything collected, the sink, the self-metrics."""
+        self.scrapes += 1
+        lazy = await self._lazy_lines()
+        return b"".join(
+            [self.collector.snapshot(), lazy, self._sink_lines(), self._self_lines_now()]
+        )
+
+    async def push_lines(self) -> bytes:
+        """An output's push beside the polled collections: lazy targets, sink, self-metrics."""
+        lazy = await self._lazy_lines()
+        return b"".join([lazy, self._sink_lines(), self._self_lines_now()])
+
+    async def scrape_metrics(self) -> list[Metric]:
+        """One HTTP scrape as metrics (for the Prometheus format)."""
+        self.scrapes += 1
+        collector = self.collector
+        lazy = await collector.lazy_metrics()
+        now_ns = self.clock()
+        status = [collector.status_metric(state, now_ns) for state in collector.states]
+        return [*collector.polled_metrics(), *lazy, *self._sink_metrics(), *status,
+                *self._self_metrics(now_ns)]  # fmt: skip
+
+    async def _lazy_lines(self) -> bytes:
+        body, changed = await self.collector.render_lazy()
+        if changed:
+            self._self_lines_at = -SELF_METRICS_MAX_AGE_S
+        return body
+
+    def _sink_metrics(self) -> list[Metric]:
+        if self.sink is None:
+            return []
+        global_tags = self.settings.global_tags
+        metrics = self.sink.metrics()
+        if global_tags:
+            for metric in metrics:
+                metric.tags = {**global_tags, **metric.tags}
+        return metrics
+
+    def _sink_lines(self) -> bytes:
+        if self.sink is None:
+            return b""
+        self.encoder.losses.source = SINK_SOURCE
+        return self.encoder.encode_all(self._sink_metrics())
+
+    def _self_lines_now(self) -> bytes:
+        now = self._monotonic()
+        if now - self._self_lines_at >= SELF_METRICS_MAX_AGE_S:
+            now_ns = self.clock()
+            collector = self.collector
+            metrics = [collector.status_metric(state, now_ns) for state in collector.lazy]
+            metrics += self._self_metrics(now_ns)
+            self.encoder.losses.source = SELF_SOURCE
+            self._self_lines = self.encoder.encode_all(metrics)
+            self._self_lines_at = now
+        return self._self_lines
+
+    def _self_metrics(self, now_ns: int) -> list[Metric]:
+        """The `telemon` line, the sink's and each output's status line."""
+        tags = self.settings.global_tags
+        fields: dict[str, FieldValue] = {"scrapes": self.scrapes}
+        fields.update(self.encoder.stats.as_fields())
+        metrics = [Metric("telemon", dict(tags), fields, now_ns)]
+        if self.sink is not None:
+            metrics.append(self.sink.status_metric(now_ns))
+        metrics += [runner.status_metric(now_ns) for runner in self.outputs]
+        if tags:
+            for metric in metrics[1:]:
+                metric.tags = {**tags, **metric.tags}
+        return metrics
+
+    # --- health ----------------------------------------------------------------------
+
+    def status(self) -> AgentStatus:
+        """Every running part's state, for the status page."""
+        return AgentStatus(
+            version=__version__,
+            started_ns=self.started_ns,
+            inputs=list(self.collector.states),
+            outputs=list(self.outputs),
+            sink=self.sink,
+            dropped=self.encoder.losses.dropped,
+        )
 
 
-def build_output_runners(config: Config, collector: Collector) -> list[OutputRunner]:
-    """The configured outputs' runners, pushing what `collector` collects (not started)."""
-    return build_outputs(
-        config.outputs,
-        collector,
-        interval=config.agent.interval,
-        precision=config.agent.precision,
-    )
+@dataclass(frozen=True, slots=True)
+class AgentStatus:
+    """What the status page shows, read at one moment."""
+
+    version: str
+    started_ns: int | None
+    inputs: list[TargetState]
+    outputs: list[OutputRunner]
+    sink: Sink | None
+    dropped: Callable[[str], int]

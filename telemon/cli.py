@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from telemon import __version__
-from telemon.agent import build_collector
+from telemon.agent import Agent
 from telemon.config import (
     Config,
     ConfigError,
@@ -124,18 +124,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _once(config: Config) -> int:
-    collector = build_collector(config)
-    try:
-        await collector.collect_all()
-    finally:
-        await collector.stop()
+    agent = Agent(config)
+    await agent.collect_once()
     failed = False
-    for state in collector.states:
+    for state in agent.collector.states:
         sys.stdout.buffer.write(state.body)
-        if not state.up:
+        if not state.health.up:
             failed = True
-            print(f"input {state.input} target {state.target.target}: {state.last_error}",
-                  file=sys.stderr)
+            print(f"{state.source}: {state.health.last_error}", file=sys.stderr)
     sys.stdout.flush()
     return EXIT_FAILED if failed else 0
 

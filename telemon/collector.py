@@ -1,10 +1,11 @@
-"""Runs the inputs on their schedules and keeps the encoded snapshot.
+"""Runs the input targets: polled ones on their schedules, lazy ones when asked.
 
 Each polled target is collected by its own task at its interval (polls of
 one target never overlap); its metrics are encoded once, right after the
-collection, so a scrape only joins ready bytes and evaluates the lazy
-targets. A target whose last collection failed serves no values, only its
-`telemon_input` line with `up=0i`.
+collection, so a scrape only joins ready bytes (`snapshot`) and evaluates
+the lazy targets (`render_lazy`). A target whose last collection failed
+serves no values, only its `telemon_input` line with `up=0i`. The agent
+(`telemon.agent`) owns the collector beside the sink and the outputs.
 """
 
 from __future__ import annotations
@@ -22,51 +23,71 @@ from telemon.inputs.base import Discovered, InputContext, InputError, Target
 from telemon.lineprotocol import LineEncoder
 from telemon.metric import FieldValue, Metric
 
-__all__ = ["Collector", "TargetState"]
+__all__ = ["Collector", "Health", "TargetState"]
 
 _log = logging.getLogger("telemon.collector")
 MAX_BACKOFF_S = 300.0
-# Self-metrics that change with every scrape (the `telemon` line, lazy
-# targets' status) are re-encoded at most this often, or when `up` changes.
-SELF_METRICS_MAX_AGE_S = 1.0
+
+STATUS_FIELD_TYPES = {
+    "up": "i",
+    "errors": "i",
+    "collections": "i",
+    "lines": "i",
+    "values_dropped": "i",
+    "duration_ms": "f",
+}
+"""The `telemon_input` line's fields (declared, so nothing else can take them)."""
+
+
+@dataclass(slots=True)
+class Health:
+    """How a target is doing: its state, its counters and its last error."""
+
+    up: bool | None = None
+    failures: int = 0
+    consecutive_failures: int = 0
+    collections: int = 0
+    last_success_ns: int | None = None
+    last_error: str | None = None
 
 
 @dataclass(slots=True, eq=False)
 class TargetState:
-    """A target with its schedule and what its last collection gave."""
+    """A target with its schedule, its health and what its last collection gave."""
 
     input: str
     target: Target
     interval: float
     timeout: float
     tags: dict[str, str] = field(default_factory=dict)
-    up: bool | None = None
-    failures: int = 0
-    consecutive_failures: int = 0
-    collections: int = 0
+    health: Health = field(default_factory=Health)
     lines: int = 0
     duration_ms: float = 0.0
-    last_success_ns: int | None = None
-    last_error: str | None = None
     body: bytes = b""
     metrics: list[Metric] = field(default_factory=list)
     status: bytes = b""
 
     @property
+    def source(self) -> str:
+        """How logs and the encoder's losses name this target."""
+        return f"input {self.input} target {self.target.target}"
+
+    @property
     def errors(self) -> int:
         """Failed collections plus failures inside successful ones (lazy fields)."""
-        return self.failures + self.target.partial_errors
+        return self.health.failures + self.target.partial_errors
 
     def next_delay(self) -> float:
         """The interval, or a capped exponential backoff while failing."""
-        if not self.consecutive_failures:
+        failures = self.health.consecutive_failures
+        if not failures:
             return self.interval
-        backoff: float = self.interval * 2 ** min(self.consecutive_failures - 1, 16)
+        backoff: float = self.interval * 2 ** min(failures - 1, 16)
         return min(backoff, max(self.interval, MAX_BACKOFF_S))
 
 
 class Collector:
-    """Owns the targets, their tasks and the encoded output."""
+    """Owns the input targets, their tasks and their encoded lines."""
 
     def __init__(
         self,
@@ -74,59 +95,59 @@ class Collector:
         encoder: LineEncoder,
         global_tags: dict[str, str] | None = None,
         context: InputContext | None = None,
+        *,
+        clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self.states = list(states)
         self.encoder = encoder
         self.global_tags = dict(global_tags or {})
         self.context = context or InputContext()
-        self.scrapes = 0
+        self.clock = clock
         # Called with each polled collection's encoded lines (outputs push every one).
         self.listeners: list[Callable[[bytes], None]] = []
         self._polled = [s for s in self.states if not s.target.lazy]
-        self._lazy = [s for s in self.states if s.target.lazy]
+        self.lazy = [s for s in self.states if s.target.lazy]
         self._tasks: dict[TargetState, asyncio.Task[None]] = {}
         self._started = False
         self._closing: set[asyncio.Task[None]] = set()
         self._discovered: dict[int, dict[str, TargetState]] = {}
         self.context.discovery = self.sync_discovered
         self._snapshot: bytes | None = None
-        self._self_lines = b""
-        self._self_lines_at = -SELF_METRICS_MAX_AGE_S
 
     async def collect(self, state: TargetState) -> list[Metric]:
-        """Collect one target now and encode what it gave; never raises."""
-        now_ns = time.time_ns()
+        """Collect one polled target now and encode what it gave; never raises."""
+        now_ns = self.clock()
         metrics = await self._gather(state, now_ns, with_timeout=True)
-        state.status = self.encoder.encode_all([self._status_metric(state, now_ns)])
+        state.status = self.encoder.encode_all([self.status_metric(state, now_ns)])
         self._snapshot = None
         for listener in self.listeners:
             listener(state.body + state.status)
         return metrics
 
-    async def render(self, *, snapshot: bool = True) -> bytes:
-        """One scrape's body: snapshots (unless `snapshot` is false), lazy targets, self-metrics."""
-        self.scrapes += 1
-        lazy = self._lazy
-        lazy_bodies = []
-        for state in lazy:
-            was_up = state.up
-            now_ns = time.time_ns()
+    def snapshot(self) -> bytes:
+        """The polled targets' latest lines and status lines, joined once per change."""
+        if self._snapshot is None:
+            self._snapshot = b"".join([s.body + s.status for s in self._polled])
+        return self._snapshot
+
+    async def render_lazy(self) -> tuple[bytes, bool]:
+        """The lazy targets' lines evaluated now, and whether any of them changed `up`."""
+        bodies, changed = [], False
+        for state in self.lazy:
+            was_up = state.health.up
+            now_ns = self.clock()
             if not self._encode_now(state, now_ns):
                 # Lazy fields have their own timeouts; no timeout task per scrape.
                 await self._gather(state, now_ns, with_timeout=False)
-            lazy_bodies.append(state.body)
-            if state.up != was_up:
-                self._self_lines_at = -SELF_METRICS_MAX_AGE_S
-        if self._snapshot is None:
-            self._snapshot = b"".join([s.body + s.status for s in self._polled])
-        if not snapshot:  # outputs get polled lines from `listeners`, once per collection
-            return b"".join([*lazy_bodies, self._self_lines_now(lazy)])
-        return b"".join([self._snapshot, *lazy_bodies, self._self_lines_now(lazy)])
+            bodies.append(state.body)
+            changed = changed or state.health.up != was_up
+        return b"".join(bodies), changed
 
     def _encode_now(self, state: TargetState, now_ns: int) -> bool:
         """A lazy target's scrape by its direct path (no `Metric`s); False if it has none."""
         started = time.perf_counter()
         partial_before = state.target.partial_errors
+        self.encoder.losses.source = state.source
         try:
             text = state.target.encode_now(self.encoder, now_ns, (self.global_tags, state.tags))
         except Exception as exc:  # noqa: BLE001 - one target must not stop the rest
@@ -141,23 +162,16 @@ class Collector:
         state.lines = 1 if text else 0
         return True
 
-    def _self_lines_now(self, lazy: list[TargetState]) -> bytes:
-        now = time.monotonic()
-        if now - self._self_lines_at >= SELF_METRICS_MAX_AGE_S:
-            self._self_lines = self._encode_self_lines(lazy)
-            self._self_lines_at = now
-        return self._self_lines
-
-    async def render_metrics(self) -> list[Metric]:
-        """Everything one scrape shows, as metrics (for other exposition formats)."""
-        self.scrapes += 1
-        now_ns = time.time_ns()
-        for state in self._lazy:
+    async def lazy_metrics(self) -> list[Metric]:
+        """The lazy targets evaluated now, as metrics (for other exposition formats)."""
+        now_ns = self.clock()
+        for state in self.lazy:
             await self._gather(state, now_ns, with_timeout=False)
-        metrics = [m for s in self.states for m in s.metrics]
-        metrics += [self._status_metric(s, now_ns) for s in self.states]
-        metrics.append(self._telemon_metric(now_ns))
-        return metrics
+        return [m for s in self.lazy for m in s.metrics]
+
+    def polled_metrics(self) -> list[Metric]:
+        """The polled targets' latest metrics."""
+        return [m for s in self._polled for m in s.metrics]
 
     async def _gather(self, state: TargetState, now_ns: int, *, with_timeout: bool) -> list[Metric]:
         """Run the target's collect, record the outcome and encode the metrics."""
@@ -178,16 +192,11 @@ class Collector:
         if self.global_tags or state.tags:
             metrics = [self._tagged(m, state.tags) for m in metrics]
         state.metrics = metrics
+        self.encoder.losses.source = state.source
         encoded = list(map(self.encoder.encode, metrics))
         state.body = "".join(encoded).encode("utf-8", "replace")
         state.lines = len(encoded) - encoded.count("")
         return metrics
-
-    def _encode_self_lines(self, lazy: list[TargetState]) -> bytes:
-        now_ns = time.time_ns()
-        metrics = [self._status_metric(s, now_ns) for s in lazy]
-        metrics.append(self._telemon_metric(now_ns))
-        return self.encoder.encode_all(metrics)
 
     async def collect_all(self) -> None:
         """Collect every target once, concurrently (for `telemon once`).
@@ -232,6 +241,7 @@ class Collector:
         self.states.remove(state)
         self._polled.remove(state)
         self._snapshot = None
+        self.encoder.losses.forget(state.source)
         task = self._tasks.pop(state, None)
         if task is not None:
             task.cancel()
@@ -279,44 +289,43 @@ class Collector:
             await asyncio.sleep(next_at - now)
 
     def _succeeded(self, state: TargetState, now_ns: int, partial_before: int) -> None:
+        health = state.health
         up = state.target.partial_errors == partial_before  # nothing failed in part
-        if state.up is False and up:
-            _log.info("input %s target %s recovered", state.input, state.target.target)
-        state.up = up
-        state.collections += 1
-        state.consecutive_failures = 0
-        state.last_success_ns = now_ns
-        if not state.up:
-            state.last_error = state.target.last_partial_error
+        if health.up is False and up:
+            _log.info("%s recovered", state.source)
+        health.up = up
+        health.collections += 1
+        health.consecutive_failures = 0
+        health.last_success_ns = now_ns
+        if not up:
+            health.last_error = state.target.last_partial_error
 
     def _failed(self, state: TargetState, reason: str) -> None:
-        if state.up is not False or reason != state.last_error:
-            _log.warning("input %s target %s: %s", state.input, state.target.target, reason)
-        state.up = False
-        state.collections += 1
-        state.failures += 1
-        state.consecutive_failures += 1
-        state.last_error = reason
+        health = state.health
+        if health.up is not False or reason != health.last_error:
+            _log.warning("%s: %s", state.source, reason)
+        health.up = False
+        health.collections += 1
+        health.failures += 1
+        health.consecutive_failures += 1
+        health.last_error = reason
 
     def _tagged(self, metric: Metric, input_tags: dict[str, str]) -> Metric:
         metric.tags = {**self.global_tags, **metric.tags, **input_tags}
         return metric
 
-    def _status_metric(self, state: TargetState, now_ns: int) -> Metric:
+    def status_metric(self, state: TargetState, now_ns: int) -> Metric:
+        """The target's `telemon_input` line."""
         tags = {**self.global_tags, "input": state.input, "target": state.target.target}
         fields: dict[str, FieldValue] = {
-            "up": int(bool(state.up)),
+            "up": int(bool(state.health.up)),
             "errors": state.errors,
-            "collections": state.collections,
+            "collections": state.health.collections,
             "lines": state.lines,
+            "values_dropped": self.encoder.losses.dropped(state.source),
             "duration_ms": round(state.duration_ms, 3),
         }
         return Metric("telemon_input", tags, fields, now_ns)
-
-    def _telemon_metric(self, now_ns: int) -> Metric:
-        fields: dict[str, FieldValue] = {"scrapes": self.scrapes}
-        fields.update(self.encoder.stats.as_fields())
-        return Metric("telemon", dict(self.global_tags), fields, now_ns)
 
 
 def _reason(exc: BaseException, timeout: float) -> str:

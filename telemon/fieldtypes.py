@@ -91,7 +91,7 @@ class Losses:
         self._logged: set[tuple[str, str, str, str]] = set()
 
     def note(self, measurement: str, key: str, reason: str, *, counted: bool = True) -> None:
-        """One value of field `key` of `measurement` was not written (or was changed) because of `reason`."""
+        """Field `key` of `measurement` lost a value (or, not `counted`, had it changed)."""
         source = self.source
         if counted:
             self.by_source[source] = self.by_source.get(source, 0) + 1

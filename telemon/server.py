@@ -2,28 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
 import html
 import time
 from collections.abc import AsyncIterator, Sequence
 
 from aiohttp import web
 
-from telemon import __version__
-from telemon.agent import build_collector, build_output_runners
-from telemon.auth import Credentials, auth_middleware
-from telemon.collector import Collector, TargetState
+from telemon.agent import Agent
+from telemon.auth import auth_middleware
+from telemon.collector import TargetState
 from telemon.config import Config
 from telemon.lazy import Telemon
+from telemon.outputs.base import OutputRunner
 from telemon.prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
 from telemon.prometheus import render_prometheus, wants_prometheus
 from telemon.respond import line_protocol_response
-from telemon.sink import find_store, open_paths, setup_sink
+from telemon.sink import Sink, open_paths, setup_sink
 
-__all__ = ["COLLECTOR_KEY", "CONFIG_KEY", "create_app"]
+__all__ = ["AGENT_KEY", "create_app"]
 
-CONFIG_KEY = web.AppKey("config", Config)
-COLLECTOR_KEY = web.AppKey("collector", Collector)
+AGENT_KEY = web.AppKey("agent", Agent)
 HEALTH_PATH = "/healthz"
 
 
@@ -31,12 +29,11 @@ def create_app(
     config: Config,
     telemons: Sequence[Telemon] = (),
     *,
-    collector: Collector | None = None,
+    agent: Agent | None = None,
 ) -> web.Application:
-    """The wired application; collection starts with the app and stops with it."""
-    credentials = Credentials(
-        config.http.username, config.http.basic_password, config.http.bearer_token
-    )
+    """HTTP wired to an agent (built from `config` unless given) that runs with the app."""
+    agent = agent or Agent(config, telemons)
+    credentials = agent.settings.credentials
     middlewares = (
         [auth_middleware(credentials, frozenset({HEALTH_PATH}) | open_paths(config))]
         if credentials.required
@@ -45,32 +42,25 @@ def create_app(
     # The sink inflates gzip bodies itself, in bounded steps; aiohttp's own
     # inflating would keep decompressing a refused gzip bomb while draining it.
     app = web.Application(middlewares=middlewares, handler_args={"auto_decompress": False})
-    app[CONFIG_KEY] = config
-    app[COLLECTOR_KEY] = collector or build_collector(config, telemons)
+    app[AGENT_KEY] = agent
     app.router.add_get(config.http.path, metrics_handler)
     app.router.add_get(HEALTH_PATH, health_handler)
     app.router.add_get("/", index_handler)
-    if config.sink.enabled:
-        setup_sink(app, config, find_store(app[COLLECTOR_KEY]))
-    app.cleanup_ctx.append(_collection_ctx)
+    if agent.sink is not None:
+        setup_sink(app, agent.sink)
+    app.cleanup_ctx.append(_agent_ctx)
     return app
 
 
-async def _collection_ctx(app: web.Application) -> AsyncIterator[None]:
-    collector = app[COLLECTOR_KEY]
-    runners = build_output_runners(app[CONFIG_KEY], collector)
-    collector.start()
-    for runner in runners:
-        runner.start()
-    yield
-    # Collection first, so the outputs' last write (or spooling) holds every collection.
-    await collector.stop()
-    await asyncio.gather(*(runner.stop() for runner in runners))
+async def _agent_ctx(app: web.Application) -> AsyncIterator[None]:
+    async with app[AGENT_KEY]:
+        yield
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
     """GET/HEAD: everything collected, as line protocol or (when asked) Prometheus text."""
-    collector, config = request.app[COLLECTOR_KEY], request.app[CONFIG_KEY]
+    agent = request.app[AGENT_KEY]
+    config = agent.config
     accept = request.headers.get("Accept")
     prometheus = False
     # Telegraf's inputs.http sends neither a query nor an Accept: skip parsing.
@@ -80,11 +70,11 @@ async def metrics_handler(request: web.Request) -> web.Response:
         except ValueError as exc:
             raise web.HTTPBadRequest(text=f"{exc}\n") from None
     if not prometheus:  # the fast path: encoded snapshots joined
-        response = line_protocol_response(request, await collector.render(), gzip=config.http.gzip)
+        response = line_protocol_response(request, await agent.scrape(), gzip=config.http.gzip)
     else:
         options = config.prometheus
         body = render_prometheus(
-            await collector.render_metrics(),
+            await agent.scrape_metrics(),
             timestamps=options.timestamps,
             string_as_label=options.string_as_label,
         )
@@ -99,47 +89,96 @@ async def health_handler(request: web.Request) -> web.Response:
 
 
 async def index_handler(request: web.Request) -> web.Response:
-    """A page listing each input target's state and the endpoints."""
-    config = request.app[CONFIG_KEY]
-    rows = "".join(_row(state) for state in request.app[COLLECTOR_KEY].states)
-    path = html.escape(config.http.path)
+    """A page showing each running part's state, and the endpoints."""
+    agent = request.app[AGENT_KEY]
+    status = agent.status()
+    path = html.escape(agent.config.http.path)
+    inputs = "".join(_input_row(state, status.dropped(state.source)) for state in status.inputs)
+    outputs = "".join(_output_row(runner) for runner in status.outputs)
     page = _INDEX.format(
-        version=__version__,
+        version=html.escape(status.version),
         metrics=path,
         health=HEALTH_PATH,
-        rows=rows or '<tr><td colspan="6">no inputs configured</td></tr>',
+        inputs=inputs or '<tr><td colspan="7">no inputs configured</td></tr>',
+        outputs=_OUTPUTS.format(rows=outputs) if outputs else "",
+        sink=_sink_table(status.sink) if status.sink is not None else "",
     )
     return web.Response(text=page, content_type="text/html")
 
 
-def _row(state: TargetState) -> str:
-    if state.up is None:
-        status = '<td class="wait">pending</td>'
-    else:
-        status = '<td class="up">up</td>' if state.up else '<td class="down">down</td>'
-    last_ok = (
-        time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(state.last_success_ns / 1e9))
-        if state.last_success_ns
-        else "never"
+def _state_cell(up: bool | None) -> str:
+    if up is None:
+        return '<td class="wait">pending</td>'
+    return '<td class="up">up</td>' if up else '<td class="down">down</td>'
+
+
+def _time_cell(time_ns: int | None) -> str:
+    if not time_ns:
+        return "<td>never</td>"
+    return f"<td>{time.strftime('%Y-%m-%d %H:%M:%SZ', time.gmtime(time_ns / 1e9))}</td>"
+
+
+def _cells(*texts: object) -> str:
+    return "".join(f"<td>{html.escape(str(text))}</td>" for text in texts)
+
+
+def _input_row(state: TargetState, dropped: int) -> str:
+    health = state.health
+    return (
+        f"<tr>{_cells(state.input, state.target.target)}{_state_cell(health.up)}"
+        f"{_time_cell(health.last_success_ns)}"
+        f"{_cells(state.errors, dropped, health.last_error or '')}</tr>"
     )
-    cells = [state.input, state.target.target, last_ok, str(state.errors), state.last_error or ""]
-    escaped = [f"<td>{html.escape(c)}</td>" for c in cells]
-    return f"<tr>{escaped[0]}{escaped[1]}{status}{''.join(escaped[2:])}</tr>"
+
+
+def _output_row(runner: OutputRunner) -> str:
+    spool = runner.spool
+    return (
+        f"<tr>{_cells(runner.name, runner.sender.url)}{_state_cell(runner.up)}"
+        f"{_cells(runner.stats.written, runner.stats.dropped, spool.lines, spool.bytes)}"
+        f"{_cells(runner.last_error or '')}</tr>"
+    )
+
+
+def _sink_table(sink: Sink) -> str:
+    store = sink.store
+    row = (
+        f"<tr>{_state_cell(sink.up)}"
+        f"{_cells(len(store), store.lines, store.refused_lines, sink.last_error or '')}</tr>"
+    )
+    return _SINK.format(row=row)
 
 
 _INDEX = """<!doctype html>
 <html><head><meta charset="utf-8"><title>telemon</title>
 <style>
 body {{ font-family: sans-serif; margin: 2em; }}
-table {{ border-collapse: collapse; }}
+table {{ border-collapse: collapse; margin-bottom: 1.5em; }}
 td, th {{ border: 1px solid #ccc; padding: .3em .6em; text-align: left; }}
 .up {{ color: #070; }} .down {{ color: #b00; }} .wait {{ color: #777; }}
 </style></head>
 <body><h1>telemon {version}</h1>
 <p><a href="{metrics}">{metrics}</a> (line protocol) &middot;
+<a href="{metrics}?format=prometheus">Prometheus format</a> &middot;
 <a href="{health}">{health}</a></p>
+<h2>Inputs</h2>
 <table><tr><th>input</th><th>target</th><th>state</th><th>last success</th>
-<th>errors</th><th>last error</th></tr>
+<th>errors</th><th>values dropped</th><th>last error</th></tr>
+{inputs}
+</table>
+{outputs}{sink}</body></html>
+"""
+
+_OUTPUTS = """<h2>Outputs</h2>
+<table><tr><th>output</th><th>url</th><th>state</th><th>lines written</th>
+<th>lines dropped</th><th>spooled lines</th><th>spooled bytes</th><th>last error</th></tr>
 {rows}
-</table></body></html>
+</table>
+"""
+
+_SINK = """<h2>Sink</h2>
+<table><tr><th>state</th><th>series</th><th>lines kept</th><th>lines refused</th>
+<th>last refusal</th></tr>
+{row}
+</table>
 """

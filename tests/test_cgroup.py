@@ -30,7 +30,7 @@ from typing import Any
 import psutil
 import pytest
 
-from telemon.agent import build_collector
+from telemon.agent import Agent
 from telemon.config import ConfigError, load_config, parse_config
 from telemon.inputs.base import InputContext, InputError
 from telemon.inputs.cgroup import CgroupConfig, CgroupTarget
@@ -789,13 +789,14 @@ dc = "eu-1"
 """,
         )
     )
-    collector = build_collector(config)
+    agent = Agent(config)
+    collector = agent.collector
     assert [(s.input, s.target.target) for s in collector.states] == [
         ("cgroup", "/"),
         ("cgroup", V2_SCOPE),
     ]
     await collector.collect_all()
-    lines = parse_lines((await collector.render()).decode())
+    lines = parse_lines((await agent.scrape()).decode())
     by_measurement = {line.measurement: line for line in lines if line.tags.get("version")}
     limited, unlimited = by_measurement["cgroup"], by_measurement["container"]
     assert limited.tags == {"dc": "eu-1", "cgroup": "/", "version": "2", "app": "blog"}

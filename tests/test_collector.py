@@ -181,7 +181,7 @@ async def test_status_line_reports_a_successful_collection() -> None:
     assert fields["collections"] == "1i"
     assert fields["lines"] == "1i"
     assert float(fields["duration_ms"]) >= 0
-    assert state.up is True and state.last_success_ns is not None
+    assert state.health.up is True and state.health.last_success_ns is not None
 
 
 async def test_lines_counts_lines_not_newlines_inside_string_values() -> None:
@@ -213,7 +213,7 @@ async def test_failed_target_serves_no_stale_values() -> None:
     assert fields["errors"] == "1i"
     assert fields["collections"] == "2i"
     assert fields["lines"] == "0i"
-    assert state.last_error == "connection refused"
+    assert state.health.last_error == "connection refused"
 
     await collector.collect(state)
     assert status(await collector.render(), "flaky")["errors"] == "2i"
@@ -224,7 +224,7 @@ async def test_slow_target_does_not_delay_a_scrape(running) -> None:
     target = FakeTarget("slow")
     collector, [state] = make(target, interval=0.01)
     running(collector)
-    await wait_until(lambda: state.up is True)
+    await wait_until(lambda: state.health.up is True)
     target.gate = asyncio.Event()  # the next collection blocks
     target.entered.clear()
     await asyncio.wait_for(target.entered.wait(), 2)
@@ -246,7 +246,7 @@ async def test_first_scrape_does_not_wait_for_the_first_collection(running) -> N
     await asyncio.wait_for(target.entered.wait(), 2)
     body = await asyncio.wait_for(collector.render(), 0.5)
     assert lines_of(body, "fake") == []
-    assert state.up is None
+    assert state.health.up is None
     target.gate.set()
 
 
@@ -258,8 +258,8 @@ async def test_timeout_marks_the_target_down() -> None:
     started = time.monotonic()
     await collector.collect(state)
     assert time.monotonic() - started < 1
-    assert state.up is False
-    assert state.last_error == "timed out after 0.05s"
+    assert state.health.up is False
+    assert state.health.last_error == "timed out after 0.05s"
     assert target.active == 0  # the collection was cancelled, not left running
     body = await collector.render()
     assert lines_of(body, "fake") == []
@@ -283,7 +283,7 @@ async def test_polling_repeats_at_the_interval(running) -> None:
     collector, [state] = make(target, interval=0.005)
     running(collector)
     await wait_until(lambda: target.calls >= 4)
-    assert state.collections >= 3
+    assert state.health.collections >= 3
 
 
 async def test_stop_cancels_polls_and_closes_targets() -> None:
@@ -318,7 +318,7 @@ async def test_stop_cancels_polls_and_closes_targets() -> None:
 def test_backoff_doubles_and_is_capped(interval: float, failures: int, expected: float) -> None:
     """`next_delay` doubles per consecutive failure, capped at the larger of interval and max."""
     state = TargetState("fake", FakeTarget(), interval, 1.0)
-    state.consecutive_failures = failures
+    state.health.consecutive_failures = failures
     assert state.next_delay() == expected
 
 
@@ -335,7 +335,7 @@ async def test_backoff_grows_while_failing_and_resets_on_success() -> None:
     target.error = None
     await collector.collect(state)
     assert state.next_delay() == 1.0
-    assert state.consecutive_failures == 0 and state.failures == 4
+    assert state.health.consecutive_failures == 0 and state.health.failures == 4
 
 
 async def test_failing_target_recovers_under_polling(running) -> None:
@@ -344,9 +344,9 @@ async def test_failing_target_recovers_under_polling(running) -> None:
     target.error = InputError("refused")
     collector, [state] = make(target, interval=0.002)
     running(collector)
-    await wait_until(lambda: state.consecutive_failures >= 3)
+    await wait_until(lambda: state.health.consecutive_failures >= 3)
     target.error = None
-    await wait_until(lambda: state.up is True, timeout=5)
+    await wait_until(lambda: state.health.up is True, timeout=5)
     body = await collector.render()
     assert len(lines_of(body, "fake")) == 1
     assert int(status(body, "flaky")["errors"].rstrip("i")) >= 3
@@ -393,7 +393,7 @@ async def test_a_lasting_partial_failure_is_not_logged_as_recovery(
     collector, [state] = make(target, input_name="fields")
     for _ in range(3):
         await collector.collect(state)
-        assert state.up is False and state.last_error == "field x raised"
+        assert state.health.up is False and state.health.last_error == "field x raised"
         assert state.body  # what it got is served
     assert not [r for r in caplog.records if "recovered" in r.getMessage()]
 
@@ -405,11 +405,11 @@ async def test_unexpected_exception_marks_down_and_polling_continues(running) ->
     collector, [state] = make(target, interval=0.002)
     running(collector)
     await wait_until(lambda: target.calls >= 3)
-    assert state.up is False
-    assert state.last_error == "unexpected ZeroDivisionError: division by zero"
+    assert state.health.up is False
+    assert state.health.last_error == "unexpected ZeroDivisionError: division by zero"
     assert all(not task.done() for task in collector._tasks.values())
     target.error = None
-    await wait_until(lambda: state.up is True, timeout=5)
+    await wait_until(lambda: state.health.up is True, timeout=5)
 
 
 async def test_one_failing_target_does_not_affect_the_others() -> None:
@@ -498,7 +498,7 @@ async def test_lazy_target_is_not_polled(running) -> None:
     collector, [state] = make(FieldsTarget(tm), input_name="fields", interval=0.001)
     running(collector)
     assert not collector._tasks
-    assert state.collections == 0
+    assert state.health.collections == 0
 
 
 async def test_lazy_field_failure_marks_down_but_serves_other_fields() -> None:
@@ -516,7 +516,7 @@ async def test_lazy_field_failure_marks_down_but_serves_other_fields() -> None:
     assert fields_of(lines_of(body, tm.measurement)[0]) == {"steady": "1i"}
     fields = status(body, tm.measurement)
     assert (fields["up"], fields["errors"], fields["lines"]) == ("0i", "1i", "1i")
-    assert state.last_error == (
+    assert state.health.last_error == (
         f"field 'flaky' of '{tm.measurement}' raised ConnectionError: pool exhausted"
     )
 

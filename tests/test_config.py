@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from test_server import make_certificate
 
-from telemon.agent import build_collector
+from telemon.agent import Agent
 from telemon.auth import Credentials
 from telemon.config import (
     AgentConfig,
@@ -192,7 +192,7 @@ def test_input_interval_and_timeout_override_the_agents() -> None:
             "inputs": {"process": [{"interval": "500ms"}], "python": [{"timeout": "1m"}]},
         }
     )
-    states = {state.input: state for state in build_collector(config).states}
+    states = {state.input: state for state in Agent(config).collector.states}
     assert (states["process"].interval, states["process"].timeout) == (0.5, 3.0)
     assert (states["python"].interval, states["python"].timeout) == (20.0, 60.0)
 

@@ -30,7 +30,7 @@ from test_docker_stats import load
 from test_pharo_input import scrape
 from test_server import make_certificate
 
-from telemon.agent import build_collector
+from telemon.agent import Agent
 from telemon.collector import Collector, TargetState
 from telemon.config import ConfigError, parse_config
 from telemon.inputs.base import InputContext, InputError
@@ -425,7 +425,7 @@ async def simulator_port() -> AsyncIterator[int]:
     await runner.cleanup()
 
 
-def discovering_collector(engine: DockerEngine, prefix: str, interval: str = "10s") -> Collector:
+def discovering_agent(engine: DockerEngine, prefix: str, interval: str = "10s") -> Agent:
     config = parse_config(
         {
             "inputs": {
@@ -440,7 +440,7 @@ def discovering_collector(engine: DockerEngine, prefix: str, interval: str = "10
             }
         }
     )
-    return build_collector(config)
+    return Agent(config)
 
 
 def pharo_states(collector: Collector) -> list[TargetState]:
@@ -458,13 +458,14 @@ async def test_discovers_pharo_on_the_host_network_and_drops_it_when_gone(
         options=["--network", "host"],
     )
     docker_engine.run("sleep 600", name=f"{prefix}-plain")  # no label: not a Pharo target
-    collector = discovering_collector(docker_engine, prefix)
+    agent = discovering_agent(docker_engine, prefix)
+    collector = agent.collector
     try:
         await collector.collect_all()
         [state] = pharo_states(collector)
         assert state.target.target == f"http://127.0.0.1:{simulator_port}/metrics"
-        assert state.up is True
-        body = (await collector.render()).decode()
+        assert state.health.up is True
+        body = (await agent.scrape()).decode()
         pharo = [parse_line(x) for x in body.splitlines() if x.startswith("pharo,")]
         assert pharo and all(p.tags["container_name"] == name for p in pharo)
         assert all(p.tags["instance"] == name for p in pharo)
@@ -473,7 +474,7 @@ async def test_discovers_pharo_on_the_host_network_and_drops_it_when_gone(
         docker_state = next(s for s in collector.states if s.input == "docker")
         await collector.collect(docker_state)
         assert pharo_states(collector) == []
-        body = (await collector.render()).decode()
+        body = (await agent.scrape()).decode()
         assert not [x for x in body.splitlines() if x.startswith("pharo,")]
         assert f"target=http://127.0.0.1:{simulator_port}/metrics" not in body
     finally:
@@ -495,11 +496,12 @@ async def test_discovers_pharo_on_a_bridge_network_while_running(
         labels={"telemon.pharo.port": "8080", "telemon.pharo.path": "/stats.json"},
         options=["-v", f"{www}:/www:ro"],
     )
-    collector = discovering_collector(docker_engine, prefix, interval="200ms")
+    agent = discovering_agent(docker_engine, prefix, interval="200ms")
+    collector = agent.collector
     collector.start()
     try:
         body = await wait_for(
-            collector, lambda b: f"container_name={name}" in b and "\npharo," in "\n" + b
+            agent, lambda b: f"container_name={name}" in b and "\npharo," in "\n" + b
         )
         pharo = [parse_line(x) for x in body.splitlines() if x.startswith("pharo,")]
         assert pharo[0].tags["container_name"] == name
@@ -507,15 +509,15 @@ async def test_discovers_pharo_on_a_bridge_network_while_running(
         [state] = pharo_states(collector)
         assert state.target.target == f"http://{address}:8080/stats.json"
         docker_engine.cli("stop", "-t", "0", name)
-        await wait_for(collector, lambda b: "\npharo," not in "\n" + b)
+        await wait_for(agent, lambda b: "\npharo," not in "\n" + b)
         assert pharo_states(collector) == []
     finally:
         await collector.stop()
 
 
-async def wait_for(collector: Collector, condition: Callable[[str], bool]) -> str:
+async def wait_for(agent: Agent, condition: Callable[[str], bool]) -> str:
     for _ in range(300):
-        body = (await collector.render()).decode()
+        body = (await agent.scrape()).decode()
         if condition(body):
             return body
         await asyncio.sleep(0.05)
@@ -532,14 +534,15 @@ async def test_a_bad_label_is_a_reason_not_a_crash(
         labels={"telemon.pharo.port": str(simulator_port)},
         options=["--network", "host"],
     )
-    collector = discovering_collector(docker_engine, prefix)
+    agent = discovering_agent(docker_engine, prefix)
+    collector = agent.collector
     try:
         await collector.collect_all()
         docker_state = next(s for s in collector.states if s.input == "docker")
-        assert docker_state.last_error == (
+        assert docker_state.health.last_error == (
             f"container {prefix}-bad: label telemon.pharo.port='eighty' is not a port number"
         )
-        assert [s.up for s in pharo_states(collector)] == [True]
+        assert [s.health.up for s in pharo_states(collector)] == [True]
         assert any(m.measurement == "docker_container_mem" for m in docker_state.metrics)
     finally:
         await collector.stop()
@@ -797,7 +800,7 @@ def test_tls_settings_are_checked(tmp_path: Path) -> None:
         ({"endpoint": "tcp://h:2376", "tls_cert": str(cert)}, "needs both tls_cert and tls_key"),
         ({"endpoint": "unix:///s.sock", "tls_ca": str(cert)}, "need a tcp:// or https://"),
         ({"endpoint": "tcp://h:2376", "tls_ca": str(tmp_path / "no.pem")}, "tls_ca: cannot read"),
-        ({"endpoint": "tcp://h:2376", "tls_ca": str(junk)}, "cannot use the TLS files"),
+        ({"endpoint": "tcp://h:2376", "tls_ca": str(junk)}, "tls_ca: cannot use"),
         ({"endpoint": "tcp://h:2376", "tls_cert": str(cert), "tls_key": str(junk)}, "cannot use"),
     ]
     for options, message in cases:

@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from telemon.agent import build_collector
+from telemon.agent import Agent
 from telemon.config import ConfigError, parse_config
 from telemon.inputs.base import InputContext, InputError
 from telemon.inputs.fields import FieldsTarget
@@ -233,13 +233,14 @@ async def test_process_pattern_skips_a_process_it_may_not_read(
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", marker])
     try:
         deny_access_to(monkeypatch, other.pid)
-        collector = build_collector(parse_config({"inputs": {"process": [{"pattern": marker}]}}))
+        agent = Agent(parse_config({"inputs": {"process": [{"pattern": marker}]}}))
+        collector = agent.collector
         await collector.collect_all()
         [state] = collector.states
         assert [metric.fields["pid"] for metric in state.metrics] == [child.pid]
-        assert state.target.partial_errors == 1 and state.failures == 0
-        assert state.up is False
-        assert state.last_error == f"cannot read process {other.pid}: access denied"
+        assert state.target.partial_errors == 1 and state.health.failures == 0
+        assert state.health.up is False
+        assert state.health.last_error == f"cannot read process {other.pid}: access denied"
         await collector.stop()
     finally:
         other.kill()
@@ -383,15 +384,16 @@ async def test_fields_input_from_import_paths(user_module: str) -> None:
             "version": f"{user_module}:Holder.version",
         },
     )
-    collector = build_collector(config)
+    agent = Agent(config)
+    collector = agent.collector
     [state] = collector.states
     assert state.input == "fields"
     assert isinstance(state.target, FieldsTarget) and state.target.lazy
     assert sys.modules[user_module].calls == []  # nothing evaluated before a scrape
 
-    first = (await collector.render()).decode()
+    first = (await agent.scrape()).decode()
     assert 'app,service=blog sessions=41i,latency=0.25,version="v1" ' in first
-    second = (await collector.render()).decode()
+    second = (await agent.scrape()).decode()
     assert "app,service=blog sessions=42i," in second
     assert "telemon_input,input=fields,target=app up=1i,errors=0i," in second
 
@@ -401,12 +403,13 @@ async def test_fields_input_failing_callable(user_module: str) -> None:
     config = fields_config(
         user_module, {"sessions": f"{user_module}:sessions", "broken": f"{user_module}:broken"}
     )
-    collector = build_collector(config)
-    body = (await collector.render()).decode()
+    agent = Agent(config)
+    collector = agent.collector
+    body = (await agent.scrape()).decode()
     assert "app,service=blog sessions=41i " in body
     assert "telemon_input,input=fields,target=app up=0i,errors=1i," in body
     [state] = collector.states
-    assert state.last_error == "field 'broken' of 'app' raised RuntimeError: db down"
+    assert state.health.last_error == "field 'broken' of 'app' raised RuntimeError: db down"
 
 
 def test_fields_input_uses_the_field_timeout(user_module: str) -> None:
@@ -414,7 +417,7 @@ def test_fields_input_uses_the_field_timeout(user_module: str) -> None:
     config = fields_config(
         user_module, {"s": f"{user_module}:sessions"}, agent={"field_timeout": "50ms"}
     )
-    [state] = build_collector(config).states
+    [state] = Agent(config).collector.states
     assert isinstance(state.target, FieldsTarget)
     assert state.target.telemon.timeout == pytest.approx(0.05)
 

@@ -14,12 +14,12 @@ from aiohttp.test_utils import TestClient
 from influx import InfluxDB, parse_line
 from test_server import make_certificate
 
-from telemon.agent import build_collector
+from telemon.agent import Agent
 from telemon.config import ConfigError, parse_config
 from telemon.inputs.pharo import samples_to_metrics
 from telemon.inputs.pharo_formats import Sample
 from telemon.schema import display_url
-from telemon.server import COLLECTOR_KEY, create_app
+from telemon.server import AGENT_KEY, create_app
 from telemon.simulator.app import start_simulator
 
 TELEMON_FIELDS = (
@@ -46,9 +46,10 @@ async def simulator() -> AsyncIterator[str]:
 async def scrape(aiohttp_client: Any, inputs: dict[str, Any], **extra: Any) -> str:
     """Build telemon with `inputs`, collect every target once, answer one /metrics body."""
     config = parse_config({"inputs": inputs, **extra})
-    collector = build_collector(config)
+    agent = Agent(config)
+    collector = agent.collector
     await collector.collect_all()
-    client: TestClient = await aiohttp_client(create_app(config, collector=collector))
+    client: TestClient = await aiohttp_client(create_app(config, agent=agent))
     response = await client.get("/metrics")
     assert response.status == 200
     return await response.text()
@@ -121,17 +122,18 @@ async def test_a_failing_target_is_down_and_the_rest_carries_on(
     bad = f"{simulator}/3/stats.json?fault={fault}"
     good = f"{simulator}/4/stats.json"
     config = parse_config({"inputs": {"pharo": [{"urls": [bad, good]}], "python": [{}]}})
-    collector = build_collector(config)
+    agent = Agent(config)
+    collector = agent.collector
     await collector.collect_all()
-    client: TestClient = await aiohttp_client(create_app(config, collector=collector))
+    client: TestClient = await aiohttp_client(create_app(config, agent=agent))
     body = await (await client.get("/metrics")).text()
     assert status_line(body, bad)["up"] == 0
     assert status_line(body, good)["up"] == 1
     assert len(lines_of(body, "pharo")) == 1
     assert lines_of(body, "python")
     [state] = [s for s in collector.states if s.target.target == bad]
-    assert state.last_error and "\n" not in state.last_error
-    assert reason in state.last_error
+    assert state.health.last_error and "\n" not in state.health.last_error
+    assert reason in state.health.last_error
     index = await (await client.get("/")).text()
     assert "down" in index
 
@@ -140,10 +142,11 @@ async def test_a_hanging_target_times_out(aiohttp_client: Any, simulator: str) -
     """A target that never answers is down with "timed out" after the input's timeout."""
     url = f"{simulator}/5/stats.json?fault=hang"
     config = parse_config({"inputs": {"pharo": [{"urls": [url], "timeout": "200ms"}]}})
-    collector = build_collector(config)
+    agent = Agent(config)
+    collector = agent.collector
     await collector.collect_all()
     [state] = collector.states
-    assert state.up is False and state.last_error == "timed out after 0.2s"
+    assert state.health.up is False and state.health.last_error == "timed out after 0.2s"
     await collector.stop()
 
 
@@ -151,21 +154,23 @@ async def test_a_huge_body_is_cut_off(aiohttp_client: Any, simulator: str) -> No
     """A body past max_body_size is not read further and marks the target down."""
     url = f"{simulator}/5/stats.json?fault=huge"
     config = parse_config({"inputs": {"pharo": [{"urls": [url], "max_body_size": 65536}]}})
-    collector = build_collector(config)
+    agent = Agent(config)
+    collector = agent.collector
     await collector.collect_all()
     [state] = collector.states
-    assert state.up is False and "max_body_size" in (state.last_error or "")
+    assert state.health.up is False and "max_body_size" in (state.health.last_error or "")
     await collector.stop()
 
 
 async def test_a_refused_connection_is_a_one_line_reason(aiohttp_client: Any) -> None:
     """Nothing listening: down, with the address in the reason."""
     config = parse_config({"inputs": {"pharo": [{"urls": ["http://127.0.0.1:9/stats"]}]}})
-    collector = build_collector(config)
+    agent = Agent(config)
+    collector = agent.collector
     await collector.collect_all()
     [state] = collector.states
-    assert state.up is False
-    assert "127.0.0.1:9" in (state.last_error or "")
+    assert state.health.up is False
+    assert "127.0.0.1:9" in (state.health.last_error or "")
     await collector.stop()
 
 
@@ -173,15 +178,16 @@ async def test_recovery_after_a_restart_of_the_vm(aiohttp_client: Any, simulator
     """A target comes back up by itself once it answers again."""
     good = f"{simulator}/6/stats.json"
     config = parse_config({"inputs": {"pharo": [{"urls": [good]}]}})
-    collector = build_collector(config)
+    agent = Agent(config)
+    collector = agent.collector
     [state] = collector.states
     target = state.target
     target.url = good + "?fault=500"  # type: ignore[attr-defined]
     await collector.collect(state)
-    assert state.up is False
+    assert state.health.up is False
     target.url = good  # type: ignore[attr-defined]
     await collector.collect(state)
-    assert state.up is True and state.consecutive_failures == 0
+    assert state.health.up is True and state.health.consecutive_failures == 0
     await collector.stop()
 
 
@@ -239,7 +245,7 @@ async def test_demo_app_serves_pharo_lines(aiohttp_client: Any) -> None:
 
     app: web.Application = demo_app("127.0.0.1:0")
     client: TestClient = await aiohttp_client(app)
-    collector = client.server.app[COLLECTOR_KEY]
+    collector = client.server.app[AGENT_KEY].collector
     await collector.collect_all()
     body = await (await client.get("/metrics")).text()
     instances = {parse_line(line).tags["instance"] for line in lines_of(body, "pharo")}

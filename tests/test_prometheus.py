@@ -12,10 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from telemon.collector import Collector, TargetState
+from telemon.agent import Agent
 from telemon.config import parse_config
 from telemon.inputs.base import Target
-from telemon.lineprotocol import LineEncoder
 from telemon.metric import FieldValue, Metric
 from telemon.prometheus import (
     CONTENT_TYPE,
@@ -314,9 +313,10 @@ async def client_for(aiohttp_client: Any, *metrics: Metric, **prometheus: Any) -
     """A client for an app serving `metrics` from one target, lazily collected per scrape."""
     target = StaticTarget(*metrics)
     target.lazy = True
-    collector = Collector([TargetState("static", target, 3600.0, 1.0)], LineEncoder())
     config = parse_config({"inputs": {}, "prometheus": prometheus})
-    return await aiohttp_client(create_app(config, collector=collector))
+    return await aiohttp_client(
+        create_app(config, agent=Agent(config, targets=[("static", target)]))
+    )
 
 
 async def test_endpoint_answers_prometheus_to_prometheus(aiohttp_client: Any) -> None:

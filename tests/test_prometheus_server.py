@@ -11,10 +11,9 @@ from influx import free_port
 from prom import Prometheus
 from prometheus_client.parser import text_string_to_metric_families
 
-from telemon.collector import Collector, TargetState
+from telemon.agent import Agent
 from telemon.config import parse_config
 from telemon.inputs.base import Target
-from telemon.lineprotocol import LineEncoder
 from telemon.metric import Metric
 from telemon.server import create_app
 
@@ -89,8 +88,9 @@ async def test_prometheus_scrapes_telemon(
 ) -> None:
     port = free_port()
     prometheus = prometheus_for(f"127.0.0.1:{port}")
-    collector = Collector([TargetState("static", StaticTarget(), 3600.0, 1.0)], LineEncoder())
-    app = create_app(parse_config({"inputs": {}}), collector=collector)
+    config = parse_config({"inputs": {}, "agent": {"interval": "1h", "timeout": "1s"}})
+    agent = Agent(config, targets=[("static", StaticTarget())])
+    app = create_app(config, agent=agent)
     server = await aiohttp_server(app, port=port)
     client = await aiohttp_client(server)
 
@@ -115,7 +115,7 @@ async def test_prometheus_scrapes_telemon(
 
     async def self_metrics_counted() -> None:
         (scrapes,) = await prometheus.query('telemon_scrapes{job="telemon"}')
-        assert 2 <= float(scrapes["value"][1]) <= collector.scrapes
+        assert 2 <= float(scrapes["value"][1]) <= agent.scrapes
         (kind,) = (await prometheus.api("metadata", metric="telemon_scrapes"))["telemon_scrapes"]
         assert kind["type"] == "counter"
 

@@ -16,12 +16,11 @@ import pytest
 from aiohttp import web
 from test_collector import wait_until
 
-from telemon.collector import Collector, TargetState
+from telemon.agent import Agent
 from telemon.config import ConfigError, parse_config
 from telemon.inputs.base import InputError, Target
-from telemon.lineprotocol import LineEncoder
 from telemon.metric import Metric
-from telemon.server import COLLECTOR_KEY, create_app
+from telemon.server import AGENT_KEY, create_app
 
 CONTENT_TYPE = "text/plain; charset=utf-8"
 
@@ -50,24 +49,22 @@ class FakeTarget(Target):
         ]
 
 
-def collector_for(*entries: tuple[str, Target]) -> Collector:
-    """A collector over (input name, target) pairs, polled hourly (once at start)."""
-    states = [TargetState(name, target, 3600.0, 1.0) for name, target in entries]
-    return Collector(states, LineEncoder())
+def agent_for(*entries: tuple[str, Target], **http: Any) -> Agent:
+    """An agent over (input name, target) pairs, polled hourly (once at start)."""
+    return Agent(config_for(**http), targets=entries)
 
 
 def config_for(**http: Any):
-    """A config with no configured inputs and the given `[http]` keys."""
-    return parse_config({"inputs": {}, "http": http})
+    """A config with no configured inputs, an hourly interval and the given `[http]` keys."""
+    return parse_config({"inputs": {}, "agent": {"interval": "1h", "timeout": "1s"}, "http": http})
 
 
-async def client_for(aiohttp_client, collector: Collector | None = None, **kwargs: Any):
-    """A test client for an app over `collector`, once every target was collected."""
+async def client_for(aiohttp_client, agent: Agent | None = None, **kwargs: Any):
+    """A test client for an app over `agent`, once every target was collected."""
     http = kwargs.pop("http", {})
-    collector = collector or collector_for(("fake", FakeTarget()))
-    app = create_app(config_for(**http), collector=collector)
-    client = await aiohttp_client(app, **kwargs)
-    await wait_until(lambda: all(s.up is not None for s in collector.states))
+    agent = agent or agent_for(("fake", FakeTarget()), **http)
+    client = await aiohttp_client(create_app(agent.config, agent=agent), **kwargs)
+    await wait_until(lambda: all(s.health.up is not None for s in agent.collector.states))
     return client
 
 
@@ -122,8 +119,8 @@ async def test_custom_metrics_path(aiohttp_client) -> None:
 
 async def test_gzip_when_accepted(aiohttp_client) -> None:
     """With Accept-Encoding: gzip the body is gzipped and decodes to the plain body."""
-    collector = collector_for(("fake", FakeTarget(count=60)))
-    client = await client_for(aiohttp_client, collector, auto_decompress=False)
+    agent = agent_for(("fake", FakeTarget(count=60)))
+    client = await client_for(aiohttp_client, agent, auto_decompress=False)
 
     plain = await client.get("/metrics", headers={"Accept-Encoding": "identity"})
     assert "Content-Encoding" not in plain.headers
@@ -145,9 +142,9 @@ async def test_gzip_when_accepted(aiohttp_client) -> None:
 )
 async def test_no_gzip_unless_accepted(aiohttp_client, accept: str | None) -> None:
     """Without an Accept-Encoding that allows gzip, the body is sent as is."""
-    collector = collector_for(("fake", FakeTarget(count=60)))
+    agent = agent_for(("fake", FakeTarget(count=60)))
     client = await client_for(
-        aiohttp_client, collector, auto_decompress=False, skip_auto_headers=["Accept-Encoding"]
+        aiohttp_client, agent, auto_decompress=False, skip_auto_headers=["Accept-Encoding"]
     )
     headers = {} if accept is None else {"Accept-Encoding": accept}
     resp = await client.get("/metrics", headers=headers)
@@ -161,8 +158,8 @@ async def test_no_gzip_unless_accepted(aiohttp_client, accept: str | None) -> No
 )
 async def test_gzip_accept_encoding_variants(aiohttp_client, accept: str) -> None:
     """Case, lists, wildcards, non-zero q-values and gzip named beside `*;q=0` allow gzip."""
-    collector = collector_for(("fake", FakeTarget(count=60)))
-    client = await client_for(aiohttp_client, collector, auto_decompress=False)
+    agent = agent_for(("fake", FakeTarget(count=60)))
+    client = await client_for(aiohttp_client, agent, auto_decompress=False)
     resp = await client.get("/metrics", headers={"Accept-Encoding": accept})
     assert resp.headers.get("Content-Encoding") == "gzip"
     assert gzip.decompress(await resp.read()).startswith(b"fake,n=0 ")
@@ -170,10 +167,8 @@ async def test_gzip_accept_encoding_variants(aiohttp_client, accept: str) -> Non
 
 async def test_gzip_can_be_disabled(aiohttp_client) -> None:
     """`http.gzip = false` never compresses."""
-    collector = collector_for(("fake", FakeTarget(count=60)))
-    client = await client_for(
-        aiohttp_client, collector, http={"gzip": False}, auto_decompress=False
-    )
+    agent = agent_for(("fake", FakeTarget(count=60)), gzip=False)
+    client = await client_for(aiohttp_client, agent, auto_decompress=False)
     resp = await client.get("/metrics", headers={"Accept-Encoding": "gzip"})
     assert "Content-Encoding" not in resp.headers
     assert (await resp.read()).startswith(b"fake,n=0 ")
@@ -181,8 +176,8 @@ async def test_gzip_can_be_disabled(aiohttp_client) -> None:
 
 async def test_gzip_response_decompressed_by_client(aiohttp_client) -> None:
     """A normal client (auto-decompress) reads the gzipped body as the plain text."""
-    collector = collector_for(("fake", FakeTarget(count=60)))
-    client = await client_for(aiohttp_client, collector)
+    agent = agent_for(("fake", FakeTarget(count=60)))
+    client = await client_for(aiohttp_client, agent)
     resp = await client.get("/metrics", headers={"Accept-Encoding": "gzip"})
     assert resp.headers["Content-Encoding"] == "gzip"
     assert len(re.findall(r"^fake,", await resp.text(), re.M)) == 60
@@ -326,7 +321,7 @@ async def test_empty_credentials_never_leave_the_endpoint_open(aiohttp_client, h
         config = config_for(**http)
     except ConfigError:
         return
-    app = create_app(config, collector=collector_for(("fake", FakeTarget())))
+    app = create_app(config, agent=Agent(config, targets=[("fake", FakeTarget())]))
     client = await aiohttp_client(app)
     resp = await client.get("/metrics")
     assert resp.status == 401, f"{http} configured, yet /metrics is served without credentials"
@@ -355,10 +350,15 @@ async def test_index_lists_each_target_and_its_state(aiohttp_client) -> None:
     bad.error = InputError("connection refused")
     waiting = FakeTarget("cold-start")
     waiting.gate = asyncio.Event()
-    collector = collector_for(("pharo", good), ("vm", bad), ("later", waiting))
-    app = create_app(config_for(), collector=collector)
+    agent = agent_for(("pharo", good), ("vm", bad), ("later", waiting))
+    app = create_app(agent.config, agent=agent)
     client = await aiohttp_client(app)
-    await wait_until(lambda: collector.states[0].up is True and collector.states[1].up is False)
+    await wait_until(
+        lambda: (
+            agent.collector.states[0].health.up is True
+            and agent.collector.states[1].health.up is False
+        )
+    )
 
     resp = await client.get("/")
     assert resp.status == 200
@@ -372,7 +372,8 @@ async def test_index_lists_each_target_and_its_state(aiohttp_client) -> None:
     assert cells["db-replica"][:3] == ["vm", "db-replica", "down"]
     assert cells["db-replica"][3] == "never"
     assert cells["db-replica"][4] == "1"
-    assert cells["db-replica"][5] == "connection refused"
+    assert cells["db-replica"][5] == "0"  # values dropped
+    assert cells["db-replica"][6] == "connection refused"
     assert cells["cold-start"][2] == "pending"
     assert '<a href="/metrics">' in page and '<a href="/healthz">' in page
     waiting.gate.set()
@@ -382,8 +383,8 @@ async def test_index_escapes_hostile_names_and_errors(aiohttp_client) -> None:
     """Target names, input names and error messages are HTML-escaped on the index page."""
     hostile = FakeTarget('<script>alert("t")</script>')
     hostile.error = InputError('<img src=x onerror="alert(1)">&')
-    collector = collector_for(("<b>input</b>", hostile))
-    client = await client_for(aiohttp_client, collector)
+    agent = agent_for(("<b>input</b>", hostile))
+    client = await client_for(aiohttp_client, agent)
     page = await (await client.get("/")).text()
     assert "<script>" not in page
     assert "<img" not in page
@@ -395,7 +396,7 @@ async def test_index_escapes_hostile_names_and_errors(aiohttp_client) -> None:
 
 async def test_index_without_inputs(aiohttp_client) -> None:
     """With no targets the index says so."""
-    client = await client_for(aiohttp_client, Collector([], LineEncoder()))
+    client = await client_for(aiohttp_client, agent_for())
     page = await (await client.get("/")).text()
     assert "no inputs configured" in page
 
@@ -404,10 +405,10 @@ async def test_scrape_does_not_wait_for_a_stuck_target(aiohttp_client) -> None:
     """A target whose collection hangs does not hold up GET /metrics."""
     stuck = FakeTarget("stuck", measurement="stuck")
     stuck.gate = asyncio.Event()
-    collector = collector_for(("fake", FakeTarget()), ("other", stuck))
-    app = create_app(config_for(), collector=collector)
+    agent = agent_for(("fake", FakeTarget()), ("other", stuck))
+    app = create_app(agent.config, agent=agent)
     client = await aiohttp_client(app)
-    await wait_until(lambda: collector.states[0].up is True and stuck.calls == 1)
+    await wait_until(lambda: agent.collector.states[0].health.up is True and stuck.calls == 1)
     resp = await asyncio.wait_for(client.get("/metrics"), 1.0)
     text = await resp.text()
     assert "fake,n=0 " in text
@@ -418,14 +419,14 @@ async def test_scrape_does_not_wait_for_a_stuck_target(aiohttp_client) -> None:
 async def test_app_starts_and_stops_collection(aiohttp_client) -> None:
     """Collection starts with the app and its tasks are stopped when the app shuts down."""
     target = FakeTarget()
-    collector = collector_for(("fake", target))
-    app = create_app(config_for(), collector=collector)
+    agent = agent_for(("fake", target))
+    app = create_app(agent.config, agent=agent)
     client = await aiohttp_client(app)
-    assert app[COLLECTOR_KEY] is collector
+    assert app[AGENT_KEY] is agent
     await wait_until(lambda: target.calls == 1)
-    assert len(collector._tasks) == 1
+    assert len(agent.collector._tasks) == 1
     await client.close()
-    assert not collector._tasks
+    assert not agent.collector._tasks
 
 
 def make_certificate(directory: Path) -> tuple[Path, Path]:
@@ -449,14 +450,14 @@ async def test_tls_serves_metrics_over_https(tmp_path: Path) -> None:
     )
     server_context = config.http.ssl_context()
     assert isinstance(server_context, ssl.SSLContext)
-    collector = collector_for(("fake", FakeTarget()))
-    runner = web.AppRunner(create_app(config, collector=collector))
+    agent = agent_for(("fake", FakeTarget()))
+    runner = web.AppRunner(create_app(config, agent=agent))
     await runner.setup()
     try:
         site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_context)
         await site.start()
         port = runner.addresses[0][1]
-        await wait_until(lambda: collector.states[0].up is True)
+        await wait_until(lambda: agent.collector.states[0].health.up is True)
         trusted = ssl.create_default_context(cafile=str(cert))
         headers = {"Authorization": "Bearer tok-0123456789"}
         async with aiohttp.ClientSession() as session:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import aiohttp
 from pydantic import Field
 
+from telemon import bounded
 from telemon.lineprotocol import LineEncoder
 from telemon.metric import Metric
 from telemon.schema import Duration, Model, Tags
@@ -131,10 +132,8 @@ class Discovered:
 
 async def read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes:
     """The body, or InputError once more than `limit` bytes arrived."""
-    chunks, size = [], 0
-    async for chunk in response.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > limit:
-            raise InputError(f"response body larger than max_body_size ({limit} bytes); cut off")
-        chunks.append(chunk)
-    return b"".join(chunks)
+
+    def too_large() -> InputError:
+        return InputError(f"response body larger than max_body_size ({limit} bytes); cut off")
+
+    return await bounded.read_bounded(response.content, limit, too_large)

@@ -10,6 +10,7 @@ import ssl
 import aiohttp
 from yarl import URL
 
+from telemon.bounded import read_at_most
 from telemon.outputs.base import WriteError, classify_status
 from telemon.schema import display_url
 
@@ -110,7 +111,7 @@ class InfluxDBSender:
             async with self._session.post(
                 url, data=data, headers=headers, ssl=self._ssl
             ) as response:
-                body = await _read_at_most(response.content, MAX_ERROR_BODY)
+                body = await read_at_most(response.content, MAX_ERROR_BODY)
                 text = body.decode("utf-8", "replace")
                 return response.status, text, response.headers.get("Retry-After")
         except TimeoutError:
@@ -122,18 +123,6 @@ class InfluxDBSender:
         """Close the HTTP session."""
         if self._session is not None:
             await self._session.close()
-
-
-async def _read_at_most(stream: aiohttp.StreamReader, limit: int) -> bytes:
-    """Up to `limit` bytes of a body; the rest is left unread (the connection is then closed)."""
-    chunks, size = [], 0
-    while size < limit:
-        chunk = await stream.read(limit - size)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)
 
 
 def _quote(name: str) -> str:

@@ -6,7 +6,7 @@ unless this output is configured.
 
 from __future__ import annotations
 
-from pathlib import Path
+import ssl
 from typing import TYPE_CHECKING, Any, cast
 
 import aiohttp
@@ -36,13 +36,11 @@ class InfluxDBv2Sender:
         precision: str = "ns",
         timeout: float = 5.0,
         gzip: bool = True,
-        tls_ca: Path | None = None,
-        verify_tls: bool = True,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.url = display_url(url)
         self._client_url = url
-        self._tls_ca = tls_ca
-        self._verify_tls = verify_tls
+        self._tls = tls  # built once when the config was checked
         self.org = org
         self.bucket = bucket
         self._token = token
@@ -61,8 +59,7 @@ class InfluxDBv2Sender:
                 org=self.org,
                 timeout=int(self._timeout * 1000),
                 enable_gzip=self._gzip,
-                verify_ssl=self._verify_tls,
-                ssl_ca_cert=str(self._tls_ca) if self._tls_ca is not None else None,
+                ssl_context=self._tls,
             )
         return self._client
 
