@@ -52,7 +52,7 @@ import json
 import logging
 import time
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated
 
@@ -129,6 +129,8 @@ MAX_TEXT = 200
 """Characters of client-supplied text quoted in an answer or a log line."""
 MAX_LOGGED = 1000
 """Distinct (reason, measurement, field) refusals remembered for logging once."""
+WRITE_STEP = 2000
+"""Lines admitted between two turns of the event loop (about 60 ms of work)."""
 
 
 # --- the store (pure: the clock is injected) ----------------------------------------
@@ -187,17 +189,6 @@ class SeriesStore:
             if old is None or time_ns >= old.time_ns:
                 fields[name] = _Field(value, time_ns, now_ns)
 
-    def write(self, lines: Iterable[ParsedLine]) -> int:
-        """Merge `lines` in at the clock's time; answers how many did not fit."""
-        now = self.clock()
-        refused = 0
-        for line in lines:
-            if self.has_room(line, now):
-                self.put(line, now)
-            else:
-                refused += 1
-        return refused
-
     def purge(self, now_ns: int | None = None) -> None:
         """Forget the fields, and series, that arrived `ttl` ago or earlier."""
         horizon = (self.clock() if now_ns is None else now_ns) - self.ttl_ns
@@ -254,7 +245,8 @@ class WriteResult:
             return self.first_dropped
         return self.unparsed_texts[0] if self.unparsed_texts else None
 
-    def _refuse(self, why: str) -> None:
+    def add_refusal(self, why: str) -> None:
+        """One more line refused for `why`."""
         self.refused[why] = self.refused.get(why, 0) + 1
 
 
@@ -307,22 +299,43 @@ class Sink:
         self, lines: Sequence[ParsedLine], errors: Sequence[LineProtocolError] = ()
     ) -> WriteResult:
         """Admit and store `lines`; `errors` are the body's lines that could not be parsed."""
-        now = self.clock()
-        result = WriteResult()
-        for error in errors:
-            self._unparsed(result, error)
+        result = self._unparsed(errors)
+        self._take(result, lines, self.clock())
+        return self._finish(result)
+
+    async def write_in_steps(
+        self,
+        lines: Sequence[ParsedLine],
+        errors: Sequence[LineProtocolError] = (),
+        step: int = WRITE_STEP,
+    ) -> WriteResult:
+        """`write`, letting the event loop serve others (scrapes) after every `step` lines.
+
+        Admitting a 10 MiB body takes seconds; each line is taken whole, so
+        writes that interleave stay correct.
+        """
+        result = self._unparsed(errors)
+        for start in range(0, len(lines), step):
+            if start:
+                await asyncio.sleep(0)
+            self._take(result, lines[start : start + step], self.clock())
+        return self._finish(result)
+
+    def _take(self, result: WriteResult, lines: Sequence[ParsedLine], now_ns: int) -> None:
         for line in lines:
-            refusal = self._refusal(line, now)
+            refusal = self._refusal(line, now_ns)
             if refusal is None:
-                self.store.put(line, now)
+                self.store.put(line, now_ns)
                 result.kept += 1
                 continue
             why, reason = refusal
             result.dropped += 1
-            result.refused[why] = result.refused.get(why, 0) + 1
+            result.add_refusal(why)
             if result.first_dropped is None:
                 result.first_dropped = reason
             self._log_once(why, _printable(line.measurement), reason)
+
+    def _finish(self, result: WriteResult) -> WriteResult:
         self.writes += 1
         self.lines += result.kept
         for why, count in result.refused.items():
@@ -376,18 +389,22 @@ class Sink:
         why = "type_conflict" if reason.startswith("field type conflict") else "invalid"
         return why, _printable(reason, 3 * MAX_TEXT)
 
-    def _unparsed(self, result: WriteResult, error: LineProtocolError) -> None:
-        why = "time" if error.reason == TIME_OUTSIDE_RANGE else "parse"
-        result.unparsed += 1
-        result.refused[why] = result.refused.get(why, 0) + 1
-        text = (
-            f"unable to parse '{_printable(error.line)}': {_printable(error.reason)}"
-            f" (line {error.line_number}, column {error.column})"
-        )
-        if len(result.unparsed_texts) < MAX_LISTED:
-            result.unparsed_texts.append(text)
-        # Logged once per kind of mistake, not per line: a quoted value varies.
-        self._log_once(why, "", text, key=error.reason.split(" '", 1)[0])
+    def _unparsed(self, errors: Sequence[LineProtocolError]) -> WriteResult:
+        """A new write's result, with the lines that could not be parsed."""
+        result = WriteResult()
+        for error in errors:
+            why = "time" if error.reason == TIME_OUTSIDE_RANGE else "parse"
+            result.unparsed += 1
+            result.add_refusal(why)
+            text = (
+                f"unable to parse '{_printable(error.line)}': {_printable(error.reason)}"
+                f" (line {error.line_number}, column {error.column})"
+            )
+            if len(result.unparsed_texts) < MAX_LISTED:
+                result.unparsed_texts.append(text)
+            # Logged once per kind of mistake, not per line: a quoted value varies.
+            self._log_once(why, "", text, key=error.reason.split(" '", 1)[0])
+        return result
 
     def _log_once(self, why: str, measurement: str, text: str, key: str | None = None) -> None:
         """WARNING the first time per (reason, measurement, field); the text names the field."""
@@ -545,7 +562,7 @@ async def write_handler(request: web.Request) -> web.Response:
         return error_response(refused.status, refused.text)
     # Parsing a large body takes a while: keep the loop serving scrapes meanwhile.
     lines, errors = await asyncio.to_thread(parse_lines_partial, text, precision=precision)
-    result = sink.write(lines, errors)
+    result = await sink.write_in_steps(lines, errors)
     if not result.refused_lines:
         return web.Response(status=204)
     status, text, header = _write_error(sink, result)

@@ -7,6 +7,7 @@ InfluxDB 1.6.7 and to the sink and compare the answers and what was kept.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -416,3 +417,25 @@ def test_read_back_of_what_the_sink_serves_is_what_was_pushed() -> None:
     push(sink, 'm,h=a i=1i,f=1.5,b=true,s="x" 5\n')
     [line] = parse_lines(sink.encoder.encode_all(sink.metrics()).decode())
     assert line == ParsedLine("m", {"h": "a"}, {"i": 1, "f": 1.5, "b": True, "s": "x"}, 5)
+
+
+async def test_a_large_write_lets_the_event_loop_serve_others_meanwhile() -> None:
+    sink = make_sink(app_with_int_sessions())
+    text = "".join(f"m,h={i} v={i}i\n" for i in range(5000)) + "app sessions=1.5\n"
+    lines, errors = parse_lines_partial(text)
+    turns = 0
+
+    async def other() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(other())
+    await asyncio.sleep(0)
+    before = turns
+    result = await sink.write_in_steps(lines, errors, step=1000)
+    task.cancel()
+    assert turns - before >= 4  # a turn between every two steps
+    assert (result.kept, result.refused) == (5000, {"type_conflict": 1})
+    assert (sink.writes, sink.lines, sink.up) == (1, 5000, False)
