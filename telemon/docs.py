@@ -37,6 +37,7 @@ _HEAD = """\
 ## name it in $TELEMON_CONFIG. `telemon check -c FILE` validates it;
 ## `telemon once -c FILE` collects once and prints the inputs' lines (what
 ## /metrics serves, without telemon's own self-metrics).
+## `telemon config` prints this file as this version of telemon documents it.
 ##
 ## As in Telegraf's sample.conf, lines starting with "##" explain, and lines
 ## starting with a single "#" are options shown at their default (or, for
