@@ -414,7 +414,7 @@ class Sink:
         if len(self._logged) >= MAX_LOGGED:
             self._logged.clear()  # bounded: at worst a refusal is logged again
         self._logged.add(seen)
-        _log.warning("sink: refused (%s): %s", why, text)
+        _log.warning("refused a pushed line (%s): %s", why, text)
 
 
 def _printable(text: str, limit: int = MAX_TEXT) -> str:

@@ -439,3 +439,29 @@ async def test_a_large_write_lets_the_event_loop_serve_others_meanwhile() -> Non
     assert turns - before >= 4  # a turn between every two steps
     assert (result.kept, result.refused) == (5000, {"type_conflict": 1})
     assert (sink.writes, sink.lines, sink.up) == (1, 5000, False)
+
+
+@pytest.mark.parametrize(
+    ("body", "refused", "retry"),
+    [
+        ("app sessions=1.5\nok v=1\n", 1, False),
+        ("ok v=1\nbad v=\nworse\n", 2, False),
+        ("bad v=\nworse\n", None, False),  # nothing stored: refused whole
+        ("a v=1\nb v=1\nc v=1\n", None, True),  # max_series: retried later
+    ],
+)
+async def test_telemons_own_outputs_read_the_answers_right(
+    aiohttp_client: Any, body: str, refused: int | None, retry: bool
+) -> None:
+    """A telemon pushing to another telemon's sink counts what was refused, retries a 503."""
+    from telemon.outputs.base import classify_status
+
+    sink = make_sink(app_with_int_sessions(), max_series=2)
+    client = await aiohttp_client(sink_app(sink))
+    assert (await client.post("/write", data="app sessions=1i\n")).status == 204
+    response = await client.post("/write", data=body)
+    error = classify_status(
+        response.status, await response.text(), response.headers.get("Retry-After")
+    )
+    assert error is not None
+    assert (error.refused, error.retry) == (refused, retry)
