@@ -94,7 +94,8 @@ async def index_handler(request: web.Request) -> web.Response:
     status = agent.status()
     path = html.escape(agent.config.http.path)
     inputs = "".join(_input_row(state, status.dropped(state.source)) for state in status.inputs)
-    outputs = "".join(_output_row(runner) for runner in status.outputs)
+    now_ns = time.time_ns()
+    outputs = "".join(_output_row(runner, now_ns) for runner in status.outputs)
     page = _INDEX.format(
         version=html.escape(status.version),
         metrics=path,
@@ -131,20 +132,21 @@ def _input_row(state: TargetState, dropped: int) -> str:
     )
 
 
-def _output_row(runner: OutputRunner) -> str:
-    spool = runner.spool
+def _output_row(runner: OutputRunner, now_ns: int) -> str:
+    spool, stats = runner.spool, runner.stats
+    behind = f"{runner.oldest_unwritten_s(now_ns):.1f} s"
     return (
         f"<tr>{_cells(runner.name, runner.sender.url)}{_state_cell(runner.up)}"
-        f"{_cells(runner.stats.written, runner.stats.dropped, spool.lines, spool.bytes)}"
-        f"{_cells(runner.last_error or '')}</tr>"
+        f"{_time_cell(runner.last_success_ns)}"
+        f"{_cells(stats.written, stats.dropped, runner.pending_lines, spool.lines, spool.bytes)}"
+        f"{_cells(behind, runner.last_error or '')}</tr>"
     )
 
 
 def _sink_table(sink: Sink) -> str:
-    store = sink.store
     row = (
         f"<tr>{_state_cell(sink.up)}"
-        f"{_cells(len(store), store.lines, store.refused_lines, sink.last_error or '')}</tr>"
+        f"{_cells(len(sink.store), sink.lines, sink.refused_lines, sink.last_error or '')}</tr>"
     )
     return _SINK.format(row=row)
 
@@ -170,8 +172,9 @@ td, th {{ border: 1px solid #ccc; padding: .3em .6em; text-align: left; }}
 """
 
 _OUTPUTS = """<h2>Outputs</h2>
-<table><tr><th>output</th><th>url</th><th>state</th><th>lines written</th>
-<th>lines dropped</th><th>spooled lines</th><th>spooled bytes</th><th>last error</th></tr>
+<table><tr><th>output</th><th>url</th><th>state</th><th>last write</th><th>lines written</th>
+<th>lines dropped</th><th>lines waiting</th><th>spooled lines</th><th>spooled bytes</th>
+<th>oldest unwritten</th><th>last error</th></tr>
 {rows}
 </table>
 """

@@ -275,3 +275,28 @@ def test_the_package_exports_the_public_api() -> None:
     assert telemon.create_app is create_app
     assert isinstance(telemon.create_app(parse_config({"inputs": {}})), web.Application)
     assert not [name for name in telemon.__all__ if "test" in name.lower()]
+
+
+async def test_index_shows_a_failing_output_apart_from_the_inputs(
+    aiohttp_client: Any, tmp_path: Any
+) -> None:
+    config = parse_config(
+        {
+            "inputs": {},
+            "agent": HOUR,
+            "outputs": {"influxdb": [{"urls": ["http://127.0.0.1:9"], "timeout": "1s"}]},
+        },
+    )
+    agent = Agent(config, targets=[("app", Scripted("t"))])
+    client = await aiohttp_client(create_app(config, agent=agent))
+    [runner] = agent.outputs
+    await agent.collector.collect(agent.collector.states[0])
+    await runner.flush()
+    page = await (await client.get("/")).text()
+    outputs = page.split("<h2>Outputs</h2>", 1)[1]
+    [row] = [r for r in re.findall(r"<tr>(.*?)</tr>", outputs, re.S) if "influxdb" in r]
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", row)
+    assert cells[:4] == ["influxdb", "http://127.0.0.1:9", "down", "never"]
+    assert int(cells[8]) > 0  # spooled lines
+    assert cells[-1]  # the reason
+    assert "outputs" not in page.split("<h2>Outputs</h2>", 1)[0]  # not among the inputs
