@@ -315,10 +315,11 @@ class Sink:
         writes that interleave stay correct.
         """
         result = self._unparsed(errors)
+        now = self.clock()  # one arrival time for the body, as InfluxDB stamps a write
         for start in range(0, len(lines), step):
             if start:
                 await asyncio.sleep(0)
-            self._take(result, lines[start : start + step], self.clock())
+            self._take(result, lines[start : start + step], now)
         return self._finish(result)
 
     def _take(self, result: WriteResult, lines: Sequence[ParsedLine], now_ns: int) -> None:

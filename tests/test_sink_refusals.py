@@ -289,7 +289,7 @@ def test_metrics_are_fresh_objects() -> None:
 async def test_body_refusals_are_json_with_the_header_and_counted(aiohttp_client: Any) -> None:
     sink = make_sink(max_body_size=100)
     client = await aiohttp_client(sink_app(sink))
-    cases = [
+    cases: list[tuple[dict[str, Any], int, str]] = [
         ({"data": "m v=1\n" * 50}, 413, "request body too large: max_body_size is 100 bytes"),
         (
             {"data": b"x", "headers": {"Content-Encoding": "br"}},
