@@ -346,13 +346,17 @@ class Sink:
             self.last_error = _write_error(self, result)[2]  # the one-line form
         return result
 
-    def refuse_body(self, reason: str) -> None:
-        """An authorized write was refused whole before its lines were read (413, 415, 400)."""
+    def refuse_body(self, reason: str, status: int = 400) -> None:
+        """An authorized write was refused whole before its lines were read (413, 415, 400).
+
+        Logged once per status: the reason may quote the client (a precision,
+        a position in the body) and differ at every request.
+        """
         self.writes += 1
         self.refused_bodies += 1
         self.up = False
         self.last_error = reason
-        self._log_once("body", "", reason)
+        self._log_once("body", "", reason, key=str(status))
 
     def metrics(self) -> list[Metric]:
         """The stored series that have not expired (fresh objects: callers may change them)."""
@@ -559,7 +563,7 @@ async def write_handler(request: web.Request) -> web.Response:
         precision = _precision(request.query.get("precision", ""))
         text = await _read_text(request, sink.config.max_body_size)
     except _Refused as refused:
-        sink.refuse_body(refused.text)
+        sink.refuse_body(refused.text, refused.status)
         return error_response(refused.status, refused.text)
     # Parsing a large body takes a while: keep the loop serving scrapes meanwhile.
     lines, errors = await asyncio.to_thread(parse_lines_partial, text, precision=precision)

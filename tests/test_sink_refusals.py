@@ -465,3 +465,13 @@ async def test_telemons_own_outputs_read_the_answers_right(
     )
     assert error is not None
     assert (error.refused, error.retry) == (refused, retry)
+
+
+def test_refused_bodies_are_logged_once_per_status(caplog: pytest.LogCaptureFixture) -> None:
+    sink = make_sink()
+    for column in range(1, 5):
+        sink.refuse_body(f"line 1, column {column}: invalid UTF-8", 400)
+    sink.refuse_body("request body too large: max_body_size is 100 bytes", 413)
+    logged = [r.getMessage() for r in caplog.records if r.name == "telemon.sink"]
+    assert len(logged) == 2
+    assert (sink.refused_bodies, sink.last_error) == (5, logged[1].split(": ", 1)[1])
