@@ -1,33 +1,22 @@
-"""Shared fixtures. Real services are started once per session on free loopback ports."""
+"""Shared fixtures. Real services are started once per session on free loopback ports.
+
+The plain helpers the tests share (ports, polling, fake targets, certificates) are in
+`helpers.py`; test modules import them from there, never from each other.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
 from dockerd import DockerEngine, run_dockerd, unmount_under
+from helpers import require_executable
 from influx import InfluxDB, run_influxd
 from prom import Prometheus, run_prometheus
-
-
-def require_executable(name: str, package: str) -> str:
-    """The path of `name`; skips the test, or fails it when `CI` is set, if missing."""
-    path = shutil.which(name)
-    if path is None:
-        _unavailable(f"`{name}` is not installed (Debian package `{package}`)")
-    return path
-
-
-def _unavailable(reason: str) -> NoReturn:
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason}; CI is set, so the real service is required", pytrace=False)
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
@@ -36,9 +25,6 @@ def influxdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxDB]:
     binary = require_executable("influxd", "influxdb")
     with run_influxd(binary, tmp_path_factory.mktemp("influxd")) as client:
         yield client
-
-
-# --- Prometheus (appended: move these imports to the top when convenient) ---------------
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from influx import log_tail, stop_process, wait_for_service
+from helpers import log_tail, stop_process, wait_for_service
 
 __all__ = [
     "BUSYBOX_IMAGE",

@@ -6,26 +6,24 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from helpers import free_port, stop_process, wait_for_service
+
 from telemon.lineprotocol import EncoderOptions
 from telemon.metric import Metric
 
 __all__ = ["CASES", "Case", "InfluxDB", "Line", "StartupError", "parse_line", "run_influxd"]
 
-STARTUP_TIMEOUT = 30.0
-POLL_INTERVAL = 0.05
 _WRITE_PRECISION = {"ns": "n", "us": "u", "ms": "ms", "s": "s"}
 
 FieldValue = bool | int | float | str
@@ -104,13 +102,6 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def free_port() -> int:
-    """A loopback TCP port that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def write_config(directory: Path, http_port: int, rpc_port: int) -> Path:
     """An influxd config that keeps everything under `directory` and on loopback.
 
@@ -180,28 +171,7 @@ def _spawn(binary: str, config: Path, log: Any) -> subprocess.Popen[bytes]:
 
 def _wait_ready(process: subprocess.Popen[bytes], client: InfluxDB, log: Path) -> None:
     """Poll /ping until 204; fail early if the process exits."""
-    wait_for_service(process, lambda: _answers(client), "influxd", log)
-
-
-def wait_for_service(
-    process: subprocess.Popen[bytes],
-    ready: Callable[[], bool],
-    name: str,
-    log: Path,
-    error: type[Exception] = StartupError,
-) -> None:
-    """Poll `ready` until true; raise `error` with the log's tail if the process exits or stalls."""
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while time.monotonic() < deadline:
-        try:
-            process.wait(timeout=POLL_INTERVAL)
-        except subprocess.TimeoutExpired:
-            pass  # still running: ask it
-        else:
-            raise error(f"{name} exited with {process.returncode}:\n{log_tail(log)}")
-        if ready():
-            return
-    raise error(f"{name} not ready within {STARTUP_TIMEOUT}s:\n{log_tail(log)}")
+    wait_for_service(process, lambda: _answers(client), "influxd", log, StartupError)
 
 
 def _answers(client: InfluxDB) -> bool:
@@ -209,22 +179,6 @@ def _answers(client: InfluxDB) -> bool:
         return client.ping() == 204
     except OSError:  # connection refused while it starts
         return False
-
-
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    """Terminate a service, killing it if it does not stop within 15 s."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def log_tail(log: Path, lines: int = 20) -> str:
-    """The last lines of a service's log, for failure messages."""
-    return "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
 
 
 # --- reading a line back -------------------------------------------------------------

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from influx import free_port, stop_process, wait_for_service
+from helpers import free_port, stop_process, wait_for_service
 
 __all__ = ["Prometheus", "PrometheusStartupError", "run_prometheus"]
 

@@ -8,18 +8,20 @@ and output flushes counted as scrapes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from typing import Any
 
 import pytest
 from aiohttp import web
+from helpers import WAIT_S, Clocks, FakeTarget, lines_of, status_of
 
-from telemon.agent import Agent, Settings
+from telemon.agent import SELF_METRICS_MAX_AGE_S, Agent, Settings
+from telemon.collector import TargetState
 from telemon.config import parse_config
 from telemon.inputs.base import Target
 from telemon.lazy import Telemon
-from telemon.lpparse import parse_lines
 from telemon.metric import Metric
 from telemon.server import create_app
 from telemon.simulator.app import start_simulator
@@ -48,21 +50,6 @@ class Scripted(Target):
 
     async def collect(self, now_ns: int) -> list[Metric]:
         return [Metric(self.measurement, {}, dict(self.fields), now_ns)]
-
-
-def lines_of(body: bytes | str, measurement: str) -> list[Any]:
-    text = body.decode() if isinstance(body, bytes) else body
-    return [line for line in parse_lines(text) if line.measurement == measurement]
-
-
-def status_of(body: bytes | str, measurement: str, **tags: str) -> dict[str, Any]:
-    found = [
-        line.fields
-        for line in lines_of(body, measurement)
-        if all(line.tags.get(k) == v for k, v in tags.items())
-    ]
-    assert len(found) == 1, f"{measurement} {tags}: {found}"
-    return found[0]
 
 
 # --- settings, resolved once ---------------------------------------------------------------
@@ -300,3 +287,136 @@ async def test_index_shows_a_failing_output_apart_from_the_inputs(
     assert int(cells[8]) > 0  # spooled lines
     assert cells[-1]  # the reason
     assert "outputs" not in page.split("<h2>Outputs</h2>", 1)[0]  # not among the inputs
+
+
+# --- what a scrape adds around the collected lines -------------------------------------------
+
+
+def collected_agent(target: Target, clocks: Clocks, **config: Any) -> tuple[Agent, TargetState]:
+    """An agent over one polled target, its self-lines cache on `clocks`."""
+    agent = Agent(
+        parse_config({"inputs": {}, "agent": HOUR, **config}),
+        targets=[("fake", target)],
+        monotonic=clocks.monotonic,
+    )
+    [state] = agent.collector.states
+    return agent, state
+
+
+def without_self_line(body: bytes) -> list[bytes]:
+    return [line for line in body.splitlines() if not line.startswith(b"telemon ")]
+
+
+async def test_each_scrape_counts_itself_and_reuses_the_collected_lines() -> None:
+    target, clocks = FakeTarget("t"), Clocks()
+    agent, state = collected_agent(target, clocks)
+    await agent.collector.collect(state)
+    first = await agent.scrape()
+    clocks.advance(SELF_METRICS_MAX_AGE_S)
+    second = await agent.scrape()
+    assert target.calls == 1  # a scrape serves what was collected, it collects nothing
+    assert without_self_line(first) == without_self_line(second)
+    assert lines_of(first, "fake") and status_of(first, target="t")["up"] == 1
+    assert status_of(first, "telemon")["scrapes"] == 1
+    assert status_of(second, "telemon")["scrapes"] == 2
+
+
+async def test_self_lines_are_reencoded_at_most_once_per_max_age() -> None:
+    """Back-to-back scrapes share the self-lines; the lazy values stay fresh."""
+    clocks = Clocks()
+    telemon = Telemon("lazy_app", fields={"n": iter(range(1, 100)).__next__})
+    config = parse_config({"inputs": {}, "agent": HOUR})
+    agent = Agent(config, [telemon], monotonic=clocks.monotonic)
+    first = await agent.scrape()
+    clocks.advance(SELF_METRICS_MAX_AGE_S / 2)
+    second = await agent.scrape()
+    assert lines_of(second, "lazy_app")[0].fields == {"n": 2}
+    assert lines_of(first, "telemon") == lines_of(second, "telemon")
+    assert status_of(second, "telemon")["scrapes"] == 1
+    assert status_of(second, input="fields")["collections"] == 1
+    clocks.advance(SELF_METRICS_MAX_AGE_S / 2)
+    third = await agent.scrape()
+    assert status_of(third, "telemon")["scrapes"] == 3
+    assert status_of(third, input="fields")["collections"] == 3
+
+
+async def test_a_lazy_target_going_down_or_up_is_served_at_once() -> None:
+    """A lazy target's changed `up` re-encodes the cached self-lines at the same scrape."""
+    broken = {"on": False}
+
+    def flaky() -> int:
+        if broken["on"]:
+            raise ConnectionError("pool exhausted")
+        return 1
+
+    clocks = Clocks()  # never advanced: only a change of `up` can refresh the self-lines
+    telemon = Telemon("lazy_app", fields={"v": flaky, "steady": lambda: 2})
+    agent = Agent(
+        parse_config({"inputs": {}, "agent": HOUR}), [telemon], monotonic=clocks.monotonic
+    )
+    assert status_of(await agent.scrape(), input="fields")["up"] == 1
+    broken["on"] = True
+    body = await agent.scrape()
+    assert lines_of(body, "lazy_app")[0].fields == {"steady": 2}
+    assert status_of(body, input="fields")["up"] == 0
+    assert status_of(body, input="fields")["errors"] == 1
+    broken["on"] = False
+    assert status_of(await agent.scrape(), input="fields")["up"] == 1
+
+
+async def test_global_tags_fill_the_self_lines() -> None:
+    target = FakeTarget("tagged")
+    target.tags = {"host": "metric-host"}
+    agent, state = collected_agent(
+        target, Clocks(), global_tags={"host": "global-host", "dc": "eu1"}
+    )
+    await agent.collector.collect(state)
+    body = await agent.scrape()
+    [self_line] = lines_of(body, "telemon")
+    assert self_line.tags == {"dc": "eu1", "host": "global-host"}
+    [status_line] = lines_of(body, "telemon_input")
+    assert status_line.tags == {
+        "dc": "eu1",
+        "host": "global-host",
+        "input": "fake",
+        "target": "tagged",
+    }
+    assert lines_of(body, "fake")[0].tags["host"] == "metric-host"
+
+
+async def test_a_scrape_does_not_wait_for_a_blocked_collection() -> None:
+    """While a polled target's collection hangs, a scrape answers with the last one."""
+    target = FakeTarget("slow")
+    agent, state = collected_agent(target, Clocks())
+    await agent.collector.collect(state)
+    target.gate = asyncio.Event()  # the next collection blocks until the end of the test
+    target.entered.clear()
+    collection = asyncio.create_task(agent.collector.collect(state))
+    await target.entered.wait()
+    async with asyncio.timeout(WAIT_S):  # guards against a hang; a scrape takes milliseconds
+        body = await agent.scrape()
+    assert not collection.done()
+    assert lines_of(body, "fake")[0].fields["calls"] == 1
+    assert status_of(body, target="slow")["up"] == 1
+    target.gate.set()
+    await collection
+
+
+async def test_scrape_metrics_holds_what_a_scrape_holds() -> None:
+    """The metrics behind the Prometheus format: values, status lines, the `telemon` line."""
+    target = FakeTarget("t")
+    telemon = Telemon("lazy_app", fields={"n": 5})
+    config = parse_config({"inputs": {}, "agent": HOUR})
+    agent = Agent(config, [telemon], targets=[("fake", target)], monotonic=ticking())
+    await agent.collector.collect(agent.collector.states[0])
+    metrics = await agent.scrape_metrics()
+    assert sorted({m.measurement for m in metrics}) == [
+        "fake",
+        "lazy_app",
+        "telemon",
+        "telemon_input",
+    ]
+    status = {m.tags["input"]: m.fields["up"] for m in metrics if m.measurement == "telemon_input"}
+    assert status == {"fake": 1, "fields": 1}
+    [self_metric] = [m for m in metrics if m.measurement == "telemon"]
+    assert self_metric.fields["scrapes"] == 1 == agent.scrapes

@@ -1,64 +1,27 @@
-"""The collector: snapshots, self-metrics, scheduling, timeouts, backoff and tags."""
+"""The collector: scheduling, timeouts, backoff, snapshots, status lines, tags, lazy targets.
+
+The collector only runs input targets; what a scrape adds around its lines (the
+`telemon` line, the lazy targets' status lines, the self-lines cache) is the
+agent's and is tested in test_agent.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
-from collections.abc import Callable
 
 import pytest
+from helpers import FakeTarget, lines_of, status_of, wait_until
 
-import telemon.collector as collector_module
 from telemon import Telemon
 from telemon.collector import MAX_BACKOFF_S, Collector, TargetState
 from telemon.inputs.base import InputError, Target
 from telemon.inputs.fields import FieldsTarget
 from telemon.lineprotocol import LineEncoder
-from telemon.metric import Metric
+from telemon.metric import FieldValue, Metric
 
 COLLECTOR_LOGGER = "telemon.collector"
-
-
-class FakeTarget(Target):
-    """A target whose result is chosen by the test: metrics, an exception, or a wait."""
-
-    def __init__(self, name: str = "fake", measurement: str = "fake") -> None:
-        super().__init__(name)
-        self.measurement = measurement
-        self.calls = 0
-        self.active = 0
-        self.max_active = 0
-        self.tags: dict[str, str] = {}
-        self.value: int = 1
-        self.error: BaseException | None = None
-        self.gate: asyncio.Event | None = None
-        self.entered = asyncio.Event()
-        self.hold: float = 0.0
-        self.closed = False
-
-    async def collect(self, now_ns: int) -> list[Metric]:
-        """Counts the call, then waits, raises or returns one metric as configured."""
-        self.calls += 1
-        self.active += 1
-        self.max_active = max(self.max_active, self.active)
-        self.entered.set()
-        try:
-            if self.gate is not None:
-                await self.gate.wait()
-            if self.hold:
-                await asyncio.sleep(self.hold)
-            if self.error is not None:
-                raise self.error
-            fields = {"value": self.value, "calls": self.calls}
-            return [Metric(self.measurement, dict(self.tags), fields, now_ns)]
-        finally:
-            self.active -= 1
-
-    async def aclose(self) -> None:
-        """Remembers that the collector released it."""
-        self.closed = True
 
 
 class CountingEncoder(LineEncoder):
@@ -88,41 +51,11 @@ def make(
     return Collector(states, encoder or LineEncoder(), global_tags), states
 
 
-def lines(body: bytes) -> list[str]:
-    """The lines of a rendered body."""
-    return body.decode().splitlines()
-
-
-def lines_of(body: bytes, measurement: str) -> list[str]:
-    """The lines of one measurement (matched up to its first comma or space)."""
-    return [line for line in lines(body) if line.split(",", 1)[0].split(" ", 1)[0] == measurement]
-
-
-def fields_of(line: str) -> dict[str, str]:
-    """The field set of one line (no spaces inside tags or values)."""
-    return dict(item.split("=", 1) for item in line.split(" ")[1].split(","))
-
-
-def tags_of(line: str) -> dict[str, str]:
-    """The tag set of one line (no escaped characters)."""
-    head = line.split(" ")[0]
-    return dict(item.split("=", 1) for item in head.split(",")[1:])
-
-
-def status(body: bytes, target: str) -> dict[str, str]:
-    """The `telemon_input` fields of `target`."""
-    found = [x for x in lines_of(body, "telemon_input") if tags_of(x).get("target") == target]
-    assert len(found) == 1, body
-    return fields_of(found[0])
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 3.0) -> None:
-    """Poll `predicate` until it holds, failing after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached before the deadline")
-        await asyncio.sleep(0.002)
+def lazy_status(collector: Collector, state: TargetState) -> dict[str, FieldValue]:
+    """A lazy target's `telemon_input` fields, without the duration."""
+    fields = collector.status_metric(state, 0).fields
+    del fields["duration_ms"]
+    return fields
 
 
 @pytest.fixture
@@ -140,31 +73,40 @@ async def running():
         await collector.stop()
 
 
-async def test_snapshot_is_encoded_once_per_collection(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Renders without a new collection reuse the bytes; only the `telemon` line changes."""
-    monkeypatch.setattr(collector_module, "SELF_METRICS_MAX_AGE_S", 0.0)
+# --- snapshots and status lines of polled targets ------------------------------------------
+
+
+async def test_snapshot_is_encoded_once_per_collection() -> None:
+    """Snapshots without a new collection are the same bytes, encoded once."""
     target = FakeTarget()
     encoder = CountingEncoder()
     collector, [state] = make(target, encoder=encoder)
     await collector.collect(state)
     assert encoder.encoded == {"fake": 1, "telemon_input": 1}
 
-    first = await collector.render()
-    second = await collector.render()
-    assert target.calls == 1
-    assert encoder.encoded["fake"] == 1 and encoder.encoded["telemon_input"] == 1
-    assert encoder.encoded["telemon"] == 2
-    assert lines_of(first, "fake") == lines_of(second, "fake")
-    assert len(lines_of(first, "fake")) == 1
-    without_self = [x for x in lines(first) if not x.startswith("telemon ")]
-    assert without_self == [x for x in lines(second) if not x.startswith("telemon ")]
-    assert fields_of(lines_of(first, "telemon")[0])["scrapes"] == "1i"
-    assert fields_of(lines_of(second, "telemon")[0])["scrapes"] == "2i"
+    first = collector.snapshot()
+    assert collector.snapshot() is first
+    assert target.calls == 1 and encoder.encoded == {"fake": 1, "telemon_input": 1}
+    [line] = lines_of(first, "fake")
+    assert line.fields["value"] == 1
 
     target.value = 99
     await collector.collect(state)
-    third = await collector.render()
-    assert fields_of(lines_of(third, "fake")[0])["value"] == "99i"
+    [line] = lines_of(collector.snapshot(), "fake")
+    assert line.fields["value"] == 99
+
+
+async def test_listeners_get_each_collection_once() -> None:
+    """Each polled collection's lines (values and status) go to every listener once."""
+    target = FakeTarget("t1")
+    collector, [state] = make(target)
+    pushed: list[bytes] = []
+    collector.listeners.append(pushed.append)
+    await collector.collect(state)
+    await collector.collect(state)
+    assert len(pushed) == 2
+    assert [lines_of(body, "fake")[0].fields["calls"] for body in pushed] == [1, 2]
+    assert status_of(pushed[1], target="t1")["collections"] == 2
 
 
 async def test_status_line_reports_a_successful_collection() -> None:
@@ -172,15 +114,16 @@ async def test_status_line_reports_a_successful_collection() -> None:
     target = FakeTarget("t1")
     collector, [state] = make(target, input_name="fake")
     await collector.collect(state)
-    body = await collector.render()
-    [line] = lines_of(body, "telemon_input")
-    assert tags_of(line) == {"input": "fake", "target": "t1"}
-    fields = fields_of(line)
-    assert fields["up"] == "1i"
-    assert fields["errors"] == "0i"
-    assert fields["collections"] == "1i"
-    assert fields["lines"] == "1i"
-    assert float(fields["duration_ms"]) >= 0
+    [line] = lines_of(collector.snapshot(), "telemon_input")
+    assert line.tags == {"input": "fake", "target": "t1"}
+    assert {k: v for k, v in line.fields.items() if k != "duration_ms"} == {
+        "up": 1,
+        "errors": 0,
+        "collections": 1,
+        "lines": 1,
+        "values_dropped": 0,
+    }
+    assert isinstance(line.fields["duration_ms"], float) and line.fields["duration_ms"] >= 0
     assert state.health.up is True and state.health.last_success_ns is not None
 
 
@@ -194,7 +137,7 @@ async def test_lines_counts_lines_not_newlines_inside_string_values() -> None:
     collector, [state] = make(Multiline("multi"))
     await collector.collect(state)
     assert state.lines == 1
-    assert status(await collector.render(), "multi")["lines"] == "1i"
+    assert status_of(collector.snapshot(), target="multi")["lines"] == 1
 
 
 async def test_failed_target_serves_no_stale_values() -> None:
@@ -202,68 +145,65 @@ async def test_failed_target_serves_no_stale_values() -> None:
     target = FakeTarget("flaky")
     collector, [state] = make(target)
     await collector.collect(state)
-    assert len(lines_of(await collector.render(), "fake")) == 1
+    assert len(lines_of(collector.snapshot(), "fake")) == 1
 
     target.error = InputError("connection refused")
     await collector.collect(state)
-    body = await collector.render()
+    body = collector.snapshot()
     assert lines_of(body, "fake") == []
-    fields = status(body, "flaky")
-    assert fields["up"] == "0i"
-    assert fields["errors"] == "1i"
-    assert fields["collections"] == "2i"
-    assert fields["lines"] == "0i"
+    fields = status_of(body, target="flaky")
+    assert (fields["up"], fields["errors"], fields["collections"], fields["lines"]) == (0, 1, 2, 0)
     assert state.health.last_error == "connection refused"
 
     await collector.collect(state)
-    assert status(await collector.render(), "flaky")["errors"] == "2i"
+    assert status_of(collector.snapshot(), target="flaky")["errors"] == 2
 
 
-async def test_slow_target_does_not_delay_a_scrape(running) -> None:
-    """While a collection is blocked, a scrape answers at once with the last snapshot."""
+async def test_a_blocked_collection_leaves_the_last_snapshot_served(running) -> None:
+    """While a collection is blocked, the snapshot holds the last finished one."""
     target = FakeTarget("slow")
     collector, [state] = make(target, interval=0.01)
     running(collector)
     await wait_until(lambda: state.health.up is True)
     target.gate = asyncio.Event()  # the next collection blocks
     target.entered.clear()
-    await asyncio.wait_for(target.entered.wait(), 2)
+    await target.entered.wait()
     assert target.active == 1
 
-    body = await asyncio.wait_for(collector.render(), 0.5)
+    body = collector.snapshot()
     [line] = lines_of(body, "fake")
-    assert fields_of(line)["calls"] == str(target.calls - 1) + "i"
-    assert status(body, "slow")["up"] == "1i"
+    assert line.fields["calls"] == target.calls - 1
+    assert status_of(body, target="slow")["up"] == 1
     target.gate.set()
 
 
-async def test_first_scrape_does_not_wait_for_the_first_collection(running) -> None:
-    """A scrape before any collection finished answers immediately without the target's lines."""
+async def test_nothing_is_served_for_a_target_before_its_first_collection(running) -> None:
+    """A target whose first collection has not finished has no lines, not even a status line."""
     target = FakeTarget("pending")
     target.gate = asyncio.Event()
     collector, [state] = make(target, interval=0.01)
     running(collector)
-    await asyncio.wait_for(target.entered.wait(), 2)
-    body = await asyncio.wait_for(collector.render(), 0.5)
-    assert lines_of(body, "fake") == []
+    await target.entered.wait()
+    assert collector.snapshot() == b""
     assert state.health.up is None
     target.gate.set()
 
 
+# --- timeouts, scheduling and stopping ------------------------------------------------------
+
+
 async def test_timeout_marks_the_target_down() -> None:
-    """A collection exceeding the target's timeout is abandoned and reported as timed out."""
+    """A collection exceeding the target's timeout is cancelled and reported as timed out."""
     target = FakeTarget("stuck")
-    target.gate = asyncio.Event()  # never set
+    target.gate = asyncio.Event()  # never set: only the timeout can end the collection
     collector, [state] = make(target, timeout=0.05)
-    started = time.monotonic()
     await collector.collect(state)
-    assert time.monotonic() - started < 1
+    assert target.calls == 1 and target.active == 0  # cancelled, not left running
     assert state.health.up is False
     assert state.health.last_error == "timed out after 0.05s"
-    assert target.active == 0  # the collection was cancelled, not left running
-    body = await collector.render()
+    body = collector.snapshot()
     assert lines_of(body, "fake") == []
-    assert status(body, "stuck")["up"] == "0i"
+    assert status_of(body, target="stuck")["up"] == 0
 
 
 async def test_polls_of_one_target_never_overlap(running) -> None:
@@ -287,17 +227,26 @@ async def test_polling_repeats_at_the_interval(running) -> None:
 
 
 async def test_stop_cancels_polls_and_closes_targets() -> None:
-    """`stop` ends the polling tasks and releases every target."""
-    target = FakeTarget()
-    collector, _ = make(target, interval=0.005)
+    """`stop` cancels every polling task (a collection under way too) and releases the targets."""
+    idle, busy = FakeTarget("idle"), FakeTarget("busy")
+    collector, _ = make(idle, busy, interval=0.005)
     collector.start()
-    await wait_until(lambda: target.calls >= 2)
+    await wait_until(lambda: idle.calls >= 2)
+    busy.gate = asyncio.Event()  # never set: stop must cancel this collection
+    busy.entered.clear()
+    await busy.entered.wait()
+    tasks = list(collector._tasks.values())
+    assert len(tasks) == 2
+
     await collector.stop()
-    calls = target.calls
-    assert target.closed
-    for _ in range(5):
-        await asyncio.sleep(0.005)
-    assert target.calls == calls
+    # The polling tasks are the only callers of `collect`: cancelled, nothing polls again.
+    assert all(task.cancelled() for task in tasks)
+    assert not collector._tasks
+    assert busy.active == 0
+    assert idle.closed and busy.closed
+
+
+# --- backoff and failures -------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -346,10 +295,10 @@ async def test_failing_target_recovers_under_polling(running) -> None:
     running(collector)
     await wait_until(lambda: state.health.consecutive_failures >= 3)
     target.error = None
-    await wait_until(lambda: state.health.up is True, timeout=5)
-    body = await collector.render()
+    await wait_until(lambda: state.health.up is True)
+    body = collector.snapshot()
     assert len(lines_of(body, "fake")) == 1
-    assert int(status(body, "flaky")["errors"].rstrip("i")) >= 3
+    assert status_of(body, target="flaky")["errors"] >= 3
 
 
 async def test_failures_and_recovery_are_logged_once(caplog: pytest.LogCaptureFixture) -> None:
@@ -409,7 +358,7 @@ async def test_unexpected_exception_marks_down_and_polling_continues(running) ->
     assert state.health.last_error == "unexpected ZeroDivisionError: division by zero"
     assert all(not task.done() for task in collector._tasks.values())
     target.error = None
-    await wait_until(lambda: state.health.up is True, timeout=5)
+    await wait_until(lambda: state.health.up is True)
 
 
 async def test_one_failing_target_does_not_affect_the_others() -> None:
@@ -418,11 +367,14 @@ async def test_one_failing_target_does_not_affect_the_others() -> None:
     bad.error = RuntimeError("boom")
     collector, _ = make(good, bad)
     await collector.collect_all()
-    body = await collector.render()
+    body = collector.snapshot()
     assert len(lines_of(body, "good_m")) == 1
     assert lines_of(body, "bad_m") == []
-    assert status(body, "good")["up"] == "1i"
-    assert status(body, "bad")["up"] == "0i"
+    assert status_of(body, target="good")["up"] == 1
+    assert status_of(body, target="bad")["up"] == 0
+
+
+# --- tags -----------------------------------------------------------------------------------
 
 
 async def test_input_tags_override_and_global_tags_fill() -> None:
@@ -436,30 +388,31 @@ async def test_input_tags_override_and_global_tags_fill() -> None:
         global_tags={"host": "global-host", "dc": "eu1", "env": "global-env"},
     )
     await collector.collect(state)
-    body = await collector.render()
+    body = collector.snapshot()
     [line] = lines_of(body, "fake")
-    assert tags_of(line) == {
+    assert line.tags == {
         "dc": "eu1",
         "env": "prod",
         "host": "metric-host",
+        "n": "0",
         "own": "x",
         "region": "input-region",
     }
     [status_line] = lines_of(body, "telemon_input")
-    assert tags_of(status_line) == {
+    assert status_line.tags == {
         "dc": "eu1",
         "env": "global-env",
         "host": "global-host",
         "input": "fake",
         "target": "tagged",
     }
-    [self_line] = lines_of(body, "telemon")
-    assert tags_of(self_line) == {"dc": "eu1", "env": "global-env", "host": "global-host"}
 
 
-async def test_lazy_target_is_evaluated_per_render(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A lazy target is collected by every render, not by the scheduler."""
-    monkeypatch.setattr(collector_module, "SELF_METRICS_MAX_AGE_S", 0.0)
+# --- lazy targets ---------------------------------------------------------------------------
+
+
+async def test_lazy_target_is_evaluated_per_render() -> None:
+    """A lazy target is collected by every `render_lazy`, not by the scheduler."""
     calls: list[int] = []
 
     def count() -> int:
@@ -467,29 +420,53 @@ async def test_lazy_target_is_evaluated_per_render(monkeypatch: pytest.MonkeyPat
         return len(calls)
 
     tm = Telemon(f"lazy_{uuid.uuid4().hex[:8]}", fields={"n": count})
-    target = FieldsTarget(tm)
-    collector, [state] = make(target, input_name="fields")
-    first = await collector.render()
-    second = await collector.render()
-    assert fields_of(lines_of(first, tm.measurement)[0]) == {"n": "1i"}
-    assert fields_of(lines_of(second, tm.measurement)[0]) == {"n": "2i"}
-    assert status(second, tm.measurement) | {"duration_ms": ""} == {
-        "up": "1i",
-        "errors": "0i",
-        "collections": "2i",
-        "lines": "1i",
-        "duration_ms": "",
+    collector, [state] = make(FieldsTarget(tm), input_name="fields")
+    first, _ = await collector.render_lazy()
+    second, _ = await collector.render_lazy()
+    assert lines_of(first, tm.measurement)[0].fields == {"n": 1}
+    assert lines_of(second, tm.measurement)[0].fields == {"n": 2}
+    assert lazy_status(collector, state) == {
+        "up": 1,
+        "errors": 0,
+        "collections": 2,
+        "lines": 1,
+        "values_dropped": 0,
     }
+    assert collector.snapshot() == b""  # lazy lines are never part of the polled snapshot
 
 
-async def test_self_lines_are_reencoded_at_most_once_a_second() -> None:
-    """Back-to-back scrapes share the self-metrics lines; the lazy values stay fresh."""
-    tm = Telemon(f"lazy_{uuid.uuid4().hex[:8]}", fields={"n": iter(range(1, 100)).__next__})
+async def test_render_lazy_says_when_a_lazy_target_changes_up() -> None:
+    """The second answer of `render_lazy` is true when a lazy target went up or down."""
+    broken = {"on": False}
+
+    def flaky() -> int:
+        if broken["on"]:
+            raise ConnectionError("gone")
+        return 1
+
+    tm = Telemon(f"lazy_{uuid.uuid4().hex[:8]}", fields={"v": flaky})
     collector, _ = make(FieldsTarget(tm), input_name="fields")
-    first, second = await collector.render(), await collector.render()
-    assert fields_of(lines_of(second, tm.measurement)[0]) == {"n": "2i"}
-    assert lines_of(first, "telemon") == lines_of(second, "telemon")
-    assert fields_of(lines_of(second, "telemon")[0])["scrapes"] == "1i"
+    changes = []
+    for on in (False, False, True, True, False):
+        broken["on"] = on
+        changes.append((await collector.render_lazy())[1])
+    assert changes == [True, False, True, False, True]  # None -> up, up, down, down, up
+
+
+async def test_lazy_metrics_evaluates_the_lazy_targets_as_metrics() -> None:
+    """`lazy_metrics` (other formats) evaluates lazy targets; `polled_metrics` keeps the rest."""
+    tm = Telemon(f"lazy_{uuid.uuid4().hex[:8]}", fields={"n": iter(range(1, 9)).__next__})
+    polled = FakeTarget("polled")
+    collector, states = make(polled, FieldsTarget(tm), global_tags={"dc": "eu"})
+    await collector.collect(states[0])
+    first = await collector.lazy_metrics()
+    second = await collector.lazy_metrics()
+    assert [(m.measurement, m.fields, m.tags) for m in first] == [
+        (tm.measurement, {"n": 1}, {"dc": "eu"})
+    ]
+    assert second[0].fields == {"n": 2}
+    assert [(m.measurement, m.fields["calls"]) for m in collector.polled_metrics()] == [("fake", 1)]
+    assert polled.calls == 1
 
 
 async def test_lazy_target_is_not_polled(running) -> None:
@@ -512,19 +489,19 @@ async def test_lazy_field_failure_marks_down_but_serves_other_fields() -> None:
 
     tm = Telemon(f"lazy_{uuid.uuid4().hex[:8]}", fields={"flaky": flaky, "steady": lambda: 1})
     collector, [state] = make(FieldsTarget(tm), input_name="fields")
-    body = await collector.render()
-    assert fields_of(lines_of(body, tm.measurement)[0]) == {"steady": "1i"}
-    fields = status(body, tm.measurement)
-    assert (fields["up"], fields["errors"], fields["lines"]) == ("0i", "1i", "1i")
+    body, _ = await collector.render_lazy()
+    assert lines_of(body, tm.measurement)[0].fields == {"steady": 1}
+    fields = lazy_status(collector, state)
+    assert (fields["up"], fields["errors"], fields["lines"]) == (0, 1, 1)
     assert state.health.last_error == (
         f"field 'flaky' of '{tm.measurement}' raised ConnectionError: pool exhausted"
     )
 
     broken["on"] = False
-    body = await collector.render()
-    assert fields_of(lines_of(body, tm.measurement)[0]) == {"flaky": "5i", "steady": "1i"}
-    fields = status(body, tm.measurement)
-    assert (fields["up"], fields["errors"]) == ("1i", "1i")
+    body, _ = await collector.render_lazy()
+    assert lines_of(body, tm.measurement)[0].fields == {"flaky": 5, "steady": 1}
+    fields = lazy_status(collector, state)
+    assert (fields["up"], fields["errors"]) == (1, 1)
 
 
 # --- lazy targets' direct path (no Metric objects) ----------------------------------------
@@ -555,28 +532,30 @@ def scripted_fields() -> dict[str, object]:
     }
 
 
-def collector_for(global_tags: dict[str, str], direct: bool) -> tuple[Collector, Telemon]:
+def collector_for(
+    global_tags: dict[str, str], direct: bool
+) -> tuple[Collector, TargetState, Telemon]:
     telemon = Telemon("app", {"svc": "blog", "host": "own"}, scripted_fields())
     target = FieldsTarget(telemon)
     if not direct:
         target.encode_now = lambda *args: None  # type: ignore[method-assign]
     state = TargetState("fields", target, 10, 5, {"input": "tag"})
-    return Collector([state], LineEncoder(), global_tags), telemon
+    return Collector([state], LineEncoder(), global_tags), state, telemon
+
+
+def without_timestamps(body: bytes) -> list[str]:
+    """The body's lines as written, without their timestamps."""
+    return [line.rsplit(" ", 1)[0] for line in body.decode().splitlines()]
 
 
 @pytest.mark.parametrize("global_tags", [{}, {"host": "global", "dc": "eu"}])
 async def test_direct_lazy_path_writes_what_metrics_would(global_tags: dict[str, str]) -> None:
-    direct, direct_telemon = collector_for(global_tags, direct=True)
-    checked, checked_telemon = collector_for(global_tags, direct=False)
+    direct, direct_state, direct_telemon = collector_for(global_tags, direct=True)
+    checked, checked_state, checked_telemon = collector_for(global_tags, direct=False)
     for _ in range(8):
-        ours = [line.rsplit(" ", 1)[0] for line in lines_of(await direct.render(), "app")]
-        theirs = [line.rsplit(" ", 1)[0] for line in lines_of(await checked.render(), "app")]
-        assert ours == theirs
+        ours, _ = await direct.render_lazy()
+        theirs, _ = await checked.render_lazy()
+        assert without_timestamps(ours) == without_timestamps(theirs)
     assert direct_telemon.errors == checked_telemon.errors > 0
     assert direct.encoder.stats == checked.encoder.stats
-    ours_status, theirs_status = (
-        status(await direct.render(), "app"),
-        status(await checked.render(), "app"),
-    )
-    del ours_status["duration_ms"], theirs_status["duration_ms"]
-    assert ours_status == theirs_status
+    assert lazy_status(direct, direct_state) == lazy_status(checked, checked_state)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_server import make_certificate
+from helpers import make_certificate
 
 from telemon.agent import Agent
 from telemon.auth import Credentials

@@ -7,46 +7,20 @@ import base64
 import gzip
 import re
 import ssl
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
-from test_collector import wait_until
+from helpers import WAIT_S, FakeTarget, make_certificate, wait_until
 
 from telemon.agent import Agent
 from telemon.config import ConfigError, parse_config
 from telemon.inputs.base import InputError, Target
-from telemon.metric import Metric
 from telemon.server import AGENT_KEY, create_app
 
 CONTENT_TYPE = "text/plain; charset=utf-8"
-
-
-class FakeTarget(Target):
-    """A target returning `count` lines, raising `error`, or waiting on `gate`."""
-
-    def __init__(self, name: str = "fake", count: int = 1, measurement: str = "fake") -> None:
-        super().__init__(name)
-        self.count = count
-        self.measurement = measurement
-        self.error: Exception | None = None
-        self.gate: asyncio.Event | None = None
-        self.calls = 0
-
-    async def collect(self, now_ns: int) -> list[Metric]:
-        """The configured outcome."""
-        self.calls += 1
-        if self.gate is not None:
-            await self.gate.wait()
-        if self.error is not None:
-            raise self.error
-        return [
-            Metric(self.measurement, {"n": str(i)}, {"value": i, "ratio": i / 7}, now_ns)
-            for i in range(self.count)
-        ]
 
 
 def agent_for(*entries: tuple[str, Target], **http: Any) -> Agent:
@@ -85,7 +59,7 @@ async def test_get_metrics_serves_line_protocol(aiohttp_client) -> None:
     assert resp.status == 200
     assert resp.headers["Content-Type"] == CONTENT_TYPE
     text = await resp.text()
-    assert re.search(r"^fake,n=0 value=0i,ratio=0\.0 \d+$", text, re.M)
+    assert re.search(r"^fake,n=0 value=1i,calls=1i \d+$", text, re.M)
     assert re.search(r"^telemon_input,input=fake,target=fake up=1i,errors=0i,", text, re.M)
     assert re.search(r"^telemon scrapes=1i,", text, re.M)
     assert text.endswith("\n")
@@ -409,7 +383,7 @@ async def test_scrape_does_not_wait_for_a_stuck_target(aiohttp_client) -> None:
     app = create_app(agent.config, agent=agent)
     client = await aiohttp_client(app)
     await wait_until(lambda: agent.collector.states[0].health.up is True and stuck.calls == 1)
-    resp = await asyncio.wait_for(client.get("/metrics"), 1.0)
+    resp = await asyncio.wait_for(client.get("/metrics"), WAIT_S)  # a hang guard only
     text = await resp.text()
     assert "fake,n=0 " in text
     assert "stuck" not in text
@@ -427,19 +401,6 @@ async def test_app_starts_and_stops_collection(aiohttp_client) -> None:
     assert len(agent.collector._tasks) == 1
     await client.close()
     assert not agent.collector._tasks
-
-
-def make_certificate(directory: Path) -> tuple[Path, Path]:
-    """A self-signed certificate and key for localhost / 127.0.0.1, made with openssl."""
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subject = ["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"]
-    command = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"]
-    subprocess.run(
-        [*command, *subject, "-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
 
 
 async def test_tls_serves_metrics_over_https(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from test_server import make_certificate
+from helpers import make_certificate
 
 from telemon import schema
 from telemon.cli import main
