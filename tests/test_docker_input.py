@@ -21,14 +21,19 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from conftest import require_executable
 from dockerd import DockerEngine, run_tls_dockerd, unmount_under
+from helpers import (
+    free_port,
+    lines_of,
+    load_docker_sample,
+    make_certificate,
+    require_executable,
+    scrape_once,
+    status_of,
+    wait_until,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from influx import Line, free_port, parse_line
-from test_docker_stats import load
-from test_pharo_input import scrape
-from test_server import make_certificate
 
 from telemon.agent import Agent
 from telemon.collector import Collector, TargetState
@@ -123,11 +128,11 @@ async def test_cpu_and_memory_agree_with_docker_stats(
 
 
 async def wait_until_holding(target: DockerTarget, name: str, size: int) -> None:
-    for _ in range(30):
+    async def holds() -> bool:
         mem = by_name(await collect(target), "docker_container_mem")
-        if name in mem and int(mem[name].fields["working_set"]) >= size:
-            return
-    raise AssertionError(f"{name} never held {size} bytes")
+        return name in mem and int(mem[name].fields["working_set"]) >= size
+
+    await wait_until(holds, timeout=60, what=f"{name} holding {size} bytes")
 
 
 async def test_container_set_follows_docker_ps(docker_engine: DockerEngine, prefix: str) -> None:
@@ -236,22 +241,13 @@ async def test_lines_are_accepted_by_a_real_influxdb(
 # --- failures: one-line reasons, the rest keeps serving ---------------------------------------
 
 
-def status_of(body: str, input_name: str) -> Line:
-    for line in body.splitlines():
-        if line.startswith("telemon_input,"):
-            parsed = parse_line(line)
-            if parsed.tags["input"] == input_name:
-                return parsed
-    raise AssertionError(f"no telemon_input line for {input_name}")
-
-
 async def test_a_missing_socket_marks_the_input_down(aiohttp_client: Any, tmp_path: Path) -> None:
     socket = tmp_path / "nothing.sock"
-    body = await scrape(
+    body = await scrape_once(
         aiohttp_client, {"docker": [{"endpoint": f"unix://{socket}"}], "python": [{}]}
     )
-    assert status_of(body, "docker").fields["up"] == 0
-    assert status_of(body, "python").fields["up"] == 1
+    assert status_of(body, input="docker")["up"] == 0
+    assert status_of(body, input="python")["up"] == 1
     assert any(line.startswith("python,") for line in body.splitlines())
     target = docker_target_at(f"unix://{socket}")
     with pytest.raises(Exception, match=f"no Docker engine socket at {socket}"):
@@ -466,7 +462,7 @@ async def test_discovers_pharo_on_the_host_network_and_drops_it_when_gone(
         assert state.target.target == f"http://127.0.0.1:{simulator_port}/metrics"
         assert state.health.up is True
         body = (await agent.scrape()).decode()
-        pharo = [parse_line(x) for x in body.splitlines() if x.startswith("pharo,")]
+        pharo = lines_of(body, "pharo")
         assert pharo and all(p.tags["container_name"] == name for p in pharo)
         assert all(p.tags["instance"] == name for p in pharo)
         assert "memoryFree" in pharo[0].fields
@@ -500,28 +496,30 @@ async def test_discovers_pharo_on_a_bridge_network_while_running(
     collector = agent.collector
     collector.start()
     try:
-        body = await wait_for(
+        body = await scraped_when(
             agent, lambda b: f"container_name={name}" in b and "\npharo," in "\n" + b
         )
-        pharo = [parse_line(x) for x in body.splitlines() if x.startswith("pharo,")]
+        pharo = lines_of(body, "pharo")
         assert pharo[0].tags["container_name"] == name
         address = docker_engine.cli("inspect", "-f", "{{.NetworkSettings.IPAddress}}", name).strip()
         [state] = pharo_states(collector)
         assert state.target.target == f"http://{address}:8080/stats.json"
         docker_engine.cli("stop", "-t", "0", name)
-        await wait_for(agent, lambda b: "\npharo," not in "\n" + b)
+        await scraped_when(agent, lambda b: "\npharo," not in "\n" + b)
         assert pharo_states(collector) == []
     finally:
         await collector.stop()
 
 
-async def wait_for(agent: Agent, condition: Callable[[str], bool]) -> str:
-    for _ in range(300):
-        body = (await agent.scrape()).decode()
-        if condition(body):
-            return body
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"condition never met; last body:\n{body}")
+async def scraped_when(agent: Agent, condition: Callable[[str], bool]) -> str:
+    """The first scraped body meeting `condition`."""
+
+    async def body() -> str:
+        text = (await agent.scrape()).decode()
+        assert condition(text), text
+        return text
+
+    return await wait_until(body, timeout=20, every=0.05, what="a body meeting the condition")
 
 
 async def test_a_bad_label_is_a_reason_not_a_crash(
@@ -552,7 +550,7 @@ async def test_a_bad_label_is_a_reason_not_a_crash(
 
 
 async def test_podman_is_detected_and_cpu_comes_from_elapsed_time(aiohttp_server: Any) -> None:
-    samples = [load("podman-1.json"), load("podman-2.json")]
+    samples = [load_docker_sample("podman-1.json"), load_docker_sample("podman-2.json")]
     requests: list[str] = []
 
     async def ping(request: web.Request) -> web.Response:

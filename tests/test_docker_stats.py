@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import load_docker_sample
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from telemon.inputs import docker_stats as ds
 
-DATA = Path(__file__).parent / "data" / "docker"
-
-
-def load(name: str) -> Any:
-    return json.loads((DATA / name).read_text(encoding="utf-8"))
-
 
 def sample(name: str) -> ds.CpuSample:
-    result = ds.CpuSample.from_stats(load(name))
+    result = ds.CpuSample.from_stats(load_docker_sample(name))
     assert result is not None
     return result
 
@@ -29,7 +22,7 @@ def sample(name: str) -> ds.CpuSample:
 
 
 def test_cpu_percent_v1_matches_the_docker_cli_formula() -> None:
-    first, second = load("v1-burn-1.json"), load("v1-burn-2.json")
+    first, second = load_docker_sample("v1-burn-1.json"), load_docker_sample("v1-burn-2.json")
     used = (
         second["cpu_stats"]["cpu_usage"]["total_usage"]
         - first["cpu_stats"]["cpu_usage"]["total_usage"]
@@ -55,7 +48,7 @@ def test_podman_cpu_percent_uses_elapsed_read_time() -> None:
 
 
 def test_cpu_sample_falls_back_to_percpu_length_without_online_cpus() -> None:
-    stats = load("v1-burn-1.json")
+    stats = load_docker_sample("v1-burn-1.json")
     del stats["cpu_stats"]["online_cpus"]
     result = ds.CpuSample.from_stats(stats)
     assert result is not None
@@ -98,7 +91,7 @@ def test_tracker_forgets_containers_that_are_gone() -> None:
 
 
 def test_cpu_fields_are_telegrafs() -> None:
-    stats = load("v2-limited.json")
+    stats = load_docker_sample("v2-limited.json")
     fields = ds.cpu_fields(stats, "id1", 12.5)
     assert fields == {
         "usage_total": 7500000000,
@@ -115,20 +108,20 @@ def test_cpu_fields_are_telegrafs() -> None:
 
 
 def test_percpu_points_exist_on_v1_only() -> None:
-    v1 = load("v1-burn-1.json")
+    v1 = load_docker_sample("v1-burn-1.json")
     points = ds.percpu_points(v1, "id")
     assert [cpu for cpu, _ in points] == ["cpu0", "cpu1"]
     assert (
         sum(int(f["usage_total"]) for _, f in points) == v1["cpu_stats"]["cpu_usage"]["total_usage"]
     )
-    assert ds.percpu_points(load("v2-limited.json"), "id") == []
+    assert ds.percpu_points(load_docker_sample("v2-limited.json"), "id") == []
 
 
 # --- memory ---------------------------------------------------------------------------
 
 
 def test_working_set_v1_subtracts_total_inactive_file() -> None:
-    memory = load("v1-memhold.json")["memory_stats"]
+    memory = load_docker_sample("v1-memhold.json")["memory_stats"]
     expected = memory["usage"] - memory["stats"]["total_inactive_file"]
     assert ds.working_set(memory) == expected
     # The container holds 48 MiB in a tmpfs: shared memory counts, as in `docker stats`.
@@ -136,7 +129,7 @@ def test_working_set_v1_subtracts_total_inactive_file() -> None:
 
 
 def test_working_set_v2_subtracts_inactive_file() -> None:
-    memory = load("v2-limited.json")["memory_stats"]
+    memory = load_docker_sample("v2-limited.json")["memory_stats"]
     assert ds.working_set(memory) == 314572800 - 83886080
 
 
@@ -147,7 +140,7 @@ def test_working_set_ignores_an_inactive_figure_larger_than_usage() -> None:
 
 
 def test_mem_fields_v2_keep_raw_values_beside_the_working_set() -> None:
-    fields = ds.mem_fields(load("v2-limited.json")["memory_stats"], "id2")
+    fields = ds.mem_fields(load_docker_sample("v2-limited.json")["memory_stats"], "id2")
     assert fields["usage"] == 314572800
     assert fields["limit"] == 536870912
     assert fields["working_set"] == 230686720
@@ -162,14 +155,14 @@ def test_mem_fields_v2_keep_raw_values_beside_the_working_set() -> None:
 
 
 def test_mem_fields_v1_have_telegrafs_names() -> None:
-    memory = load("v1-memhold.json")["memory_stats"]
+    memory = load_docker_sample("v1-memhold.json")["memory_stats"]
     fields = ds.mem_fields(memory, "id1")
     for key in ("cache", "rss", "total_rss", "total_inactive_file", "pgfault", "max_usage"):
         assert fields[key] == memory["stats"].get(key, memory.get(key))
 
 
 def test_mem_fields_podman_usage_is_already_the_working_set() -> None:
-    fields = ds.mem_fields(load("podman-1.json")["memory_stats"], "p")
+    fields = ds.mem_fields(load_docker_sample("podman-1.json")["memory_stats"], "p")
     assert fields["working_set"] == fields["usage"] == 73400320
 
 
@@ -186,10 +179,14 @@ def test_fail_count_is_written_only_when_nonzero() -> None:
 
 
 def test_net_points_per_interface_and_total() -> None:
-    points = dict(ds.net_points(load("v2-limited.json"), "id", per_interface=True, total=True))
+    points = dict(
+        ds.net_points(load_docker_sample("v2-limited.json"), "id", per_interface=True, total=True)
+    )
     assert list(points) == ["eth0", "eth1", "total"]
     assert points["total"]["rx_bytes"] == 5100 and points["total"]["tx_dropped"] == 2
-    only_total = ds.net_points(load("v2-limited.json"), "id", per_interface=False, total=True)
+    only_total = ds.net_points(
+        load_docker_sample("v2-limited.json"), "id", per_interface=False, total=True
+    )
     assert [name for name, _ in only_total] == ["total"]
 
 
@@ -199,16 +196,22 @@ def test_no_net_points_without_networks() -> None:
 
 
 def test_blkio_total_sums_devices_and_skips_unknown_ops() -> None:
-    points = dict(ds.blkio_points(load("v2-limited.json"), "id", per_device=True, total=True))
+    points = dict(
+        ds.blkio_points(load_docker_sample("v2-limited.json"), "id", per_device=True, total=True)
+    )
     assert points["total"]["io_service_bytes_recursive_read"] == 4097000
     assert points["total"]["io_service_bytes_recursive_write"] == 1048600
     assert points["8:0"]["io_service_bytes_recursive_read"] == 4096000
-    podman = dict(ds.blkio_points(load("podman-1.json"), "id", per_device=True, total=True))
+    podman = dict(
+        ds.blkio_points(load_docker_sample("podman-1.json"), "id", per_device=True, total=True)
+    )
     assert "io_service_bytes_recursive_rios" not in podman["253:0"]
 
 
 def test_blkio_total_is_zero_without_io() -> None:
-    points = ds.blkio_points(load("v1-burn-1.json"), "id", per_device=False, total=True)
+    points = ds.blkio_points(
+        load_docker_sample("v1-burn-1.json"), "id", per_device=False, total=True
+    )
     assert points == [
         (
             "total",
@@ -245,7 +248,7 @@ def test_blkio_v1_field_names() -> None:
 
 
 def test_status_fields_of_a_running_container() -> None:
-    inspect = load("v1-memhold-inspect.json")
+    inspect = load_docker_sample("v1-memhold-inspect.json")
     started = ds.parse_timestamp_ns(inspect["State"]["StartedAt"])
     assert started is not None
     fields = ds.status_fields(inspect, "id", started + 5_000_000_000)
@@ -294,7 +297,7 @@ def test_status_fields_of_a_restarting_container_count_the_time_it_ran() -> None
 def test_stats_read_at_go_zero_time_are_empty() -> None:
     """The engine's answer for a container that is not running: zeros, not a measurement."""
     assert ds.is_empty_stats({"read": "0001-01-01T00:00:00Z", "cpu_stats": {}})
-    assert not ds.is_empty_stats(load("v1-burn-1.json"))
+    assert not ds.is_empty_stats(load_docker_sample("v1-burn-1.json"))
     assert not ds.is_empty_stats({})  # Podman-like documents without `read` are measured
 
 

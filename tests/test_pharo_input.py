@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from influx import InfluxDB, parse_line
-from test_server import make_certificate
+from helpers import lines_of, make_certificate, scrape_once, status_of
+from influx import InfluxDB
 
 from telemon.agent import Agent
 from telemon.config import ConfigError, parse_config
@@ -23,8 +23,16 @@ from telemon.server import AGENT_KEY, create_app
 from telemon.simulator.app import start_simulator
 
 TELEMON_FIELDS = (
-    "uptime", "oldSpace", "youngSpace", "memory", "memoryFree",
-    "fullGCs", "fullGCTime", "incrGCs", "incrGCTime", "tenureCount",
+    "uptime",
+    "oldSpace",
+    "youngSpace",
+    "memory",
+    "memoryFree",
+    "fullGCs",
+    "fullGCTime",
+    "incrGCs",
+    "incrGCTime",
+    "tenureCount",
 )
 FORMAT_PATHS = {
     "influx": "/metrics",
@@ -43,33 +51,6 @@ async def simulator() -> AsyncIterator[str]:
     await runner.cleanup()
 
 
-async def scrape(aiohttp_client: Any, inputs: dict[str, Any], **extra: Any) -> str:
-    """Build telemon with `inputs`, collect every target once, answer one /metrics body."""
-    config = parse_config({"inputs": inputs, **extra})
-    agent = Agent(config)
-    collector = agent.collector
-    await collector.collect_all()
-    client: TestClient = await aiohttp_client(create_app(config, agent=agent))
-    response = await client.get("/metrics")
-    assert response.status == 200
-    return await response.text()
-
-
-def lines_of(body: str, measurement: str) -> list[str]:
-    def name(line: str) -> str:
-        return line.split(",", 1)[0].split(" ", 1)[0]
-
-    return [line for line in body.splitlines() if name(line) == measurement]
-
-
-def status_line(body: str, target: str) -> dict[str, Any]:
-    for line in lines_of(body, "telemon_input"):
-        parsed = parse_line(line)
-        if parsed.tags.get("target") == target:
-            return parsed.fields
-    raise AssertionError(f"no telemon_input line for {target}: {body}")
-
-
 @pytest.mark.parametrize("fmt", list(FORMAT_PATHS))
 @pytest.mark.parametrize("explicit", [False, True], ids=["auto", "explicit"])
 async def test_every_format_gives_telemon_fields(
@@ -80,28 +61,27 @@ async def test_every_format_gives_telemon_fields(
     table: dict[str, Any] = {"urls": [url], "tags": {"app": "blog"}}
     if explicit:
         table["format"] = fmt
-    body = await scrape(aiohttp_client, {"pharo": [table]}, global_tags={"dc": "eu"})
-    [line] = lines_of(body, "pharo")
-    parsed = parse_line(line)
+    body = await scrape_once(aiohttp_client, {"pharo": [table]}, global_tags={"dc": "eu"})
+    [parsed] = lines_of(body, "pharo")
     host_port = url.split("/")[2]
     assert parsed.tags["instance"] == host_port
     assert parsed.tags["app"] == "blog" and parsed.tags["dc"] == "eu"
     for name in TELEMON_FIELDS:
         if fmt == "report" and name in ("youngSpace",):
             continue
-        assert isinstance(parsed.fields.get(name), int), (name, line)
+        assert isinstance(parsed.fields.get(name), int), (name, parsed)
     assert parsed.fields["memory"] >= parsed.fields["memoryFree"] > 0
-    assert parsed.timestamp is not None
-    assert status_line(body, url)["up"] == 1
+    assert parsed.time_ns is not None
+    assert status_of(body, target=url)["up"] == 1
 
 
 async def test_instance_names_can_be_set_per_url(aiohttp_client: Any, simulator: str) -> None:
     """`[inputs.pharo.instances]` names a target; others keep host:port."""
     first, second = simulator + "/1/stats.json", simulator + "/2/stats.json"
-    body = await scrape(
+    body = await scrape_once(
         aiohttp_client, {"pharo": [{"urls": [first, second], "instances": {first: "blog"}}]}
     )
-    instances = sorted(parse_line(line).tags["instance"] for line in lines_of(body, "pharo"))
+    instances = sorted(line.tags["instance"] for line in lines_of(body, "pharo"))
     assert instances == sorted(["blog", second.split("/")[2]])
 
 
@@ -127,8 +107,8 @@ async def test_a_failing_target_is_down_and_the_rest_carries_on(
     await collector.collect_all()
     client: TestClient = await aiohttp_client(create_app(config, agent=agent))
     body = await (await client.get("/metrics")).text()
-    assert status_line(body, bad)["up"] == 0
-    assert status_line(body, good)["up"] == 1
+    assert status_of(body, target=bad)["up"] == 0
+    assert status_of(body, target=good)["up"] == 1
     assert len(lines_of(body, "pharo")) == 1
     assert lines_of(body, "python")
     [state] = [s for s in collector.states if s.target.target == bad]
@@ -220,16 +200,18 @@ async def test_stored_in_influxdb_for_every_format(
     """The lines of every format are accepted by InfluxDB and read back with their tags."""
     urls = [f"{simulator}/{n}{path}" for n, path in enumerate(FORMAT_PATHS.values(), start=1)]
     instances = {url: fmt for url, fmt in zip(urls, FORMAT_PATHS, strict=True)}
-    body = await scrape(
-        aiohttp_client, {"pharo": [{"urls": urls, "instances": instances}]},
+    body = await scrape_once(
+        aiohttp_client,
+        {"pharo": [{"urls": urls, "instances": instances}]},
         global_tags={"host": "ci"},
     )
     db = influxdb.create_database(f"pharo_{uuid.uuid4().hex[:8]}")
     status, text = influxdb.write(db, body.encode())
     assert status == 204, text
     series = influxdb.series(db, 'SELECT * FROM "pharo" GROUP BY "instance"')
-    by_instance = {s["tags"]["instance"]: dict(zip(s["columns"], s["values"][0], strict=True))
-                   for s in series}
+    by_instance = {
+        s["tags"]["instance"]: dict(zip(s["columns"], s["values"][0], strict=True)) for s in series
+    }
     assert sorted(by_instance) == sorted(FORMAT_PATHS)
     for fmt, row in by_instance.items():
         assert row["memory"] > 0 and row["fullGCs"] is not None, fmt
@@ -248,7 +230,7 @@ async def test_demo_app_serves_pharo_lines(aiohttp_client: Any) -> None:
     collector = client.server.app[AGENT_KEY].collector
     await collector.collect_all()
     body = await (await client.get("/metrics")).text()
-    instances = {parse_line(line).tags["instance"] for line in lines_of(body, "pharo")}
+    instances = {line.tags["instance"] for line in lines_of(body, "pharo")}
     assert instances == {f"demo-{fmt}" for fmt in DEMO_PATHS}
 
 
@@ -365,9 +347,9 @@ async def test_urls_sharing_host_and_port_get_the_path_in_instance(
     first, second, named = (f"{simulator}/{n}/stats.json" for n in (1, 2, 3))
     alone = first.replace("127.0.0.1", "localhost")
     table = {"urls": [first, second, named, alone], "instances": {named: "blog"}}
-    body = await scrape(aiohttp_client, {"pharo": [table]})
+    body = await scrape_once(aiohttp_client, {"pharo": [table]})
     host_port = first.split("/")[2]
-    instances = sorted(parse_line(line).tags["instance"] for line in lines_of(body, "pharo"))
+    instances = sorted(line.tags["instance"] for line in lines_of(body, "pharo"))
     assert instances == sorted(
         [f"{host_port}/1/stats.json", f"{host_port}/2/stats.json", "blog", alone.split("/")[2]]
     )
@@ -383,9 +365,9 @@ def test_credentials_are_dropped_from_ipv6_urls() -> None:
 async def test_uptime_right_after_a_vm_restart(aiohttp_client: Any, simulator: str) -> None:
     """A VM started during the request still gets `uptime` (read against the clock after it)."""
     url = f"{simulator}/2/vm/parameters?fault=restart"
-    body = await scrape(aiohttp_client, {"pharo": [{"urls": [url], "format": "parameters"}]})
+    body = await scrape_once(aiohttp_client, {"pharo": [{"urls": [url], "format": "parameters"}]})
     [line] = lines_of(body, "pharo")
-    uptime = parse_line(line).fields.get("uptime")
+    uptime = line.fields.get("uptime")
     assert isinstance(uptime, int) and uptime >= 0, line
 
 

@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from helpers import StaticTarget
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from telemon.agent import Agent
 from telemon.config import parse_config
-from telemon.inputs.base import Target
 from telemon.metric import FieldValue, Metric
 from telemon.prometheus import (
     CONTENT_TYPE,
@@ -297,22 +297,9 @@ def test_unknown_format_is_refused(format_param: str) -> None:
         wants_prometheus(format_param, None)
 
 
-class StaticTarget(Target):
-    """A target always giving the same metrics."""
-
-    def __init__(self, *metrics: Metric) -> None:
-        super().__init__("static")
-        self.metrics = metrics
-
-    async def collect(self, now_ns: int) -> list[Metric]:
-        """Copies of the metrics, stamped now."""
-        return [Metric(m.measurement, dict(m.tags), dict(m.fields), now_ns) for m in self.metrics]
-
-
 async def client_for(aiohttp_client: Any, *metrics: Metric, **prometheus: Any) -> Any:
     """A client for an app serving `metrics` from one target, lazily collected per scrape."""
-    target = StaticTarget(*metrics)
-    target.lazy = True
+    target = StaticTarget(*metrics, lazy=True)
     config = parse_config({"inputs": {}, "prometheus": prometheus})
     return await aiohttp_client(
         create_app(config, agent=Agent(config, targets=[("static", target)]))

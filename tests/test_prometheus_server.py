@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
-from influx import free_port
+from helpers import StaticTarget, free_port, wait_until
 from prom import Prometheus
 from prometheus_client.parser import text_string_to_metric_families
 
 from telemon.agent import Agent
 from telemon.config import parse_config
-from telemon.inputs.base import Target
 from telemon.metric import Metric
 from telemon.server import create_app
 
@@ -32,31 +29,6 @@ METRICS = [
     # A tag named like a target label: Prometheus keeps it as `exported_instance`.
     Metric("e2e_pharo", {"instance": "blog"}, {"uptime": 99}),
 ]
-
-
-class StaticTarget(Target):
-    """A lazy target giving `METRICS` at every scrape."""
-
-    lazy = True
-
-    def __init__(self) -> None:
-        super().__init__("static")
-
-    async def collect(self, now_ns: int) -> list[Metric]:
-        """Copies of `METRICS`, stamped now."""
-        return [Metric(m.measurement, dict(m.tags), dict(m.fields), now_ns) for m in METRICS]
-
-
-async def eventually(check: Callable[[], Awaitable[Any]]) -> Any:
-    """Retry `check` until it returns without an AssertionError; re-raise at the deadline."""
-    deadline = time.monotonic() + DEADLINE_S
-    while True:
-        try:
-            return await check()
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.25)
 
 
 def own_samples(body: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -89,7 +61,7 @@ async def test_prometheus_scrapes_telemon(
     port = free_port()
     prometheus = prometheus_for(f"127.0.0.1:{port}")
     config = parse_config({"inputs": {}, "agent": {"interval": "1h", "timeout": "1s"}})
-    agent = Agent(config, targets=[("static", StaticTarget())])
+    agent = Agent(config, targets=[("static", StaticTarget(*METRICS, lazy=True))])
     app = create_app(config, agent=agent)
     server = await aiohttp_server(app, port=port)
     client = await aiohttp_client(server)
@@ -104,7 +76,7 @@ async def test_prometheus_scrapes_telemon(
         assert result
         return result
 
-    stored = stored_samples(await eventually(target_is_up))
+    stored = stored_samples(await wait_until(target_is_up, timeout=DEADLINE_S, every=0.25))
     own = own_samples(await (await client.get("/metrics?format=prometheus")).text())
     expected = {as_stored(key): value for key, value in own.items() if key[0].startswith("e2e")}
     assert stored == expected
@@ -113,13 +85,14 @@ async def test_prometheus_scrapes_telemon(
     assert stored[("e2e_pharo_uptime", frozenset({("exported_instance", "blog")}))] == 99
     assert not any(name == "e2e_s" for name, _ in stored)
 
-    async def self_metrics_counted() -> None:
+    async def self_metrics_counted() -> bool:
         (scrapes,) = await prometheus.query('telemon_scrapes{job="telemon"}')
         assert 2 <= float(scrapes["value"][1]) <= agent.scrapes
         (kind,) = (await prometheus.api("metadata", metric="telemon_scrapes"))["telemon_scrapes"]
         assert kind["type"] == "counter"
+        return True
 
-    await eventually(self_metrics_counted)
+    await wait_until(self_metrics_counted, timeout=DEADLINE_S, every=0.25)
 
 
 def as_stored(
