@@ -7,7 +7,6 @@ developer's is picked up.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import platform
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import free_port, wait_until_blocking
 
 import telemon
 
@@ -64,12 +64,6 @@ def run(
 def write(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def no_such_process_pattern() -> str:
@@ -139,24 +133,28 @@ class Server:
         self.port = port
         self.base = f"http://127.0.0.1:{port}"
 
+    def assert_running(self) -> None:
+        """Fail at once, with its stderr, if the process has exited."""
+        if self.proc.poll() is not None:
+            _, stderr = self.proc.communicate()
+            pytest.fail(f"telemon exited with {self.proc.returncode}: {stderr}")
+
     def wait_healthy(self) -> None:
         """Poll /healthz until it answers (or fail if the process exits)."""
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                _, stderr = self.proc.communicate()
-                pytest.fail(f"telemon exited with {self.proc.returncode}: {stderr}")
-            with contextlib.suppress(OSError):
-                if get(f"{self.base}/healthz", timeout=1.0) == (200, "ok\n"):
-                    return
-            time.sleep(0.05)
-        pytest.fail(f"telemon did not answer /healthz within {START_TIMEOUT_S}s")
+
+        def healthy() -> bool:
+            self.assert_running()
+            return get(f"{self.base}/healthz", timeout=1.0) == (200, "ok\n")
+
+        wait_until_blocking(
+            healthy, timeout=START_TIMEOUT_S, what="telemon answering /healthz", retry_on=(OSError,)
+        )
 
     def metrics_with(self, *measurements: str, collected: tuple[str, ...] = ()) -> str:
         """The /metrics body, once it holds every measurement named and every
         input in `collected` has finished a collection (successful or not)."""
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
+
+        def body_with_data() -> str:
             status, body = get(f"{self.base}/metrics")
             assert status == 200
             lines = parse_lines(body)
@@ -166,11 +164,12 @@ class Server:
                 for measurement, tags, fields, _ in lines
                 if measurement == "telemon_input" and fields["collections"] >= 1
             }
-            if set(measurements) <= seen and set(collected) <= done:
-                return body
-            if time.monotonic() > deadline:
-                pytest.fail(f"after {START_TIMEOUT_S}s /metrics still lacks data:\n{body}")
-            time.sleep(0.05)
+            assert set(measurements) <= seen and set(collected) <= done, body
+            return body
+
+        return wait_until_blocking(
+            body_with_data, timeout=START_TIMEOUT_S, what="/metrics with the expected data"
+        )
 
     def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str, str]:
         """Send `sig`; (exit code, stdout, stderr)."""
@@ -499,15 +498,18 @@ def test_serve_stops_on_sigint(serve: Any) -> None:
 
 
 def _wait_for_line(server: Server, predicate: Callable[[list[Any]], bool]) -> list[Any]:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):  # between the old process and the new one
-            lines = parse_lines(get(f"{server.base}/metrics")[1])
-            if predicate(lines):
-                return lines
-        assert server.proc.poll() is None, server.proc.communicate()
-        time.sleep(0.05)
-    pytest.fail("the expected lines never came")
+    def lines_meeting_predicate() -> list[Any]:
+        server.assert_running()
+        lines = parse_lines(get(f"{server.base}/metrics")[1])
+        return lines if predicate(lines) else []
+
+    # OSError: between the old process and the new one
+    return wait_until_blocking(
+        lines_meeting_predicate,
+        timeout=START_TIMEOUT_S,
+        what="the expected lines",
+        retry_on=(OSError,),
+    )
 
 
 def _tagged(value: str) -> Callable[[list[Any]], bool]:

@@ -18,13 +18,12 @@ import tomllib
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
 import yaml
-from conftest import require_executable
 from dockerd import TEST_LABEL, DockerEngine
-from influx import free_port
+from helpers import free_port, require_executable, unavailable, wait_until_blocking
 
 from telemon.config import Config, load_config, parse_config
 from telemon.inputs import InputsConfig
@@ -43,12 +42,7 @@ IMAGE_BUDGET = 30 * 1000 * 1000  # bytes telemon may add on top of its base imag
 # ${VAR}, ${VAR:-default}, ${VAR:?message} as compose and Telegraf expand them.
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
 SECRET_KEY = re.compile(r"PASSWORD|TOKEN|SECRET|_KEY$", re.IGNORECASE)
-
-
-def _unavailable(reason: str) -> NoReturn:
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason}; CI is set, so it is required", pytrace=False)
-    pytest.skip(reason)
+NOT_ANSWERING = (OSError, ValueError)  # what a container that is still starting raises
 
 
 @pytest.fixture(scope="module")
@@ -389,7 +383,7 @@ def _base_rootfs() -> Path:
         return tarball
     debootstrap = require_executable("debootstrap", "debootstrap")
     if os.geteuid() != 0:
-        _unavailable("debootstrap needs root to build the local base image")
+        unavailable("debootstrap needs root to build the local base image")
     BASE_CACHE.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="tm-rootfs-", dir="/var/tmp"))
     try:
@@ -469,21 +463,6 @@ def _get(url: str) -> str:
         return str(response.read().decode())
 
 
-def _wait(check: Any, what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except (OSError, ValueError) as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(0.5)
-    pytest.fail(f"{what}: not within {timeout:.0f}s (last: {last!r})")
-
-
 def _added_bytes(engine: DockerEngine, image: str, base: str) -> int:
     """Bytes of the layers `image` adds on top of `base` (docker history)."""
 
@@ -520,7 +499,14 @@ def test_image_runs_healthy_as_non_root(docker_engine: DockerEngine, image: str)
         assert engine.cli("exec", container, "id", "-u").strip() == "10001"
         port = int(engine.cli("port", container, "8080/tcp").split(":")[-1])
         host = f"http://127.0.0.1:{port}"
-        assert _wait(lambda: _get(f"{host}/healthz"), "/healthz from the host") == "ok\n"
+        healthz = wait_until_blocking(
+            lambda: _get(f"{host}/healthz"),
+            what="/healthz from the host",
+            timeout=60,
+            every=0.5,
+            retry_on=NOT_ANSWERING,
+        )
+        assert healthz == "ok\n"
         metrics = _get(f"{host}/metrics").splitlines()
         assert any(line.startswith("python,") for line in metrics), metrics[:5]
         inside = engine.cli(
@@ -539,7 +525,9 @@ def test_image_runs_healthy_as_non_root(docker_engine: DockerEngine, image: str)
             assert state["Running"], state
             return bool(state["Health"]["Status"] == "healthy")
 
-        _wait(health, "HEALTHCHECK healthy", timeout=30)
+        wait_until_blocking(
+            health, what="HEALTHCHECK healthy", timeout=30, every=0.5, retry_on=NOT_ANSWERING
+        )
         # Nothing of the builder stage: no pip, no CA bundle.
         engine.cli("exec", container, "sh", "-c", "test ! -e /opt/venv/bin/pip -a ! -e /tmp/ca")
     finally:
@@ -603,7 +591,13 @@ def test_compose_stack_discovers_the_simulated_pharo_vm(stack: tuple[str, dict[s
         lines = _get(f"{url}/metrics").splitlines()
         return [line for line in lines if line.startswith("pharo,")]
 
-    lines = _wait(pharo_lines, "pharo lines of the discovered simulator", timeout=90)
+    lines = wait_until_blocking(
+        pharo_lines,
+        what="pharo lines of the discovered simulator",
+        timeout=90,
+        every=0.5,
+        retry_on=NOT_ANSWERING,
+    )
     assert "uptime=" in lines[0] and "oldSpace=" in lines[0], lines[0]
     metrics = _get(f"{url}/metrics")
     python = [line for line in metrics.splitlines() if line.startswith("python,")]
