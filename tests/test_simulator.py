@@ -5,17 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from helpers import Clocks, free_port, wait_until
 from pytest_aiohttp import AiohttpClient
 
 from telemon.simulator import (
@@ -72,16 +71,6 @@ Since last view\t1,204 (98ms between GCs)
 \ttenures\t\t52,113 (avg 0 GCs/tenure)
 """
 """The statisticsReport example of reference/pharo-vm.md."""
-
-
-class FakeClock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def run(vm: SimulatedVM, steps: int, dt: float, start: float = 0.0) -> list[VMSnapshot]:
@@ -239,14 +228,17 @@ def test_influx_user_fields_follow_sorted_and_an_app_line_may_follow() -> None:
     """User fields come after the ten, sorted by key; the app measurement is a second line."""
     snapshot = SimulatedVM(1).snapshot()
     text = render_influx(
-        snapshot, tags={"host": "h"}, fields={"newMeaning": 84, "meaning": 42, "ratio": 0.5},
+        snapshot,
+        tags={"host": "h"},
+        fields={"newMeaning": 84, "meaning": 42, "ratio": 0.5},
         app_measurement="blog",
     )
     pharo, blog = text.split("\n")
     tenures = snapshot.get(Param.TENURE_COUNT)
     assert pharo.endswith(f",tenureCount={tenures},meaning=42,newMeaning=84,ratio=0.5")
-    assert blog == (f"blog entityCount={snapshot.entity_count},"
-                    f"entityMemory={snapshot.entity_memory}")
+    assert blog == (
+        f"blog entityCount={snapshot.entity_count},entityMemory={snapshot.entity_memory}"
+    )
 
 
 def test_influx_does_not_escape() -> None:
@@ -275,7 +267,9 @@ def test_labels_are_label_value_unit_objects() -> None:
     assert all(set(entry) == {"label", "value", "unit"} for entry in data)
     by_label = {entry["label"]: entry for entry in data}
     assert by_label["oldSpace"] == {
-        "label": "oldSpace", "value": snapshot.get(Param.OLD_SPACE), "unit": "bytes"
+        "label": "oldSpace",
+        "value": snapshot.get(Param.OLD_SPACE),
+        "unit": "bytes",
     }
     assert by_label["uptime"]["unit"] == "ms"
     assert [entry["label"] for entry in data[:10]] == list(TELEMON_FIELDS)
@@ -309,8 +303,14 @@ def test_report_has_the_reference_shape() -> None:
 def test_report_prints_like_smalltalk() -> None:
     """roundTo: quirks (4.1000000000000005), avg parts left out when a count is 0."""
     snapshot = snapshot_of(
-        2_463_000, memory=1_000_000, old_space=910_000, young_space=41_000,
-        free_old_space=100_000, eden_size=50_000, incr_gcs=14_291, incr_gc_time=12_899,
+        2_463_000,
+        memory=1_000_000,
+        old_space=910_000,
+        young_space=41_000,
+        free_old_space=100_000,
+        eden_size=50_000,
+        incr_gcs=14_291,
+        incr_gc_time=12_899,
     )
     assert render_report(snapshot) == (
         "uptime\t\t\t0h41m3s\n"
@@ -328,10 +328,24 @@ def test_report_prints_like_smalltalk() -> None:
 
 def test_report_since_last_view_counts_the_difference() -> None:
     """The block holds the differences since `previous`; `newline` may be CR as in Pharo."""
-    previous = snapshot_of(1_000_000, memory=1, full_gcs=3, full_gc_time=400,
-                           incr_gcs=1000, incr_gc_time=900, tenure_count=5000)
-    current = snapshot_of(1_118_300, memory=1, full_gcs=4, full_gc_time=560,
-                          incr_gcs=2204, incr_gc_time=1903, tenure_count=57113)
+    previous = snapshot_of(
+        1_000_000,
+        memory=1,
+        full_gcs=3,
+        full_gc_time=400,
+        incr_gcs=1000,
+        incr_gc_time=900,
+        tenure_count=5000,
+    )
+    current = snapshot_of(
+        1_118_300,
+        memory=1,
+        full_gcs=4,
+        full_gc_time=560,
+        incr_gcs=2204,
+        incr_gc_time=1903,
+        tenure_count=57113,
+    )
     lines = render_report(current, previous, newline="\r").split("\r")
     assert lines[10:] == [
         "Since last view\t1,205 (98ms between GCs)",
@@ -370,8 +384,9 @@ Client = TestClient[web.Request, web.Application]
 
 
 async def client_for(aiohttp_client: AiohttpClient, **options: Any) -> Client:
-    """A test client for a simulator on a FakeClock (options as create_simulator_app's)."""
-    options.setdefault("clock", FakeClock())
+    """A test client for a simulator on a clock that stands still (options as
+    create_simulator_app's)."""
+    options.setdefault("clock", Clocks(monotonic_s=1000.0).monotonic)
     return await aiohttp_client(create_simulator_app(**options))
 
 
@@ -433,25 +448,25 @@ async def test_vms_at_prefixes_are_distinct(aiohttp_client: AiohttpClient) -> No
 
 async def test_the_injected_clock_drives_uptime(aiohttp_client: AiohttpClient) -> None:
     """Moving the clock by 90 s moves every VM's uptime by 90,000 ms."""
-    clock = FakeClock()
-    client = await client_for(aiohttp_client, vms=2, clock=clock)
+    clocks = Clocks(monotonic_s=1000.0)
+    client = await client_for(aiohttp_client, vms=2, clock=clocks.monotonic)
 
     async def uptime(path: str) -> int:
         return int(json.loads(await (await client.get(path)).text())["uptime"])
 
     before = [await uptime("/stats.json"), await uptime("/1/stats.json")]
-    clock.now += 90.0
+    clocks.advance(90.0)
     after = [await uptime("/stats.json"), await uptime("/1/stats.json")]
-    assert [b - a for a, b in zip(before, after, strict=True)] == [
-        pytest.approx(90_000, abs=1)
-    ] * 2
+    assert [b - a for a, b in zip(before, after, strict=True)] == [pytest.approx(90_000, abs=1)] * 2
 
 
 async def test_report_since_last_view_per_client(aiohttp_client: AiohttpClient) -> None:
     """Over HTTP, each client (address or ?client=) gets its own previous view."""
     client = await client_for(aiohttp_client)
-    texts = [await (await client.get(p)).text()
-             for p in ("/vm/report", "/vm/report", "/vm/report?client=other")]
+    texts = [
+        await (await client.get(p)).text()
+        for p in ("/vm/report", "/vm/report", "/vm/report?client=other")
+    ]
     assert ["Since last view" in text for text in texts] == [False, True, False]
 
 
@@ -567,23 +582,20 @@ async def test_fault_hang_never_answers(aiohttp_client: AiohttpClient) -> None:
 
 
 async def test_hanging_requests_do_not_hold_up_shutdown() -> None:
-    """Stopping the simulator releases requests that hang or sleep."""
+    """Stopping the simulator answers requests that hang or sleep with 503 (without that
+    release, shutdown would wait its timeout and then drop their connections)."""
     runner, port = await start_simulator("127.0.0.1", 0)
+    simulator = runner.app[SIMULATOR_KEY]
     async with aiohttp.ClientSession() as session:
         requests = [
             asyncio.create_task(session.get(f"http://127.0.0.1:{port}/metrics?fault={fault}"))
             for fault in ("hang", "slow&delay=600")
         ]
-        await asyncio.sleep(0.1)
-        started = time.monotonic()
+        await wait_until(lambda: simulator.requests == 2)  # both are waiting in the handler
         await runner.cleanup()
-        assert time.monotonic() - started < 1.5
-        for outcome in await asyncio.gather(*requests, return_exceptions=True):
-            if isinstance(outcome, aiohttp.ClientResponse):
-                assert outcome.status == 503
-                outcome.release()
-            else:
-                assert isinstance(outcome, aiohttp.ClientError)
+        for response in await asyncio.gather(*requests):
+            assert response.status == 503
+            response.release()
 
 
 async def test_global_fault_applies_to_data_paths_only(aiohttp_client: AiohttpClient) -> None:
@@ -611,8 +623,17 @@ def test_bad_options_are_refused() -> None:
         create_simulator_app(fault="explode")
     with pytest.raises(ValueError, match="at least one"):
         create_simulator_app(vms=0)
-    assert set(FAULTS) >= {"hang", "slow", "500", "truncate", "garbage", "huge", "wrongtype",
-                           "empty", "restart"}
+    assert set(FAULTS) >= {
+        "hang",
+        "slow",
+        "500",
+        "truncate",
+        "garbage",
+        "huge",
+        "wrongtype",
+        "empty",
+        "restart",
+    }
 
 
 async def test_a_fleet_of_a_thousand_vms(aiohttp_client: AiohttpClient) -> None:
@@ -635,38 +656,27 @@ async def test_start_simulator_serves_in_the_running_loop() -> None:
         await runner.cleanup()
 
 
-@pytest.fixture
-def free_port() -> Iterator[int]:
-    """A loopback port that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    yield port
-
-
-async def test_run_simulator_serves_until_terminated(free_port: int) -> None:
+async def test_run_simulator_serves_until_terminated() -> None:
     """The blocking entry point the CLI calls: serves, then exits on SIGTERM."""
+    port = free_port()
     code = (
         "from telemon.simulator import run_simulator; "
-        f"run_simulator('127.0.0.1', {free_port}, fmt='influx', fault=None, vms=2, seed=3)"
+        f"run_simulator('127.0.0.1', {port}, fmt='influx', fault=None, vms=2, seed=3)"
     )
     process = subprocess.Popen([sys.executable, "-c", code])
     try:
-        text = await _get_when_up(f"http://127.0.0.1:{free_port}/1/")
+        text = await wait_until(
+            lambda: _get(f"http://127.0.0.1:{port}/1/"),
+            what="the simulator answering",
+            retry_on=(aiohttp.ClientConnectionError,),
+            every=0.05,
+        )
         assert TELEMON_LINE.fullmatch(text)
     finally:
         process.terminate()
         assert process.wait(timeout=10) == 0
 
 
-async def _get_when_up(url: str, timeout: float = 10.0) -> str:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as session:
-        while True:
-            try:
-                async with session.get(url) as response:
-                    return await response.text()
-            except aiohttp.ClientConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.05)
+async def _get(url: str) -> str:
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        return await response.text()
