@@ -29,6 +29,7 @@ from typing import Any
 
 import psutil
 import pytest
+from helpers import wait_until
 
 from telemon.agent import Agent
 from telemon.config import ConfigError, load_config, parse_config
@@ -650,15 +651,16 @@ def own_memory_file() -> tuple[Path, int]:
 
 
 async def collect_until(
-    t: CgroupTarget, done: Callable[[dict[str, FieldValue]], bool], deadline_s: float = 10.0
+    t: CgroupTarget, done: Callable[[dict[str, FieldValue]], bool]
 ) -> dict[str, FieldValue]:
-    """Collect until `done(fields)`; the last fields once the deadline passes."""
-    end = time.monotonic() + deadline_s
-    while True:
+    """Collect until `done(fields)` holds; those fields (the kernel's counters lag a little)."""
+
+    async def fields_when_done() -> dict[str, FieldValue]:
         [metric] = await t.collect(time.time_ns())
-        if done(metric.fields) or time.monotonic() > end:
-            return metric.fields
-        await asyncio.sleep(0.02)
+        assert done(metric.fields), metric.fields
+        return metric.fields
+
+    return await wait_until(fields_when_done, every=0.02, what="the cgroup's counters")
 
 
 @LIVE
