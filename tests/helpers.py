@@ -27,6 +27,7 @@ from telemon.lpparse import ParsedLine, parse_lines
 from telemon.metric import FieldValue, Metric
 
 __all__ = [
+    "T0_NS",
     "WAIT_S",
     "Clocks",
     "FakeTarget",

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from helpers import T0_NS, Clocks
 from influx import InfluxDB
 
 from telemon.outputs.base import OutputRunner, RunOptions, refused_lines
@@ -25,8 +26,7 @@ from telemon.outputs.influxdb import InfluxDBSender
 from telemon.outputs.spool import Spool
 
 LINES = [f"m v={n}i {n}\n".encode() for n in range(6)]
-T0 = 1_700_000_000_000_000_000  # the wall clock's start, ns
-SECOND = 1_000_000_000
+T0 = T0_NS  # the wall clock's start, ns
 
 
 class Source:
@@ -40,24 +40,6 @@ class Source:
     async def push_lines(self) -> bytes:
         self.pushes += 1
         return self.pushed
-
-
-class Clocks:
-    """A monotonic clock (s) and a wall clock (ns) that move only when told."""
-
-    def __init__(self) -> None:
-        self.mono = 100.0
-        self.wall = T0
-
-    def monotonic(self) -> float:
-        return self.mono
-
-    def wall_ns(self) -> int:
-        return self.wall
-
-    def advance(self, seconds: float) -> None:
-        self.mono += seconds
-        self.wall += int(seconds * SECOND)
 
 
 class Scripted:

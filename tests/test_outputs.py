@@ -20,12 +20,12 @@ import urllib.parse
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from aiohttp import web
-from conftest import require_executable
-from influx import InfluxDB, _spawn, _wait_ready, free_port, write_config
+from helpers import Clocks, free_port, require_executable, wait_until, wait_until_blocking
+from influx import InfluxDB, _spawn, _wait_ready, write_config
 
 from telemon.config import ConfigError, parse_config
 from telemon.lineprotocol import EncoderOptions, LineEncoder
@@ -38,6 +38,7 @@ from telemon.outputs.spool import Spool
 INTERVAL = 0.1  # of the counting target
 FLUSH = 0.2  # of the outputs
 DEADLINE = 30.0
+POLL_S = 0.1  # a poll asks a real database: not too often
 
 
 class Counter:
@@ -112,14 +113,6 @@ class Telemon:
         await self.source.stop()
         for runner in self.runners:
             await runner.stop()
-
-
-async def wait_for(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 # --- a real InfluxDB 1.x that can be killed and started again on the same data -------
@@ -203,10 +196,17 @@ async def outage_scenario(
     first = Telemon(Counter(run, stamps), outputs)
     first.start()
     try:
-        await wait_for(lambda: _has(stored, 3), "the first points")
+        await wait_until(
+            lambda: _has(stored, 3), what="the first points", timeout=DEADLINE, every=POLL_S
+        )
         kill()
         outage_from = len(stamps)
-        await wait_for(lambda: _spooled(first.runners[0], 3), "batches in the spool")
+        await wait_until(
+            lambda: _spooled(first.runners[0], 3),
+            what="batches in the spool",
+            timeout=DEADLINE,
+            every=POLL_S,
+        )
     finally:
         await first.stop()
     second = Telemon(Counter(run, stamps), outputs)
@@ -214,13 +214,28 @@ async def outage_scenario(
     second.start()
     try:
         # Keep collecting while the database is away.
-        await wait_for(lambda: _true(len(stamps) - outage_from >= 10), "points of the outage")
+        await wait_until(
+            lambda: len(stamps) - outage_from >= 10,
+            what="points of the outage",
+            timeout=DEADLINE,
+            every=POLL_S,
+        )
         outage_to = len(stamps)
         await asyncio.to_thread(start)
-        await wait_for(lambda: _has(stored, outage_to), "the points of the outage")
+        await wait_until(
+            lambda: _has(stored, outage_to),
+            what="the points of the outage",
+            timeout=DEADLINE,
+            every=POLL_S,
+        )
     finally:
         await second.stop()
-    await wait_for(lambda: _has(stored, len(stamps)), "the points written at stop")
+    await wait_until(
+        lambda: _has(stored, len(stamps)),
+        what="the points written at stop",
+        timeout=DEADLINE,
+        every=POLL_S,
+    )
     assert outage_to - outage_from >= 10
     runner = second.runners[0]
     assert (runner.spool.lines, runner.stats.dropped) == (0, 0)
@@ -230,7 +245,7 @@ async def _has(stored: Callable[[], Awaitable[list[int]]], count: int) -> bool:
     return len(await stored()) >= count
 
 
-async def _spooled(runner: OutputRunner, lines: int) -> bool:
+def _spooled(runner: OutputRunner, lines: int) -> bool:
     return runner.spool.lines >= lines
 
 
@@ -255,7 +270,9 @@ async def test_v1_self_metrics_and_lazy_lines_reach_influxdb(influxd: Influxd) -
         return any(row[1] > 0 for s in rows for row in s["values"])
 
     try:
-        await wait_for(seen, "telemon_output lines with written > 0")
+        await wait_until(
+            seen, what="telemon_output lines with written > 0", timeout=DEADLINE, every=POLL_S
+        )
     finally:
         await telemon.stop()
 
@@ -286,16 +303,21 @@ class VictoriaMetrics:
             stderr=subprocess.STDOUT,
         )
         log.close()
-        deadline = time.monotonic() + DEADLINE
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, (self.directory / "vm.log").read_text()
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError("victoria-metrics did not start")
+        process = self.process
+
+        def healthy() -> bool:
+            assert process.poll() is None, (self.directory / "vm.log").read_text()
+            with urllib.request.urlopen(f"{self.url}/health", timeout=1) as response:
+                return bool(response.status == 200)
+
+        wait_until_blocking(
+            healthy, timeout=DEADLINE, what="victoria-metrics healthy", retry_on=(OSError,)
+        )
+
+    def force_flush(self) -> None:
+        """Make every sample received so far searchable (it buffers them for a moment)."""
+        with urllib.request.urlopen(f"{self.url}/internal/force_flush", timeout=5) as response:
+            assert response.status == 200
 
     def kill(self) -> None:
         # SIGTERM: on SIGKILL VictoriaMetrics loses the last second of samples it
@@ -352,7 +374,7 @@ async def test_v2_outage_and_restart_lose_nothing(
         return await asyncio.to_thread(victoria.stamps_ms, run)
 
     await outage_scenario(run, stamps, outputs, stored, victoria.kill, victoria.start)
-    await asyncio.sleep(1.5)  # anything written twice would be searchable by now
+    await asyncio.to_thread(victoria.force_flush)  # a sample written twice is searchable now
     samples = await stored()
     assert sorted(set(samples)) == [s // 1_000_000 for s in stamps]  # nothing lost
     # Delivery is at least once: a batch the stopping server stored but never
@@ -374,16 +396,6 @@ class StubSource:
         return b""
 
 
-class Clock:
-    """A monotonic clock that moves only when told: backoff without sleeping."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class Scripted:
     """A /write endpoint answering the scripted statuses in turn, then 204."""
 
@@ -403,35 +415,35 @@ class Scripted:
         return web.Response(status=status, headers=headers, text="" if status == 204 else "no")
 
 
-async def _runner(aiohttp_server: Any, script: Scripted) -> OutputRunner:
+async def _runner(aiohttp_server: Any, script: Scripted, clocks: Clocks) -> OutputRunner:
     app = web.Application()
     app.router.add_post("/write", script.write)
     server = await aiohttp_server(app)
     sender = InfluxDBSender(str(server.make_url("")), "db", create_database=False)
     options = RunOptions(flush_interval=0.01, batch_size=2, max_retry_interval=0.02, timeout=2)
-    return OutputRunner(StubSource(), sender, Spool(None, 10_000), options, clock=Clock())
+    return OutputRunner(StubSource(), sender, Spool(None, 10_000), options, clock=clocks.monotonic)
 
 
 LINES = [f"m v={n}i {n}\n".encode() for n in range(6)]
 
 
-async def _push_all(runner: OutputRunner, rounds: int = 20) -> None:
+async def _push_all(runner: OutputRunner, clocks: Clocks, rounds: int = 20) -> None:
     """Flush until everything is written, moving the runner's clock past each backoff."""
     runner.on_collect(b"".join(LINES))
-    clock = cast(Clock, runner._clock)
     for _ in range(rounds):
         await runner.flush()
         if not runner.spool and not runner._queue:
             break
-        clock.now += runner.options.max_retry_interval
+        clocks.advance(runner.options.max_retry_interval)
     await runner.stop()
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404])
 async def test_4xx_drops_only_that_batch(aiohttp_server: Any, status: int) -> None:
     script = Scripted((204, {}), (status, {}))
-    runner = await _runner(aiohttp_server, script)
-    await _push_all(runner)
+    clocks = Clocks()
+    runner = await _runner(aiohttp_server, script, clocks)
+    await _push_all(runner, clocks)
     assert script.written == [b"".join(LINES[0:2]), b"".join(LINES[4:6])]
     assert script.gzip  # content_encoding defaults to gzip
     stats = runner.stats
@@ -462,9 +474,12 @@ async def test_413_splits_the_batch_until_it_fits(aiohttp_server: Any) -> None:
     server = await aiohttp_server(app)
     sender = InfluxDBSender(str(server.make_url("")), "db", create_database=False, gzip=False)
     options = RunOptions(flush_interval=0.01, batch_size=6, max_retry_interval=0.02, timeout=2)
-    runner = OutputRunner(StubSource(), sender, Spool(None, 10_000), options, clock=Clock())
+    clocks = Clocks()
+    runner = OutputRunner(
+        StubSource(), sender, Spool(None, 10_000), options, clock=clocks.monotonic
+    )
     runner.on_collect(b'm big="' + b"x" * 100 + b'" 7\n')  # _push_all adds LINES after it
-    await _push_all(runner)
+    await _push_all(runner, clocks)
     assert b"".join(limited.written) == b"".join(LINES)  # in order, each line once
     assert limited.refused >= 2
     stats = runner.stats
@@ -478,8 +493,9 @@ async def test_5xx_and_429_are_retried_in_order(
     aiohttp_server: Any, answer: tuple[int, dict[str, str]]
 ) -> None:
     script = Scripted((204, {}), answer, answer)
-    runner = await _runner(aiohttp_server, script)
-    await _push_all(runner)
+    clocks = Clocks()
+    runner = await _runner(aiohttp_server, script, clocks)
+    await _push_all(runner, clocks)
     assert b"".join(script.written) == b"".join(LINES)
     stats = runner.stats
     assert (stats.written, stats.dropped, stats.failed) == (6, 0, 2)
@@ -532,10 +548,20 @@ async def test_flush_task_survives_an_unexpected_error(
     try:
         runner.on_collect(b"".join(LINES))
         # Failing flushes still move collected lines out of memory, into the spool.
-        await wait_for(lambda: _spooled(runner, len(LINES)), "the lines in the spool")
+        await wait_until(
+            lambda: _spooled(runner, len(LINES)),
+            what="the lines in the spool",
+            timeout=DEADLINE,
+            every=POLL_S,
+        )
         assert runner.up is None  # the database was not even tried: not its failure
         source.healthy = True
-        await wait_for(lambda: _true(len(script.written) == 3), "the spooled batches written")
+        await wait_until(
+            lambda: len(script.written) == 3,
+            what="the spooled batches written",
+            timeout=DEADLINE,
+            every=POLL_S,
+        )
         assert runner._task is not None and not runner._task.done()
     finally:
         await runner.stop()
@@ -562,19 +588,25 @@ async def test_unusable_spool_drops_lines_and_keeps_flushing(
     runner.start()
     later = b"m v=9i 9\n"
     try:
-        await wait_for(lambda: _true(runner.stats.dropped == len(LINES)), "the lines dropped")
+        await wait_until(
+            lambda: runner.stats.dropped == len(LINES),
+            what="the lines dropped",
+            timeout=DEADLINE,
+            every=POLL_S,
+        )
         runner.on_collect(later)
-        await wait_for(lambda: _true(script.written == [later]), "the later line written")
+        await wait_until(
+            lambda: script.written == [later],
+            what="the later line written",
+            timeout=DEADLINE,
+            every=POLL_S,
+        )
         assert runner._task is not None and not runner._task.done()
     finally:
         await runner.stop()
     assert (runner.stats.dropped, runner.stats.written, runner.spool.lines) == (6, 1, 0)
     [record] = _output_records(caplog, "cannot spool")
     assert record.exc_info is None and "Not a directory" in record.getMessage()
-
-
-async def _true(value: bool) -> bool:
-    return value
 
 
 async def test_database_dropped_meanwhile_is_created_again(influxdb: InfluxDB) -> None:
@@ -595,7 +627,12 @@ async def test_database_dropped_meanwhile_is_created_again(influxdb: InfluxDB) -
         await runner.flush()
         return runner.stats.written + runner.stats.dropped == 2
 
-    await wait_for(written_again, "the point after the drop written (or dropped)")
+    await wait_until(
+        written_again,
+        what="the point after the drop written (or dropped)",
+        timeout=DEADLINE,
+        every=POLL_S,
+    )
     await runner.stop()
     assert (runner.stats.written, runner.stats.dropped, runner.stats.failed) == (2, 0, 1)
     rows = await asyncio.to_thread(influxdb.series, database, "SELECT v FROM m")
@@ -724,7 +761,9 @@ async def test_server_starts_and_stops_its_outputs(aiohttp_client: Any, tmp_path
         lines = [line for line in text.splitlines() if line.startswith(prefix)]
         return bool(lines) and "spooled=0i" not in lines[0]
 
-    await wait_for(output_down, "the output's line, with lines spooled")
+    await wait_until(
+        output_down, what="the output's line, with lines spooled", timeout=DEADLINE, every=POLL_S
+    )
     text = await (await client.get("/metrics")).text()
     [line] = [line for line in text.splitlines() if line.startswith(prefix)]
     assert " up=0i," in line  # nothing listens: never shown healthy

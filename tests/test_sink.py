@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from helpers import T0_NS, Clocks
 
 from telemon.auth import Credentials
 from telemon.config import ConfigError, parse_config
@@ -21,26 +22,13 @@ from telemon.lineprotocol import LineEncoder
 from telemon.lpparse import TIME_OUTSIDE_RANGE, ParsedLine, parse_lines
 from telemon.sink import BodyTooLarge, BoundedInflater, Sink, SinkConfig, setup_sink
 
-T0 = 1_700_000_000_000_000_000
+T0 = T0_NS  # the clocks' start: a line without a timestamp arrives then
 TOKEN = "sink-token"
 BOMB_SIZE = 1 << 30  # inflated; about 1 MB as sent
 
 
-class Clock:
-    """An injectable wall clock in nanoseconds."""
-
-    def __init__(self, now_ns: int = T0) -> None:
-        self.now_ns = now_ns
-
-    def __call__(self) -> int:
-        return self.now_ns
-
-    def advance(self, seconds: float) -> None:
-        self.now_ns += int(seconds * 1e9)
-
-
 def make_sink(
-    clock: Clock | None = None,
+    clock: Clocks | None = None,
     http: dict[str, str] | None = None,
     encoder: LineEncoder | None = None,
     **sink: Any,
@@ -50,11 +38,12 @@ def make_sink(
     http = http or {}
     credentials = Credentials(http.get("username"), http.get("password"), http.get("token"))
     ttl = config.ttl or 20.0
-    return Sink(config, encoder or LineEncoder(), credentials, ttl=ttl, clock=clock or Clock())
+    wall_ns = (clock or Clocks()).wall_ns
+    return Sink(config, encoder or LineEncoder(), credentials, ttl=ttl, clock=wall_ns)
 
 
 def sink_app(
-    clock: Clock | None = None, http: dict[str, str] | None = None, **sink: Any
+    clock: Clocks | None = None, http: dict[str, str] | None = None, **sink: Any
 ) -> tuple[web.Application, Sink]:
     """A small app with only the sink's routes (as the server builds it: no auto inflating)."""
     app = web.Application(handler_args={"auto_decompress": False})
@@ -451,7 +440,7 @@ async def test_timestamp_overflowing_with_precision_is_400(aiohttp_client: Any) 
 
 
 async def test_series_expire_after_ttl(aiohttp_client: Any) -> None:
-    clock = Clock()
+    clock = Clocks()
     app, sink = sink_app(clock, ttl="30s")
     client = await aiohttp_client(app)
     await client.post("/telegraf", data="old v=1 1\nboth a=1 1\n")
@@ -467,7 +456,7 @@ async def test_series_expire_after_ttl(aiohttp_client: Any) -> None:
 
 
 async def test_series_cap_refuses_new_series_with_503(aiohttp_client: Any) -> None:
-    clock = Clock()
+    clock = Clocks()
     app, sink = sink_app(clock, ttl="10s", max_series=2)
     client = await aiohttp_client(app)
     response = await client.post("/telegraf", data="a v=1\nb v=1\nc v=1\n")
