@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ import pytest
 import yaml
 from aiohttp import web
 from dockerd import DockerEngine
+from helpers import wait_until
 from influx import InfluxDB, parse_line
 
 from telemon.config import parse_config
@@ -377,9 +377,9 @@ class Scraped:
 
 async def scrape_into(scraped: Scraped, url: str, required: tuple[str, ...]) -> None:
     """GET `url` until every required measurement has points in several seconds; write each body."""
-    deadline = time.monotonic() + SCRAPE_DEADLINE_S
     async with aiohttp.ClientSession() as session:
-        while True:
+
+        async def enough_seconds() -> bool:
             async with session.get(url) as response:
                 assert response.status == 200
                 body = await response.read()
@@ -387,12 +387,15 @@ async def scrape_into(scraped: Scraped, url: str, required: tuple[str, ...]) -> 
             assert status == 204, text
             scraped.scrapes += 1
             scraped.record(body)
-            short = [m for m in required if len(scraped.seconds.get(m, ())) < DISTINCT_SECONDS]
-            if not short:
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError(f"after {scraped.scrapes} scrapes, too little of {short}")
-            await asyncio.sleep(SCRAPE_PAUSE_S)
+            return all(len(scraped.seconds.get(m, ())) >= DISTINCT_SECONDS for m in required)
+
+        await wait_until(
+            enough_seconds,
+            timeout=SCRAPE_DEADLINE_S,
+            every=SCRAPE_PAUSE_S,
+            what=f"points of {', '.join(required)} in {DISTINCT_SECONDS} distinct seconds",
+            retry_on=(),  # a refused scrape or write fails at once
+        )
 
 
 async def serve_and_scrape(
