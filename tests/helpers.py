@@ -8,6 +8,7 @@ Test modules import from here (and from the service modules `influx`, `prom`,
 from __future__ import annotations
 
 import asyncio
+import base64
 import inspect
 import json
 import os
@@ -32,6 +33,7 @@ __all__ = [
     "Clocks",
     "FakeTarget",
     "StaticTarget",
+    "basic_auth",
     "free_port",
     "lines_of",
     "load_docker_sample",
@@ -45,6 +47,7 @@ __all__ = [
     "wait_for_service",
     "wait_until",
     "wait_until_blocking",
+    "without_self_line",
 ]
 
 T = TypeVar("T")
@@ -310,6 +313,16 @@ def status_of(
     ]
     assert len(found) == 1, f"{measurement} {tags}: {found}\n{body!r}"
     return found[0]
+
+
+def without_self_line(body: bytes) -> list[bytes]:
+    """The body's lines except the `telemon` line (its scrape counter changes every time)."""
+    return [line for line in body.splitlines() if not line.startswith(b"telemon ")]
+
+
+def basic_auth(user: str, password: str) -> str:
+    """A Basic Authorization header value."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
 async def scrape_once(aiohttp_client: Any, inputs: dict[str, Any], **extra: Any) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from helpers import WAIT_S, Clocks, FakeTarget, lines_of, status_of
+from helpers import WAIT_S, Clocks, FakeTarget, lines_of, status_of, without_self_line
 
 from telemon.agent import SELF_METRICS_MAX_AGE_S, Agent, Settings
 from telemon.collector import TargetState
@@ -301,10 +301,6 @@ def collected_agent(target: Target, clocks: Clocks, **config: Any) -> tuple[Agen
     )
     [state] = agent.collector.states
     return agent, state
-
-
-def without_self_line(body: bytes) -> list[bytes]:
-    return [line for line in body.splitlines() if not line.startswith(b"telemon ")]
 
 
 async def test_each_scrape_counts_itself_and_reuses_the_collected_lines() -> None:

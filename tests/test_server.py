@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from helpers import WAIT_S, FakeTarget, make_certificate, wait_until
+from helpers import WAIT_S, FakeTarget, basic_auth, make_certificate, wait_until, without_self_line
 
 from telemon.agent import Agent
 from telemon.config import ConfigError, parse_config
@@ -40,16 +40,6 @@ async def client_for(aiohttp_client, agent: Agent | None = None, **kwargs: Any):
     client = await aiohttp_client(create_app(agent.config, agent=agent), **kwargs)
     await wait_until(lambda: all(s.health.up is not None for s in agent.collector.states))
     return client
-
-
-def without_self_line(body: bytes) -> list[bytes]:
-    """The body's lines except the `telemon` line (its scrape counter changes)."""
-    return [line for line in body.splitlines() if not line.startswith(b"telemon ")]
-
-
-def basic(user: str, password: str) -> str:
-    """A Basic Authorization header value."""
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
 async def test_get_metrics_serves_line_protocol(aiohttp_client) -> None:
@@ -165,10 +155,10 @@ BASIC = {"username": "scraper", "password": "s3cret:with colon"}
     [
         None,
         "",
-        basic("intruder", "s3cret:with colon"),
-        basic("scraper", "wrong"),
-        basic("scraper", "s3cret:with colo"),
-        basic("scraper", ""),
+        basic_auth("intruder", "s3cret:with colon"),
+        basic_auth("scraper", "wrong"),
+        basic_auth("scraper", "s3cret:with colo"),
+        basic_auth("scraper", ""),
         "Basic !!!not-base64!!!",
         "Basic c2NyYXBlcg",  # truncated base64
         "Basic",
@@ -190,12 +180,12 @@ async def test_basic_auth_rejects(aiohttp_client, authorization: str | None) -> 
 async def test_basic_auth_accepts_right_credentials(aiohttp_client) -> None:
     """The configured username and password get the metrics and the index page."""
     client = await client_for(aiohttp_client, http=BASIC)
-    auth = {"Authorization": basic("scraper", "s3cret:with colon")}
+    auth = {"Authorization": basic_auth("scraper", "s3cret:with colon")}
     resp = await client.get("/metrics", headers=auth)
     assert resp.status == 200
     assert b"fake,n=0 " in await resp.read()
     assert (await client.get("/", headers=auth)).status == 200
-    lower = {"Authorization": "basic " + basic("scraper", "s3cret:with colon")[6:]}
+    lower = {"Authorization": "basic " + basic_auth("scraper", "s3cret:with colon")[6:]}
     assert (await client.get("/metrics", headers=lower)).status == 200
 
 
@@ -204,9 +194,9 @@ async def test_basic_auth_password_file(aiohttp_client, tmp_path: Path) -> None:
     secret = tmp_path / "password"
     secret.write_text("from-file\n")
     client = await client_for(aiohttp_client, http={"username": "u", "password_file": str(secret)})
-    ok = await client.get("/metrics", headers={"Authorization": basic("u", "from-file")})
+    ok = await client.get("/metrics", headers={"Authorization": basic_auth("u", "from-file")})
     assert ok.status == 200
-    bad = await client.get("/metrics", headers={"Authorization": basic("u", "from-file\n")})
+    bad = await client.get("/metrics", headers={"Authorization": basic_auth("u", "from-file\n")})
     assert bad.status == 401
 
 
@@ -224,7 +214,7 @@ TOKEN = {"token": "tok-0123456789"}
         "Bearer tok-0123456789x",
         "Token tok-0123456789",
         "tok-0123456789",
-        basic("tok-0123456789", ""),
+        basic_auth("tok-0123456789", ""),
     ],
 )
 async def test_bearer_token_rejects(aiohttp_client, authorization: str | None) -> None:
@@ -273,12 +263,12 @@ async def test_bearer_token_file(aiohttp_client, tmp_path: Path) -> None:
 async def test_basic_and_bearer_together_either_works(aiohttp_client) -> None:
     """With both configured, valid basic credentials or a valid token each get in."""
     client = await client_for(aiohttp_client, http={**BASIC, **TOKEN})
-    right = {"Authorization": basic("scraper", "s3cret:with colon")}
+    right = {"Authorization": basic_auth("scraper", "s3cret:with colon")}
     by_basic = await client.get("/metrics", headers=right)
     assert by_basic.status == 200
     by_token = await client.get("/metrics", headers={"Authorization": "Bearer tok-0123456789"})
     assert by_token.status == 200
-    for header in (None, basic("scraper", "no"), "Bearer no", "Bearer s3cret:with colon"):
+    for header in (None, basic_auth("scraper", "no"), "Bearer no", "Bearer s3cret:with colon"):
         resp = await client.get("/metrics", headers={"Authorization": header} if header else {})
         assert resp.status == 401
         assert "WWW-Authenticate" in resp.headers

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import gzip
 import logging
 import resource
@@ -14,7 +13,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from helpers import T0_NS, Clocks
+from helpers import T0_NS, Clocks, basic_auth
 
 from telemon.auth import Credentials
 from telemon.config import ConfigError, parse_config
@@ -356,10 +355,6 @@ def test_bounded_inflater_allows_exactly_the_limit() -> None:
 # --- authentication -------------------------------------------------------------------
 
 
-def basic(user: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-
-
 AUTH = {"username": "pharo", "password": "pw", "token": TOKEN}
 
 
@@ -367,8 +362,8 @@ AUTH = {"username": "pharo", "password": "pw", "token": TOKEN}
     ("headers", "query", "status"),
     [
         pytest.param({}, {}, 401, id="none"),
-        pytest.param({"Authorization": basic("pharo", "pw")}, {}, 204, id="basic"),
-        pytest.param({"Authorization": basic("pharo", "no")}, {}, 401, id="basic-wrong"),
+        pytest.param({"Authorization": basic_auth("pharo", "pw")}, {}, 204, id="basic"),
+        pytest.param({"Authorization": basic_auth("pharo", "no")}, {}, 401, id="basic-wrong"),
         pytest.param({"Authorization": f"Bearer {TOKEN}"}, {}, 204, id="bearer"),
         pytest.param({"Authorization": f"Token {TOKEN}"}, {}, 204, id="token"),
         pytest.param({"Authorization": "Token nope"}, {}, 401, id="token-wrong"),
