@@ -146,7 +146,7 @@ async def wait_until(
             last = exc
         else:
             if last:
-                return last  # type: ignore[return-value]
+                return last
         if time.monotonic() > deadline:
             _give_up(what, timeout, last)
         await asyncio.sleep(every)
@@ -170,7 +170,7 @@ def wait_until_blocking(
             last = exc
         else:
             if last:
-                return last  # type: ignore[return-value]
+                return last
         if time.monotonic() > deadline:
             _give_up(what, timeout, last)
         time.sleep(every)
@@ -335,7 +335,7 @@ async def scrape_once(aiohttp_client: Any, inputs: dict[str, Any], **extra: Any)
     config = parse_config({"inputs": inputs, **extra})
     agent = Agent(config)
     await agent.collector.collect_all()
-    client: TestClient = await aiohttp_client(create_app(config, agent=agent))
+    client: TestClient[Any, Any] = await aiohttp_client(create_app(config, agent=agent))
     response = await client.get("/metrics")
     assert response.status == 200
     return await response.text()
