@@ -241,8 +241,10 @@ class Agent:
     def _sink_lines(self) -> bytes:
         if self.sink is None:
             return b""
-        self.encoder.losses.source = SINK_SOURCE
-        return self.encoder.encode_all(self._sink_metrics())
+        # The sink encodes each series when it arrives (losses noted under its
+        # source) and serves the lines as they are: a scrape joins bytes.
+        self.sink.loss_source = SINK_SOURCE
+        return self.sink.serve(self.settings.global_tags)
 
     def _self_lines_now(self) -> bytes:
         now = self._monotonic()

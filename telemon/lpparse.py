@@ -44,14 +44,17 @@ suffixes, no escaping, no timestamp) and anything strict mode reads:
 
 `parse_lines_partial` reads strictly but, as InfluxDB does with a written
 body, skips each bad line (reporting it) and goes on with the next physical
-line: the good lines of a body are kept.
+line: the good lines of a body are kept. `iter_lines_partial` does the same
+in batches (a large body never exists as one list of parsed lines) and can
+refuse lines past `Limits` (bytes, fields), as unreadable lines whose reason
+starts with `LIMIT_EXCEEDED`.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -65,7 +68,10 @@ __all__ = [
     "TIME_OUTSIDE_RANGE",
     "LineProtocolError",
     "ParsedLine",
+    "LIMIT_EXCEEDED",
+    "Limits",
     "int64_or_float",
+    "iter_lines_partial",
     "parse_lines",
     "parse_lines_partial",
     "parse_lines_tolerant",
@@ -86,6 +92,8 @@ MAX_INT_DIGITS = len(str(UINT64_MAX))
 """Significant digits of the widest integer type; more are out of range for every type."""
 TIME_OUTSIDE_RANGE = f"time outside range {MIN_TIME_NS} - {MAX_TIME_NS}"
 """InfluxDB 1.x's reason for a timestamp it will not store (its own words)."""
+LIMIT_EXCEEDED = "line exceeds"
+"""How the reason of a line refused for `Limits` starts."""
 
 _WS = re.compile(r"[ \t]*")
 _SEPARATOR = re.compile(r"[ \t]+")
@@ -192,6 +200,27 @@ def parse_lines_partial(
     return _Reader(text, _multiplier(precision), tolerant=False, partial=True).read_all()
 
 
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on one line, checked while reading it (None: unbounded).
+
+    `max_line_bytes` counts the line's UTF-8 bytes without its line break;
+    `max_fields` counts field keys as written (repeats included). A longer
+    physical line is refused before it is read, so its fields never exist.
+    """
+
+    max_line_bytes: int | None = None
+    max_fields: int | None = None
+
+
+def iter_lines_partial(
+    text: str, *, precision: str = "ns", limits: Limits | None = None, batch: int = 500
+) -> Iterator[tuple[list[ParsedLine], list[LineProtocolError]]]:
+    """`parse_lines_partial` in batches of at most `batch` records (lines and errors)."""
+    reader = _Reader(text, _multiplier(precision), tolerant=False, partial=True, limits=limits)
+    return reader.read_batches(batch)
+
+
 def int64_or_float(raw: str) -> int | float:
     """An integer of unknown type (optional sign, digits): an int within int64, else a float.
 
@@ -269,9 +298,16 @@ class _Reader:
     """Reads records one after another, keeping track of physical lines."""
 
     def __init__(
-        self, text: str, multiplier: int, *, tolerant: bool, partial: bool = False
+        self,
+        text: str,
+        multiplier: int,
+        *,
+        tolerant: bool,
+        partial: bool = False,
+        limits: Limits | None = None,
     ) -> None:
         self.text = text
+        self.limits = limits or Limits()
         self.multiplier = multiplier
         self.tolerant = tolerant
         self.partial = partial  # strict, but a bad line is reported and skipped
@@ -292,6 +328,25 @@ class _Reader:
             self._advance(end)
             pos = end
         return lines, errors
+
+    def read_batches(
+        self, batch: int
+    ) -> Iterator[tuple[list[ParsedLine], list[LineProtocolError]]]:
+        """`read_all` in pieces of at most `batch` records (parsed lines plus errors)."""
+        lines: list[ParsedLine] = []
+        errors: list[LineProtocolError] = []
+        pos = 0
+        while pos < len(self.text):
+            parsed, end = self._next(pos, errors)
+            if parsed is not None:
+                lines.append(parsed)
+            self._advance(end)
+            pos = end
+            if len(lines) + len(errors) >= batch:
+                yield lines, errors
+                lines, errors = [], []
+        if lines or errors:
+            yield lines, errors
 
     def _next(self, pos: int, errors: list[LineProtocolError]) -> tuple[ParsedLine | None, int]:
         """The record starting at `pos` (None for blank, comment or skipped) and its end."""
@@ -376,10 +431,21 @@ class _Reader:
             return None, self._after_break(pos)
         if text[pos] == "#":
             return None, self._after_break(_line_end(text, pos, self.breaks))
+        start = pos
+        max_bytes = self.limits.max_line_bytes
+        if max_bytes is not None:
+            # Chars never outnumber UTF-8 bytes: a physical line this long is too
+            # long, whatever it holds; it is refused before its fields exist.
+            physical = text.find("\n", pos)
+            if (len(text) if physical < 0 else physical) - pos > max_bytes:
+                _fail(pos, f"{LIMIT_EXCEEDED} max_line_bytes ({max_bytes})")
         measurement, tags, pos = self._header(pos)
         pos = self._separator(pos, "expected fields")
         fields, pos = self._fields(pos)
         time_ns, pos = self._timestamp(pos)
+        if max_bytes is not None and _utf8_size(text, start, pos, max_bytes) > max_bytes:
+            # Raw newlines in strings made the line longer than its first physical line.
+            _fail(pos, f"{LIMIT_EXCEEDED} max_line_bytes ({max_bytes})")
         return ParsedLine(measurement, tags, fields, time_ns), self._after_break(pos)
 
     def _header(self, pos: int) -> tuple[str, dict[str, str], int]:
@@ -428,7 +494,12 @@ class _Reader:
         text = self.text
         start = pos
         fields: dict[str, FieldValue] = {}
+        max_fields = self.limits.max_fields
+        count = 0
         while True:
+            count += 1
+            if max_fields is not None and count > max_fields:
+                _fail(pos, f"{LIMIT_EXCEEDED} max_fields_per_line ({max_fields})")
             key = _KEY.match(text, pos)
             if key is None:
                 _fail(pos, "expected field key")
@@ -483,6 +554,16 @@ class _Reader:
         if not self._at_line_end(end):
             _fail(end, "expected end of line" if end > token.end() else self._unexpected(end))
         return time_ns, end
+
+
+def _utf8_size(text: str, start: int, end: int, limit: int) -> int:
+    """`text[start:end]`'s size, compared with `limit` as its UTF-8 size would be
+    (encoded only when that could change the answer)."""
+    size = end - start
+    if size * 4 <= limit or size > limit:
+        return size
+    piece = text[start:end]
+    return size if piece.isascii() else len(piece.encode("utf-8", "surrogatepass"))
 
 
 def _scale_timestamp(raw: str, multiplier: int) -> int | str:

@@ -48,8 +48,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import heapq
 import json
 import logging
+import re
 import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -62,7 +64,14 @@ from pydantic import AfterValidator, PositiveInt, field_validator
 
 from telemon.auth import Credentials
 from telemon.lineprotocol import MAX_TIME_NS, MIN_TIME_NS, LineEncoder, escape_measurement
-from telemon.lpparse import TIME_OUTSIDE_RANGE, LineProtocolError, ParsedLine, parse_lines_partial
+from telemon.lpparse import (
+    LIMIT_EXCEEDED,
+    TIME_OUTSIDE_RANGE,
+    Limits,
+    LineProtocolError,
+    ParsedLine,
+    iter_lines_partial,
+)
 from telemon.metric import FieldValue, Metric
 from telemon.schema import Duration, Model
 
@@ -106,6 +115,10 @@ class SinkConfig(Model):
     ttl: Duration | None = None
     max_body_size: PositiveInt = 10 * MIB
     max_series: PositiveInt = 100_000
+    max_bytes: PositiveInt = 256 * MIB
+    max_concurrent_writes: PositiveInt = 4
+    max_line_bytes: PositiveInt = MIB
+    max_fields_per_line: PositiveInt = 1000
 
     @field_validator("paths")
     @classmethod
@@ -120,7 +133,17 @@ class SinkConfig(Model):
 RESERVED_MEASUREMENTS = frozenset({"telemon", "telemon_input", "telemon_output", "telemon_sink"})
 """telemon's own measurements (as written): only telemon writes them."""
 
-REFUSALS = ("type_conflict", "reserved", "time", "max_series", "parse", "invalid")
+REFUSALS = (
+    "type_conflict",
+    "reserved",
+    "time",
+    "max_series",
+    "max_bytes",
+    "too_large",
+    "control",
+    "parse",
+    "invalid",
+)
 """Why a line is refused, as counted in `telemon_sink` (`refused_<why>`)."""
 
 MAX_LISTED = 100
@@ -129,13 +152,30 @@ MAX_TEXT = 200
 """Characters of client-supplied text quoted in an answer or a log line."""
 MAX_LOGGED = 1000
 """Distinct (reason, measurement, field) refusals remembered for logging once."""
-WRITE_STEP = 2000
-"""Lines admitted between two turns of the event loop (about 60 ms of work)."""
+WRITE_STEP = 500
+"""Lines read and admitted between two turns of the event loop (about 10 ms of work)."""
+LOSS_SOURCE = "sink"
+"""The source the encoder's losses are noted under while it encodes the sink's series."""
+BUSY_RETRY_AFTER_S = 1
+"""Retry-After of a write refused because `max_concurrent_writes` are running."""
+# Characters the encoder removes or rewrites in names and tag values: two
+# series differing only by them would be served as one.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-# --- the store (pure: the clock is injected) ----------------------------------------
+# --- the store (pure: the clock and the encoding are injected) ---------------------
 
 SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
+
+SERIES_OVERHEAD = 600
+"""Bytes a series costs in the store beyond its text (objects, dict slots, heap entry)."""
+FIELD_OVERHEAD = 200
+"""Bytes a field costs beyond its name and value (its record and dict slot)."""
+MAX_STORED_STRING = 64 * 1024 + 1
+"""Characters of a string value kept: the encoder writes 64 KiB of UTF-8 at most, which
+these hold (one more, so that the encoder still counts the value as truncated)."""
+PURGE_STEP = 5000
+"""Series examined for expiry in one go (a scrape or a write step), keeping each short."""
 
 
 @dataclass(slots=True)
@@ -147,69 +187,230 @@ class _Field:
     seen_ns: int
 
 
+@dataclass(slots=True, eq=False)
+class _Series:
+    """One series: its fields, its line as encoded, and what it costs in bytes."""
+
+    measurement: str
+    tags: tuple[tuple[str, str], ...]
+    fields: dict[str, _Field]
+    line: bytes = b""
+    size: int = 0
+    oldest_seen_ns: int = 0
+    alive: bool = True
+
+
+Encode = Callable[[Metric], bytes]
+"""Encodes one series' metric to its line (b"" when nothing can be written)."""
+
+
+class StoreFull(Exception):
+    """No room for a line: the limit's name and value, as the 503 answer says them."""
+
+
 class SeriesStore:
     """The latest fields of each pushed series, forgotten `ttl` seconds after they arrived.
 
+    Each series keeps its line encoded (`encode`, injected) from the moment it
+    changes, so serving the store is joining bytes, whatever its size.
     `clock` gives wall-clock nanoseconds; callers pass its reading as `now_ns`,
     which stamps lines without a timestamp and dates arrivals for expiry.
+    Expiry is found through a heap of due times, one entry per series, so a
+    purge touches only the series that are due. `bytes` estimates what the
+    store holds (texts, values and the objects around them); past `max_bytes`
+    or `max_series` no series or field is added (`StoreFull`).
     """
 
     def __init__(
-        self, ttl: float, max_series: int, clock: Callable[[], int] = time.time_ns
+        self,
+        ttl: float,
+        max_series: int,
+        clock: Callable[[], int] = time.time_ns,
+        *,
+        max_bytes: int | None = None,
+        encode: Encode | None = None,
     ) -> None:
         self.ttl_ns = int(ttl * 1e9)
         self.max_series = max_series
+        self.max_bytes = max_bytes
         self.clock = clock
-        self._series: dict[SeriesKey, dict[str, _Field]] = {}
-        self._purged_at: int | None = None
+        self.encode = encode or _plain_encode
+        self.bytes = 0
+        self._series: dict[SeriesKey, _Series] = {}
+        self._due: list[tuple[int, int, _Series]] = []
+        self._queued = 0  # tie-breaker of heap entries with equal due times
+        self._changed: list[_Series] = []
 
     def __len__(self) -> int:
         return len(self._series)
 
-    def has_room(self, line: ParsedLine, now_ns: int) -> bool:
-        """True when `line`'s series is known or a new one fits under `max_series`.
+    def check_room(self, line: ParsedLine) -> None:
+        """Raise `StoreFull` when `line` would add a series or a field past a limit.
 
-        When full, expired series are purged first, at most once per `now_ns`
-        (purging walks every series; a write passes one `now_ns` for all lines).
+        Known fields of known series always update; expired series leave at
+        the next `purge`, which write steps and scrapes run.
         """
-        if len(self._series) < self.max_series or _key(line) in self._series:
-            return True
-        if self._purged_at != now_ns:
-            self._purged_at = now_ns
-            self.purge(now_ns)
-        return len(self._series) < self.max_series
+        series = self._series.get(_key(line))
+        if series is None:
+            if len(self._series) >= self.max_series:
+                raise StoreFull(f"max_series ({self.max_series})")
+            if self.max_bytes is not None and self.bytes + _line_cost(line) > self.max_bytes:
+                raise StoreFull(f"max_bytes ({self.max_bytes})")
+        elif self.max_bytes is not None and self.bytes >= self.max_bytes:
+            if any(name not in series.fields for name in line.fields):
+                raise StoreFull(f"max_bytes ({self.max_bytes})")
+
+    def has_room(self, line: ParsedLine, now_ns: int) -> bool:
+        """True when `line` fits (see `check_room`), after purging what is due."""
+        self.purge(now_ns, limit=PURGE_STEP)
+        try:
+            self.check_room(line)
+        except StoreFull:
+            return False
+        return True
 
     def put(self, line: ParsedLine, now_ns: int) -> None:
-        """Merge `line` in (call `has_room` first: `put` does not check `max_series`)."""
-        fields = self._series.setdefault(_key(line), {})
+        """Merge `line` in (call `check_room` first: `put` does not check the limits).
+
+        The series' line is encoded again at the next `refresh`.
+        """
+        key = _key(line)
+        series = self._series.get(key)
+        created = series is None
+        if series is None:
+            series = self._series[key] = _Series(key[0], key[1], {}, oldest_seen_ns=now_ns)
+            self._queue(series, now_ns + self.ttl_ns)
+            self._count(series, _line_cost(line))  # counted now: `refresh` comes later
+        fields = series.fields
         time_ns = now_ns if line.time_ns is None else line.time_ns
         for name, value in line.fields.items():
             old = fields.get(name)
             # Newest timestamp wins per field; at equal timestamps the later arrival.
             if old is None or time_ns >= old.time_ns:
+                if isinstance(value, str) and len(value) > MAX_STORED_STRING:
+                    value = value[:MAX_STORED_STRING]
+                if old is None and not created:
+                    self._count(series, FIELD_OVERHEAD + len(name) + _text_size(value))
                 fields[name] = _Field(value, time_ns, now_ns)
+        self._changed.append(series)
 
-    def purge(self, now_ns: int | None = None) -> None:
-        """Forget the fields, and series, that arrived `ttl` ago or earlier."""
+    def refresh(self) -> None:
+        """Encode again every series changed since the last refresh."""
+        changed, self._changed = self._changed, []
+        for series in changed:
+            if series.alive:
+                self._encode(series)
+
+    def purge(self, now_ns: int | None = None, *, limit: int | None = None) -> bool:
+        """Forget the fields, and series, that arrived `ttl` ago or earlier.
+
+        Examines at most `limit` due series (all with None); True when none
+        is left due.
+        """
         horizon = (self.clock() if now_ns is None else now_ns) - self.ttl_ns
-        for key in list(self._series):
-            fields = self._series[key]
-            for name in [n for n, f in fields.items() if f.seen_ns <= horizon]:
-                del fields[name]
-            if not fields:
-                del self._series[key]
+        due = self._due
+        examined = 0
+        while due and due[0][0] - self.ttl_ns <= horizon:
+            if limit is not None and examined >= limit:
+                return False
+            examined += 1
+            series = heapq.heappop(due)[2]
+            if series.alive and self._expire(series, horizon):
+                self._queue(series, series.oldest_seen_ns + self.ttl_ns)
+        return True
+
+    def serve(self, now_ns: int | None = None) -> bytes:
+        """Every series that has not expired, as encoded lines.
+
+        Purges in a bounded step; when series are still due after it, those
+        are left out (expired whole) or brought up to date one by one.
+        """
+        now_ns = self.clock() if now_ns is None else now_ns
+        self.refresh()
+        if self.purge(now_ns, limit=PURGE_STEP):
+            return b"".join([series.line for series in self._series.values()])
+        horizon = now_ns - self.ttl_ns
+        lines = []
+        for series in list(self._series.values()):
+            if series.oldest_seen_ns <= horizon and not self._expire(series, horizon):
+                continue
+            lines.append(series.line)
+        return b"".join(lines)
+
+    def reencode(self) -> None:
+        """Encode every series again (the encoding changed, e.g. the global tags)."""
+        for series in self._series.values():
+            self._encode(series)
 
     def __iter__(self) -> Iterator[Metric]:
         """The current metrics, one per series, stamped with its newest field's time."""
         self.purge()
-        for (measurement, tags), fields in self._series.items():
-            values = {name: field.value for name, field in fields.items()}
-            time_ns = max(field.time_ns for field in fields.values())
-            yield Metric(measurement, dict(tags), values, time_ns)
+        for series in self._series.values():
+            yield _metric(series)
+
+    def _expire(self, series: _Series, horizon: int) -> bool:
+        """Drop `series`' fields that arrived by `horizon`; False when none is left."""
+        fields = series.fields
+        expired = [name for name, field in fields.items() if field.seen_ns <= horizon]
+        for name in expired:
+            del fields[name]
+        if not fields:
+            del self._series[(series.measurement, series.tags)]
+            self.bytes -= series.size
+            series.alive = False
+            return False
+        if expired:
+            self._encode(series)
+        return True
+
+    def _encode(self, series: _Series) -> None:
+        series.oldest_seen_ns = min(field.seen_ns for field in series.fields.values())
+        series.line = self.encode(_metric(series))
+        self._count(series, _series_cost(series) - series.size)
+
+    def _count(self, series: _Series, grown: int) -> None:
+        series.size += grown
+        self.bytes += grown
+
+    def _queue(self, series: _Series, due_ns: int) -> None:
+        self._queued += 1
+        heapq.heappush(self._due, (due_ns, self._queued, series))
 
 
 def _key(line: ParsedLine) -> SeriesKey:
     return line.measurement, tuple(sorted(line.tags.items()))
+
+
+def _metric(series: _Series) -> Metric:
+    fields = series.fields
+    values = {name: field.value for name, field in fields.items()}
+    time_ns = max(field.time_ns for field in fields.values())
+    return Metric(series.measurement, dict(series.tags), values, time_ns)
+
+
+def _plain_encode(metric: Metric) -> bytes:
+    return LineEncoder().encode(metric).encode("utf-8", "replace")
+
+
+def _text_size(value: FieldValue) -> int:
+    return len(value) if isinstance(value, str) else 8
+
+
+def _line_cost(line: ParsedLine) -> int:
+    """What a new series of `line` would cost, its line counted at its parts' length."""
+    tags = sum(len(k) + len(v) for k, v in line.tags.items())
+    fields = sum(FIELD_OVERHEAD + 2 * len(k) + _text_size(v) for k, v in line.fields.items())
+    return SERIES_OVERHEAD + 2 * (len(line.measurement) + tags) + fields
+
+
+def _series_cost(series: _Series) -> int:
+    """What `series` costs: its line, names and values, and the objects holding them."""
+    tags = sum(len(k) + len(v) for k, v in series.tags)
+    fields = sum(
+        FIELD_OVERHEAD + len(name) + _text_size(field.value)
+        for name, field in series.fields.items()
+    )
+    return SERIES_OVERHEAD + len(series.measurement) + tags + fields + len(series.line)
 
 
 # --- the sink: admission, counters, health ----------------------------------------------
@@ -270,13 +471,21 @@ class Sink:
         *,
         ttl: float,
         clock: Callable[[], int] = time.time_ns,
+        global_tags: Mapping[str, str] | None = None,
     ) -> None:
         self.config = config
         self.encoder = encoder
         self.credentials = credentials
         self.ttl = ttl
         self.clock = clock
-        self.store = SeriesStore(ttl, config.max_series, clock)
+        self.global_tags = dict(global_tags or {})
+        self.loss_source = LOSS_SOURCE
+        self.limits = Limits(config.max_line_bytes, config.max_fields_per_line)
+        self.store = SeriesStore(
+            ttl, config.max_series, clock, max_bytes=config.max_bytes, encode=self._encode
+        )
+        self.active_writes = 0
+        self.abandoned_writes = 0
         self.writes = 0
         self.lines = 0
         self.refused: dict[str, int] = dict.fromkeys(REFUSALS, 0)
@@ -299,9 +508,58 @@ class Sink:
         self, lines: Sequence[ParsedLine], errors: Sequence[LineProtocolError] = ()
     ) -> WriteResult:
         """Admit and store `lines`; `errors` are the body's lines that could not be parsed."""
-        result = self._unparsed(errors)
+        result = WriteResult()
+        self._unparsed(result, errors)
         self._take(result, lines, self.clock())
         return self._finish(result)
+
+    async def write_text(
+        self,
+        text: str,
+        precision: str = "ns",
+        *,
+        gone: Callable[[], bool] = lambda: False,
+        step: int = WRITE_STEP,
+    ) -> WriteResult:
+        """Read, admit and store a body's `text` in steps of `step` lines.
+
+        The event loop serves others (scrapes) between steps, and only one
+        step's parsed lines exist at a time: a write holds its text and little
+        more. When `gone()` says the client went away, the write stops
+        (`ClientGone`); what was admitted stays, as InfluxDB keeps what it wrote.
+        """
+        result = WriteResult()
+        now = self.clock()  # one arrival time for the body, as InfluxDB stamps a write
+        try:
+            batches = iter_lines_partial(text, precision=precision, limits=self.limits, batch=step)
+            for lines, errors in batches:
+                self._unparsed(result, errors)
+                self._take(result, lines, now)
+                await asyncio.sleep(0)
+                if gone():
+                    self.abandoned_writes += 1
+                    raise ClientGone(f"client went away after {result.kept} lines kept")
+        finally:
+            self._finish(result)
+        return result
+
+    def serve(self, global_tags: Mapping[str, str] | None = None) -> bytes:
+        """The stored series as line protocol, each encoded when it last changed.
+
+        `global_tags` (default: those given at start) are added to every
+        line's tags; when they differ from those the lines were encoded with,
+        every series is encoded again, once.
+        """
+        if global_tags is not None and global_tags != self.global_tags:
+            self.global_tags = dict(global_tags)
+            self.store.reencode()
+        return self.store.serve()
+
+    def _encode(self, metric: Metric) -> bytes:
+        if self.global_tags:
+            metric.tags = {**self.global_tags, **metric.tags}
+        self.encoder.losses.source = self.loss_source
+        return self.encoder.encode(metric).encode("utf-8", "replace")
 
     async def write_in_steps(
         self,
@@ -314,7 +572,8 @@ class Sink:
         Admitting a 10 MiB body takes seconds; each line is taken whole, so
         writes that interleave stay correct.
         """
-        result = self._unparsed(errors)
+        result = WriteResult()
+        self._unparsed(result, errors)
         now = self.clock()  # one arrival time for the body, as InfluxDB stamps a write
         for start in range(0, len(lines), step):
             if start:
@@ -323,6 +582,13 @@ class Sink:
         return self._finish(result)
 
     def _take(self, result: WriteResult, lines: Sequence[ParsedLine], now_ns: int) -> None:
+        self.store.purge(now_ns, limit=PURGE_STEP)  # room comes back before it is needed
+        try:
+            self._admit(result, lines, now_ns)
+        finally:
+            self.store.refresh()
+
+    def _admit(self, result: WriteResult, lines: Sequence[ParsedLine], now_ns: int) -> None:
         for line in lines:
             refusal = self._refusal(line, now_ns)
             if refusal is None:
@@ -372,6 +638,8 @@ class Sink:
             "lines": self.lines,
             "refused_lines": self.refused_lines,
             "refused_bodies": self.refused_bodies,
+            "bytes": self.store.bytes,
+            "writes_abandoned": self.abandoned_writes,
         }
         fields.update({f"refused_{why}": count for why, count in self.refused.items()})
         return Metric("telemon_sink", {}, fields, now_ns)
@@ -385,8 +653,13 @@ class Sink:
         if line.time_ns is not None and not MIN_TIME_NS <= line.time_ns <= MAX_TIME_NS:
             name = _printable(measurement)
             return "time", f'{TIME_OUTSIDE_RANGE}: {line.time_ns} on measurement "{name}"'
-        if not self.store.has_room(line, now_ns):
-            return "max_series", f"max_series ({self.store.max_series}) reached"
+        control = _control_in_names(line)
+        if control is not None:
+            return "control", control
+        try:
+            self.store.check_room(line)
+        except StoreFull as full:
+            return str(full).split(" ", 1)[0], f"{full} reached"
         # Last: admitting fixes the types of new fields, which a refused line must not do.
         reason = self.encoder.admit(measurement, line.fields)
         if reason is None:
@@ -394,11 +667,10 @@ class Sink:
         why = "type_conflict" if reason.startswith("field type conflict") else "invalid"
         return why, _printable(reason, 3 * MAX_TEXT)
 
-    def _unparsed(self, errors: Sequence[LineProtocolError]) -> WriteResult:
-        """A new write's result, with the lines that could not be parsed."""
-        result = WriteResult()
+    def _unparsed(self, result: WriteResult, errors: Sequence[LineProtocolError]) -> None:
+        """Count the lines that could not be parsed (or were past `limits`) in `result`."""
         for error in errors:
-            why = "time" if error.reason == TIME_OUTSIDE_RANGE else "parse"
+            why = _unparsed_why(error.reason)
             result.unparsed += 1
             result.add_refusal(why)
             text = (
@@ -409,7 +681,6 @@ class Sink:
                 result.unparsed_texts.append(text)
             # Logged once per kind of mistake, not per line: a quoted value varies.
             self._log_once(why, "", text, key=error.reason.split(" '", 1)[0])
-        return result
 
     def _log_once(self, why: str, measurement: str, text: str, key: str | None = None) -> None:
         """WARNING the first time per (reason, measurement, field); the text names the field."""
@@ -422,6 +693,38 @@ class Sink:
         _log.warning("refused a pushed line (%s): %s", why, text)
 
 
+def _unparsed_why(reason: str) -> str:
+    if reason == TIME_OUTSIDE_RANGE:
+        return "time"
+    return "too_large" if reason.startswith(LIMIT_EXCEEDED) else "parse"
+
+
+def _control_in_names(line: ParsedLine) -> str | None:
+    """Why `line` is refused for a control character in a name or tag value, or None.
+
+    The encoder removes or rewrites them, so `t=a\\x00b` would be served as
+    `t=ab`, merging two series (or two fields) that were pushed apart.
+    """
+    for where, text in _names(line):
+        found = _CONTROL.search(text)
+        if found is not None:
+            series = ",".join([line.measurement, *(f"{k}={v}" for k, v in line.tags.items())])
+            return (
+                f"control character {found[0]!r} in {where} of line"
+                f" '{_printable(series)}': it would be written without it, as another series"
+            )
+    return None
+
+
+def _names(line: ParsedLine) -> Iterator[tuple[str, str]]:
+    yield "measurement", line.measurement
+    for key, value in line.tags.items():
+        yield "tag key", key
+        yield "tag value", value
+    for key in line.fields:
+        yield "field key", key
+
+
 def _printable(text: str, limit: int = MAX_TEXT) -> str:
     """Client text made safe to quote in an answer or a log: escaped, at most `limit` characters."""
     if len(text) > limit:
@@ -432,6 +735,10 @@ def _printable(text: str, limit: int = MAX_TEXT) -> str:
 
 
 # --- bodies: size bound and gzip ----------------------------------------------------
+
+
+class ClientGone(Exception):
+    """The client closed the connection: its write stops."""
 
 
 class BodyTooLarge(Exception):
@@ -559,20 +866,42 @@ async def write_handler(request: web.Request) -> web.Response:
     if not authorized(sink.credentials, request.headers, request.query):
         challenge = {"WWW-Authenticate": sink.credentials.challenge()}
         return error_response(401, "authorization failed", headers=challenge)
+    limit = sink.config.max_concurrent_writes
+    if sink.active_writes >= limit:
+        # Refused before the body is read: each running write holds up to
+        # about twice max_body_size, so this bounds the sink's memory.
+        text = f"too many concurrent writes (max_concurrent_writes is {limit})"
+        sink.refuse_body(text, 503)
+        return error_response(503, text, headers={"Retry-After": str(BUSY_RETRY_AFTER_S)})
+    sink.active_writes += 1
+    try:
+        return await _write(request, sink)
+    except ClientGone as gone:
+        _log.debug("write abandoned: %s", gone)
+        return error_response(499, str(gone))  # nobody reads it
+    finally:
+        sink.active_writes -= 1
+
+
+async def _write(request: web.Request, sink: Sink) -> web.Response:
     try:
         precision = _precision(request.query.get("precision", ""))
         text = await _read_text(request, sink.config.max_body_size)
     except _Refused as refused:
         sink.refuse_body(refused.text, refused.status)
         return error_response(refused.status, refused.text)
-    # Parsing a large body takes a while: keep the loop serving scrapes meanwhile.
-    lines, errors = await asyncio.to_thread(parse_lines_partial, text, precision=precision)
-    result = await sink.write_in_steps(lines, errors)
+    result = await sink.write_text(text, precision, gone=lambda: client_gone(request))
     if not result.refused_lines:
         return web.Response(status=204)
     status, text, header = _write_error(sink, result)
     extra = {"Retry-After": str(sink.retry_after_s)} if status == 503 else None
     return error_response(status, text, header=header, headers=extra)
+
+
+def client_gone(request: web.BaseRequest) -> bool:
+    """True once the client closed the connection (aiohttp drops the transport)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def _write_error(sink: Sink, result: WriteResult) -> tuple[int, str, str]:
@@ -584,16 +913,18 @@ def _write_error(sink: Sink, result: WriteResult) -> tuple[int, str, str]:
     series past `max_series`: 503, worded without "partial write" so that
     clients retry (the series expire, room comes back).
     """
-    full = result.refused.get("max_series", 0)
+    store = sink.store
+    limits = {"max_series": store.max_series, "max_bytes": store.max_bytes}
+    full = sum(result.refused.get(why, 0) for why in limits)
     if full:
+        hit = [why for why in limits if result.refused.get(why)]
+        reached = " and ".join(f"{why} ({limits[why]})" for why in hit)
+        what = "new series" if not result.refused.get("max_bytes") else "new series or fields"
         others = ", ".join(
-            f"{count} {why}"
-            for why, count in result.refused.items()
-            if count and why != "max_series"
+            f"{count} {why}" for why, count in result.refused.items() if count and why not in limits
         )
-        text = (
-            f"max_series ({sink.store.max_series}) reached: {full} lines of new series dropped,"
-            f" {result.kept} kept" + (f"; also refused: {others}" if others else "")
+        text = f"{reached} reached: {full} lines of {what} dropped, {result.kept} kept" + (
+            f"; also refused: {others}" if others else ""
         )
         return 503, text, text
     if result.dropped:

@@ -127,9 +127,15 @@ async def test_status_metric_counts_the_sink(aiohttp_client: Any) -> None:
         "refused_reserved": 0,
         "refused_time": 0,
         "refused_max_series": 0,
+        "refused_max_bytes": 0,
+        "refused_too_large": 0,
+        "refused_control": 0,
         "refused_parse": 0,
         "refused_invalid": 0,
+        "bytes": sink.store.bytes,
+        "writes_abandoned": 0,
     }
+    assert sink.store.bytes > 0
     assert all(type(value) is int for value in status.fields.values())
 
 
