@@ -24,6 +24,7 @@ from telemon.inputs.cgroup import CgroupConfig
 from telemon.inputs.docker import DockerConfig
 from telemon.inputs.fields import FieldsConfig
 from telemon.inputs.pharo import PharoConfig, samples_to_metrics
+from telemon.inputs.pharo_figures import figure_kinds
 from telemon.inputs.pharo_formats import TELEMON_FIELDS, FormatError, parse_payload
 from telemon.inputs.process import ProcessConfig
 from telemon.inputs.python import PythonConfig, python_fields
@@ -131,7 +132,9 @@ def test_pharo_telemon_fields_are_integers(case: str) -> None:
     into integral floats (1452.854 s -> 1452854.0 ms), which the declared kind writes
     as integers without loss."""
     declared = PharoConfig(urls=["http://vm:8080/"]).field_types()
-    assert declared == {"pharo": dict.fromkeys(TELEMON_FIELDS, "i")}
+    # Telemon's ten are integers, and every other figure of the one table is declared too
+    assert {k: declared["pharo"][k] for k in TELEMON_FIELDS} == dict.fromkeys(TELEMON_FIELDS, "i")
+    assert declared == {"pharo": figure_kinds()}
     kinds = declared["pharo"]
     checked = 0
     for metric in _pharo_metrics(case, "pharo"):

@@ -170,7 +170,7 @@ def test_parameters_map_indices_to_names_and_drop_nulls() -> None:
 
 
 def test_parameters_from_an_old_vm_stop_at_its_last_index() -> None:
-    fields = fields_of("parameters", parameters(11, p11=5))
+    fields = fields_of("parameters", parameters(11, p4=None, p11=5))
     assert list(fields) == list(TELEMON_FIELDS[1:4]) + list(TELEMON_FIELDS[5:]) + [
         "tenuringThreshold"
     ]
@@ -180,7 +180,9 @@ def test_parameters_keep_floats_and_leave_out_what_is_not_a_number() -> None:
     problems: list[str] = []
     text = parameters(60, p1=1.5, p2=True, p3="12", p55=0.33, p56=[1])
     (sample,) = parse_payload("parameters", text, problems=problems)
-    assert sample.fields["oldSpace"] == 1.5 and sample.fields["gcGrowthRatio"] == 0.33
+    # oldSpace is an integer figure (rounded), gcGrowthRatio a float one
+    assert typed(sample.fields)[0] == ("oldSpace", "int", 2)
+    assert sample.fields["gcGrowthRatio"] == 0.33
     assert "youngSpace" not in sample.fields and "memory" not in sample.fields
     assert problems == [
         "parameter 2 (youngSpace): a JSON boolean left out",
@@ -503,12 +505,12 @@ def test_json_errors(text: str, message: str) -> None:
     ("label", "name"),
     [
         ("oldSpace", "oldSpace"),
-        ("old_space", "old_space"),
+        ("old_space", "oldSpace"),  # a figure's name in another spelling is the figure's
         ("Uptime", "uptime"),
         ("Old space", "oldSpace"),
         ("Full GCs", "fullGCs"),
         ("Full GC time", "fullGCTime"),
-        ("JIT compiled methods", "JITCompiledMethods"),
+        ("JIT compiled methods", "jitCompiledMethods"),
         ("GC count", "GCCount"),
         ("Memory (free)", "memoryFree"),
         ("  used memory  ", "usedMemory"),
@@ -694,7 +696,8 @@ def test_telemon_fields_come_first_in_order_then_the_payload_order() -> None:
         ({"freeOldSpace": 150, "edenSize": 400, "youngSpace": 300, "oldSpace": 1000},
          {"memoryFree": 250, "usedMemory": 1050}),
         ({"freeOldSpaceSize": 150, "edenSpaceSize": 400, "youngSpaceSize": 300},
-         {"youngSpace": 300, "memoryFree": 250}),  # no usedMemory without oldSpace
+         {"youngSpace": 300, "memoryFree": 250, "freeOldSpace": 150, "edenSize": 400}),
+        # no usedMemory without oldSpace
         ({"youngSpace": 300, "oldSpace": 1000, "usedMemory": 1050}, {"memoryFree": 250}),
         ({"freeSize": 7, "youngSpace": 1, "oldSpace": 2}, {"memoryFree": 7}),
         ({"oldSpace": 1.5, "youngSpace": 1, "usedMemory": 0.5}, {"memoryFree": 2.0}),

@@ -21,13 +21,13 @@ import aiohttp
 from pydantic import Field, PrivateAttr, SecretStr, model_validator
 
 from telemon.inputs.base import InputConfig, InputContext, InputError, Target, read_bounded
+from telemon.inputs.pharo_figures import figure_kinds
 from telemon.inputs.pharo_formats import (
-    TELEMON_FIELDS,
     FormatError,
     Sample,
+    as_figures,
     parse_auto,
     parse_payload,
-    with_telemon_fields,
 )
 from telemon.metric import FieldValue, Metric
 from telemon.schema import (
@@ -56,8 +56,9 @@ PharoFormat = Literal["auto", "influx", "json", "labels", "parameters", "report"
 # restart just now, not a bogus value.
 _CLOCK_SKEW_MS = 60_000
 
-TELEMON_FIELD_TYPES: dict[str, str] = dict.fromkeys(TELEMON_FIELDS, "i")
-"""Telemon's fields are integers: uptime and GC times in ms, spaces in bytes, counts."""
+TELEMON_FIELD_TYPES: dict[str, str] = figure_kinds()
+"""The kind of every figure of `pharo_figures.FIGURES` (Telemon's ten and the rest):
+integers (times in ms, sizes in bytes, counts) but for a few ratios."""
 
 
 class PharoConfig(InputConfig, ClientTLS):
@@ -119,7 +120,7 @@ class PharoConfig(InputConfig, ClientTLS):
         return [PharoTarget(url, self, request, context, instances[url]) for url in self.urls]
 
     def field_types(self) -> dict[str, dict[str, str]]:
-        """Telemon's ten fields are integers; the payload's other values are not declared."""
+        """Every figure of `pharo_figures.FIGURES`; the payload's other values are not declared."""
         return {self.measurement: dict(TELEMON_FIELD_TYPES)}
 
 
@@ -210,7 +211,7 @@ def samples_to_metrics(
         name = sample.measurement or measurement
         fields = sample.fields
         if name == measurement:
-            fields = with_telemon_fields(_with_uptime(fields, clock_ns or now_ns))
+            fields = as_figures(_with_uptime(fields, clock_ns or now_ns))
         tags = {**sample.tags, "instance": instance}
         metrics.append(Metric(name, tags, dict(fields), sample.time_ns or now_ns))
     return metrics

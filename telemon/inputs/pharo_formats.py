@@ -26,6 +26,16 @@ Formats (`FORMATS`):
     parameter N, named by `PARAMETER_NAMES`; nulls, unnamed indices and
     non-numbers are left out. Older VMs answer fewer elements; an array of
     fewer than 11 (Telemon's ten need index 11) is not a parameter array.
+    A classic (pre-Spur) VM's array (`is_classic`: 40 elements or fewer,
+    parameters 4 and 5 set, parameter 2 not below parameter 1) is read by its
+    own meanings (`CLASSIC_PARAMETERS`): parameters 1-3 are end addresses, so
+    youngSpace = p2 - p1, memoryFree = p3 - p2 and usedMemory = p2; slots
+    12-20 (unused there) and 38 are left out; parameter 34 counts
+    allocations. Its GC times (8, 10) and GC clock (36) are taken as
+    microseconds and converted to ms, rounded to the nearest: the last
+    classic VMs, the Squeak 4.x interpreters (Debian's ``squeak-vm``), count
+    microseconds there, and nothing in the array tells them from older
+    interpreters that counted ms (these would read 1000 times too small).
 ``report``
     The text of ``Smalltalk vm statisticsReport``, read by label (see
     `REPORT_FIELDS`), in any Pharo version's layout: tabs or spaces, CR, LF
@@ -35,7 +45,9 @@ Formats (`FORMATS`):
     fields and never touches the totals.
 
 For every format but ``influx`` the result is one `Sample` with measurement
-None, no tags and no time, passed through `with_telemon_fields`.
+None, no tags and no time, passed through `as_figures`: each figure of
+`pharo_figures.FIGURES` under its one name with its declared type (the
+input does the same to ``influx`` lines of its measurement).
 
 Booleans are kept only where the payload types them (JSON ``true``/``false``,
 line-protocol booleans); NaN and infinities are always left out. An integer
@@ -54,17 +66,22 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
+from telemon.inputs.pharo_figures import FIGURES, TELEMON_FIELDS, P, norm
 from telemon.lpparse import INT64_MAX, INT64_MIN, int64_or_float, parse_lines_tolerant
 from telemon.metric import FieldValue
 
 __all__ = [
+    "CLASSIC_PARAMETERS",
     "FORMATS",
     "PARAMETER_NAMES",
     "REPORT_FIELDS",
     "TELEMON_FIELDS",
     "FormatError",
+    "SPUR_PARAMETERS",
     "Sample",
+    "as_figures",
     "candidate_formats",
+    "is_classic",
     "parse_auto",
     "parse_payload",
     "with_telemon_fields",
@@ -72,90 +89,23 @@ __all__ = [
 
 FORMATS: tuple[str, ...] = ("influx", "json", "labels", "parameters", "report")
 
-TELEMON_FIELDS: tuple[str, ...] = (
-    "uptime",
-    "oldSpace",
-    "youngSpace",
-    "memory",
-    "memoryFree",
-    "fullGCs",
-    "fullGCTime",
-    "incrGCs",
-    "incrGCTime",
-    "tenureCount",
+SPUR_PARAMETERS: dict[str, P] = dict(
+    sorted(((f.name, f.spur) for f in FIGURES.values() if f.spur), key=lambda i: i[1].index)
 )
-"""The original Telemon's default fields, in its order (Grafana panels use them)."""
+"""Field name -> where a Spur VM's `getParameters` has it, by index."""
+
+CLASSIC_PARAMETERS: dict[str, P] = dict(
+    sorted(((f.name, f.classic) for f in FIGURES.values() if f.classic), key=lambda i: i[1].index)
+)
+"""Field name -> where a classic VM's `getParameters` has it, by index."""
 
 PARAMETER_NAMES: dict[int, str] = {
-    1: "oldSpace",
-    2: "youngSpace",
-    3: "memory",
-    6: "tenuringThreshold",
-    7: "fullGCs",
-    8: "fullGCTime",
-    9: "incrGCs",
-    10: "incrGCTime",
-    11: "tenureCount",
-    16: "idleMicroseconds",
-    18: "compactionTime",
-    19: "scavengeThreshold",
-    20: "startMicroseconds",
-    21: "rootTableSize",
-    22: "rootTableOverflows",
-    23: "extraVMMemory",
-    24: "shrinkThreshold",
-    25: "growHeadroom",
-    26: "interruptChecksEveryMs",
-    31: "growRequests",
-    32: "shrinkRequests",
-    34: "bytesAllocated",
-    35: "survivorCount",
-    36: "lastGCAt",
-    38: "lastIncrGCTime",
-    39: "pendingFinalizations",
-    40: "wordSize",
-    41: "imageFormat",
-    42: "stackPagesInUse",
-    43: "stackPagesDesired",
-    44: "edenSize",
-    45: "newSpaceDesired",
-    46: "codeZoneSize",
-    47: "codeZoneDesired",
-    49: "maxExternalSemaphores",
-    52: "rootTableCapacity",
-    53: "segments",
-    54: "freeOldSpace",
-    55: "gcGrowthRatio",
-    56: "processSwitches",
-    57: "ioProcessEvents",
-    58: "forceInterruptChecks",
-    59: "checkEvents",
-    60: "stackOverflows",
-    61: "stackDivorces",
-    62: "codeCompactions",
-    63: "codeCompactionTime",
-    64: "jittedMethods",
-    66: "stackPageSize",
-    67: "maxOldSpace",
-    68: "avgLiveStackPages",
-    69: "maxLiveStackPages",
-    72: "fullGCMarkTime",
-    73: "fullGCSweepTime",
-    74: "segmentAllocationMaxPause",
-    75: "jitCompiledMethods",
-    76: "jitMethodsTime",
-    77: "jitCompiledBlocks",
-    78: "jitBlocksTime",
-    80: "rememberedSetOld",
-    81: "rememberedSetOldMax",
-    82: "rememberedSetPermToOld",
-    83: "rememberedSetPermToOldMax",
-    84: "rememberedSetPermToNew",
-    85: "rememberedSetPermToNewMax",
+    source.index: name for name, source in SPUR_PARAMETERS.items() if source.minus is None
 }
-"""1-based `getParameters` index -> field name. Flags, versions, per-GC loop
-counters and reserved slots have no name and are left out."""
+"""1-based Spur `getParameters` index -> field name. Flags, versions, per-GC
+loop counters and reserved slots have no name and are left out."""
 
+CLASSIC_MAX_PARAMETERS = 40
 MIN_PARAMETERS = 11
 SINCE_LAST_VIEW = "sinceLastView_"
 MAX_JSON_DEPTH = 16
@@ -243,8 +193,9 @@ def with_telemon_fields(fields: Mapping[str, FieldValue]) -> dict[str, FieldValu
 
     Never changes a value the payload gave. Derived:
 
-    * a Telemon name from a known alias (``fullGCCount`` -> ``fullGCs``,
-      ``freeSize`` -> ``memoryFree``; case, ``_`` and ``-`` do not matter);
+    * a figure's name from one of its aliases (``fullGCCount`` -> ``fullGCs``,
+      ``freeSize`` -> ``memoryFree``, ``edenSpaceSize`` -> ``edenSize``; case,
+      ``_`` and ``-`` do not matter); the alias stays;
     * ``memoryFree`` by Pharo's formula freeOldSpace + edenSize - youngSpace,
       else as youngSpace + oldSpace - usedMemory;
     * ``usedMemory`` = youngSpace + oldSpace - free, only where the formula
@@ -252,7 +203,7 @@ def with_telemon_fields(fields: Mapping[str, FieldValue]) -> dict[str, FieldValu
       differently, and its Grafana panels use memory - memoryFree.
 
     Order: Telemon's ten (those present), the rest in payload order, then
-    ``usedMemory`` if it was derived.
+    the other figures named by an alias, then ``usedMemory`` if it was derived.
     """
     lookup = _Lookup(fields)
     pharo_free = _pharo_free(lookup)
@@ -264,33 +215,68 @@ def with_telemon_fields(fields: Mapping[str, FieldValue]) -> dict[str, FieldValu
         if value is not None:
             result[name] = value
     result.update((k, v) for k, v in fields.items() if k not in result)
+    for name in _ALIASED:
+        value = None if name in result else lookup.get(name)
+        if value is not None:
+            result[name] = value
     used = None if pharo_free is None else _used(lookup, pharo_free)
     if "usedMemory" not in result and used is not None:
         result["usedMemory"] = used
     return result
 
 
-# --- with_telemon_fields ---------------------------------------------------------------
+def as_figures(fields: Mapping[str, FieldValue]) -> dict[str, FieldValue]:
+    """`fields` with each figure of `FIGURES` under its one name and declared type.
+
+    A key that is a figure's name written otherwise (``jit_compiledMethods``,
+    ``Old_space``) takes the figure's name, unless the payload has that too;
+    `with_telemon_fields` then adds names and derived values; a figure's
+    value is converted to its declared kind: an integer figure's float is
+    rounded to the nearest integer, halves up (1.007 ms -> 1), while within
+    int64; a float figure's integer becomes a float; a number written as text
+    becomes a number. Other keys and values are left as they are.
+    """
+    named: dict[str, FieldValue] = {}
+    for key, value in fields.items():
+        name = _canonical(key, fields)
+        named[key if name in named else name] = value  # a second spelling stays as it is
+    return {key: _declared(key, value) for key, value in with_telemon_fields(named).items()}
+
+
+# --- with_telemon_fields and as_figures --------------------------------------------------
 
 _ALIASES: dict[str, tuple[str, ...]] = {
-    "uptime": ("upTime", "uptimeMs", "millisecondClockValue"),
-    "oldSpace": ("oldSpaceSize", "memoryOld"),
-    "youngSpace": ("youngSpaceSize", "newSpaceSize", "memoryYoung"),
-    "memory": ("memorySize", "heapSize", "memoryTotal"),
-    "memoryFree": ("freeSize", "freeMemory"),
-    "fullGCs": ("fullGCCount", "gcFullCount"),
-    "fullGCTime": ("totalFullGCTime", "gcFullTime"),
-    "incrGCs": ("incrementalGCCount", "incrGCCount", "scavengeCount", "gcIncrCount"),
-    "incrGCTime": ("totalIncrementalGCTime", "incrementalGCTime", "scavengeTime", "gcIncrTime"),
-    "tenureCount": ("tenures", "gcTenures"),
-    "usedMemory": ("usedSize", "memoryUsed"),
-    "freeOldSpace": ("freeOldSpaceSize",),
-    "edenSize": ("edenSpaceSize",),
+    name: figure.aliases for name, figure in FIGURES.items() if figure.aliases
 }
+_ALIASED = tuple(name for name in _ALIASES if name not in TELEMON_FIELDS and name != "usedMemory")
+_BY_NORM: dict[str, str] = {norm(name): name for name in FIGURES}
 
 
-def _norm(name: str) -> str:
-    return re.sub(r"[^0-9a-z]", "", name.lower())
+def _canonical(key: str, fields: Mapping[str, FieldValue]) -> str:
+    """The figure `key` names in another spelling, else `key`."""
+    if key in FIGURES:
+        return key
+    name = _BY_NORM.get(norm(key))
+    return key if name is None or name in fields else name
+
+
+def _declared(key: str, value: FieldValue) -> FieldValue:
+    """`value` in the kind `FIGURES` declares for `key` (unchanged where that would lose it)."""
+    figure = FIGURES.get(key)
+    if figure is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        number = _number_text(value)
+        if number is None:
+            return value
+        value = number
+    if figure.kind == "f":
+        return float(value) if isinstance(value, int) and abs(value) < 2**53 else value
+    if isinstance(value, float) and math.isfinite(value):
+        rounded = math.floor(value + 0.5)
+        # Not -2**63 either: as a float, that is what a number beyond int64 became.
+        return rounded if abs(rounded) <= INT64_MAX else value
+    return value
 
 
 class _Lookup:
@@ -301,7 +287,7 @@ class _Lookup:
         self.by_norm: dict[str, int | float] = {}
         for key, value in fields.items():
             if _is_number(value):
-                self.by_norm.setdefault(_norm(key), value)
+                self.by_norm.setdefault(norm(key), value)
 
     def get(self, name: str) -> int | float | None:
         """The payload's number for `name`: its own key first, then an alias."""
@@ -309,7 +295,7 @@ class _Lookup:
             given = self.fields[name]
             return given if _is_number(given) else None
         for candidate in (name, *_ALIASES.get(name, ())):
-            found = self.by_norm.get(_norm(candidate))
+            found = self.by_norm.get(norm(candidate))
             if found is not None:
                 return found
         return None
@@ -403,7 +389,7 @@ def _kind(value: Any) -> str:
 
 def _single(fields: dict[str, FieldValue], what: str) -> list[Sample]:
     _require_number(fields, what)
-    return [Sample(None, {}, with_telemon_fields(fields), None)]
+    return [Sample(None, {}, as_figures(fields), None)]
 
 
 def _parse_json(body: str, notes: Notes) -> list[Sample]:
@@ -577,16 +563,44 @@ def _parse_parameters(body: str, notes: Notes) -> list[Sample]:
         raise FormatError(f"an array of {_kind(value[0])[2:]}s, not of numbers")
     if len(value) < MIN_PARAMETERS:
         raise FormatError(f"an array of {len(value)} elements; getParameters answers 40 or more")
+    sources = CLASSIC_PARAMETERS if is_classic(value) else SPUR_PARAMETERS
     fields: dict[str, FieldValue] = {}
-    for index, name in PARAMETER_NAMES.items():
-        if index > len(value):
+    for name, source in sources.items():
+        if source.index > len(value):
             break
-        raw = value[index - 1]
-        if _is_number(raw):
-            fields[name] = raw
-        elif raw is not None:
-            notes.append(f"parameter {index} ({name}): {_kind(raw)} left out")
+        figure = _parameter(value, source)
+        if isinstance(figure, _Reject):
+            notes.append(f"parameter {source.index} ({name}): {figure.reason}")
+        elif figure is not None:
+            fields[name] = figure
     return _single(fields, f"{len(value)} elements, none a number at a named index")
+
+
+def is_classic(parameters: list[Any]) -> bool:
+    """A classic (pre-Spur) VM's `getParameters`: 40 elements or fewer, parameters
+    4 and 5 (allocation counts, nil on Spur) set, parameter 2 (an end address)
+    not below parameter 1. Spur's parameter 2 is the young space's size."""
+    if not 5 <= len(parameters) <= CLASSIC_MAX_PARAMETERS:
+        return False
+    old_end, young_end, allocations, between = parameters[0], parameters[1], *parameters[3:5]
+    return (
+        all(_is_number(v) for v in (old_end, young_end, allocations, between))
+        and young_end >= old_end
+    )
+
+
+def _parameter(parameters: list[Any], source: P) -> int | float | _Reject | None:
+    """The figure `source` points at: an element, a difference, microseconds as ms."""
+    raw = parameters[source.index - 1]
+    if not _is_number(raw):
+        return None if raw is None else _Reject(f"{_kind(raw)} left out")
+    number: int | float | None = raw
+    if source.minus is not None:
+        base = parameters[source.minus - 1]
+        number = _fit(raw - base) if _is_number(base) else None
+    if number is not None and source.micro:
+        number = (number + 500) // 1000 if isinstance(number, int) else _fit(number / 1000)
+    return number
 
 
 # --- report ----------------------------------------------------------------------------
