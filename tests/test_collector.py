@@ -12,7 +12,7 @@ import logging
 import uuid
 
 import pytest
-from helpers import FakeTarget, lines_of, status_of, wait_until
+from helpers import WAIT_S, FakeTarget, lines_of, status_of, wait_until
 
 from telemon import Telemon
 from telemon.collector import MAX_BACKOFF_S, Collector, TargetState
@@ -238,7 +238,9 @@ async def test_stop_cancels_polls_and_closes_targets() -> None:
     tasks = list(collector._tasks.values())
     assert len(tasks) == 2
 
-    await collector.stop()
+    stopping = asyncio.create_task(collector.stop())
+    await asyncio.wait([stopping], timeout=WAIT_S)  # a task left running would hang `stop`
+    assert stopping.done()
     # The polling tasks are the only callers of `collect`: cancelled, nothing polls again.
     assert all(task.cancelled() for task in tasks)
     assert not collector._tasks
