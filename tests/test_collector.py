@@ -197,7 +197,9 @@ async def test_timeout_marks_the_target_down() -> None:
     target = FakeTarget("stuck")
     target.gate = asyncio.Event()  # never set: only the timeout can end the collection
     collector, [state] = make(target, timeout=0.05)
-    await collector.collect(state)
+    collecting = asyncio.create_task(collector.collect(state))
+    await asyncio.wait([collecting], timeout=WAIT_S)  # without a timeout it would never end
+    assert collecting.done()
     assert target.calls == 1 and target.active == 0  # cancelled, not left running
     assert state.health.up is False
     assert state.health.last_error == "timed out after 0.05s"
