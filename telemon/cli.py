@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -72,6 +74,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load(args: argparse.Namespace) -> Config:
+    return parse_config(*_document(args))
+
+
+def _document(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    """The configuration document (file and command-line overrides) and its source's name."""
     path = default_config_path(args.config)
     source = str(path) if path else "<defaults>"
     data: dict[str, Any] = read_config_data(path)
@@ -82,7 +89,7 @@ def _load(args: argparse.Namespace) -> Config:
         if not sep or not key:
             raise ConfigError("command line", [("--tag", f"expected KEY=VALUE, got {tag!r}")])
         _table(data, "global_tags", source)[key] = value
-    return parse_config(data, source)
+    return data, source
 
 
 def _table(data: dict[str, Any], key: str, source: str) -> dict[str, Any]:
@@ -103,8 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("simulate", "demo"):
         setup_logging(args.log_level, args.log_format)
         return _simulate(args) if args.command == "simulate" else _demo(args.listen)
+    # Restarting re-runs the process's own command line: only when it is ours.
+    reloader = _Reloader(args) if argv is None and args.command == "serve" else None
     try:
-        config = _load(args)
+        config = reloader.start() if reloader is not None else _load(args)
     except ConfigError as exc:
         print("\n".join(exc.lines()), file=sys.stderr)
         return EXIT_CONFIG
@@ -114,12 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         setup_logging("error")
         return asyncio.run(_once(config))
     setup_logging(args.log_level, args.log_format)
-    # Restarting re-runs the process's own command line: only when it is ours.
-    status = _serve(config, reload=(lambda: _load(args)) if argv is None else None)
-    if status is _RESTART:
-        logging.shutdown()
-        # The same process (same PID, as Telegraf does on SIGHUP) with the new file.
-        os.execv(sys.executable, sys.orig_argv)
+    status = _serve(config, reloader)
+    if status == _RESTART and reloader is not None:
+        reloader.restart_process()
     return status
 
 
@@ -200,45 +206,257 @@ def _config(readme: str | None) -> int:
 
 
 _RESTART = -1  # `_serve`'s status when SIGHUP brought a valid new configuration
+RESTART_HOLDOFF_S = 1.0  # the least time served between two restarts
+_HANGUP = signal.SIGHUP if hasattr(signal, "SIGHUP") else None  # none on Windows
 
 
-def _serve(config: Config, reload: Callable[[], Config] | None = None) -> int:
-    from telemon.server import create_app
+class _Reloader:
+    """SIGHUP: the file read again; when valid, the process restarted with it (same PID).
 
-    host, port = config.http.listen
-    context = config.http.ssl_context()  # built once, when the config was checked
-    scheme = "https" if context else "http"
+    SIGHUP's default action ends the process. The handler is installed before
+    the file is first read and stays until the restart's execv, across which
+    SIGHUP is blocked (the signal mask survives exec, and a blocked signal
+    waits, pending): the new process installs the handler, then unblocks. So
+    a SIGHUP at any moment of a restart is delivered afterwards and never
+    kills, and several SIGHUPs before the file is read again count as one.
 
-    def listening(_: str) -> None:  # aiohttp calls it once the socket is bound
-        _log.info("telemon %s serving %s://%s:%d%s", __version__, scheme, host, port,
-                  config.http.path)
+    The document validated is handed to the new process (in a memory file
+    whose descriptor survives exec), so it runs exactly what was checked even
+    if the file changed meanwhile; a SIGHUP that came meanwhile then reads the
+    newer file, as any other. So is the listening socket, when the address
+    stays: clients connecting during the restart wait in its backlog instead
+    of being refused, and `--listen HOST:0` keeps its port.
+    """
 
-    app = create_app(config)
-    restart: list[bool] = []
-    if reload is not None:
-        app.on_startup.append(lambda _: _reload_on_sighup(reload, restart))
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.pending = False  # a SIGHUP came since the file was last read
+        self._wake: Callable[[], None] | None = None
+        self._valid: dict[str, Any] | None = None  # the document to restart with
+        self._listening_fd: int | None = None  # kept open for the restarted process
+        self.inherited: socket.socket | None = None  # the previous process's, listening
+
+    def start(self) -> Config:
+        """Install the handler, then load the configuration (handed over, or the file)."""
+        if _HANGUP is not None:
+            signal.signal(_HANGUP, self._note)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {_HANGUP})  # blocked by a restart
+        handed = _handed_over()
+        self.inherited = _inherited_socket()
+        if handed is not None:
+            # Checked before the restart: a SIGHUP since (now delivered) reads the file again.
+            return parse_config(handed, _document_source(self.args))
+        self.pending = False  # the file is read after any SIGHUP so far
+        return _load(self.args)
+
+    def _note(self, signum: int, frame: object) -> None:
+        self.pending = True
+        if self._wake is not None:
+            self._wake()
+
+    def wake(self, callback: Callable[[], None] | None) -> None:
+        """Call `callback` (thread- and signal-safe) at each SIGHUP; None stops it."""
+        self._wake = callback
+
+    def reload(self) -> bool:
+        """Read the file again; True when it is valid (then restart with it), logged if not."""
+        self.pending = False
+        try:
+            data, source = _document(self.args)
+            parse_config(data, source)
+        except ConfigError as exc:
+            for line in exc.lines():
+                _log.error("SIGHUP: configuration refused, still running the old one: %s", line)
+            return False
+        _log.info("SIGHUP: configuration valid, restarting with it")
+        self._valid = data
+        return True
+
+    def restart_process(self) -> None:
+        """The same process (same PID, as Telegraf does on SIGHUP) with the checked document."""
+        logging.shutdown()
+        if _HANGUP is not None:
+            # Until the new process has its handler, a SIGHUP waits instead of killing.
+            signal.pthread_sigmask(signal.SIG_BLOCK, {_HANGUP})
+            if self.pending:  # came after the check: pending again, for the new process
+                os.kill(os.getpid(), _HANGUP)
+        if self._valid is not None:
+            _hand_over(self._valid)
+        if self._listening_fd is not None:
+            os.set_inheritable(self._listening_fd, True)
+            os.environ[_LISTENING_ENV] = str(self._listening_fd)
+        os.execv(sys.executable, sys.orig_argv)
+
+    def keep_listening(self, listening: asyncio.Server) -> None:
+        """Keep the (one) listening socket open past the server's close, for the restart."""
+        if len(listening.sockets) == 1:
+            self._listening_fd = os.dup(listening.sockets[0].fileno())
+
+    def listening_socket(self, host: str, port: int) -> socket.socket | None:
+        """The inherited listening socket if it is bound to `host`:`port` (0: any port)."""
+        sock, self.inherited = self.inherited, None
+        if sock is None:
+            return None
+        bound_host, bound_port = sock.getsockname()[:2]
+        if bound_host == host and port in (0, bound_port):
+            return sock
+        sock.close()  # another address now: free the port for the new bind
+        return None
+
+
+_LISTENING_ENV = "TELEMON_RESTART_LISTEN_FD"
+
+
+def _inherited_socket() -> socket.socket | None:
+    """The listening socket the process before the restart left open, if any."""
+    value = os.environ.pop(_LISTENING_ENV, None)
+    if value is None or not value.isdigit():
+        return None
     try:
-        web.run_app(app, host=host, port=port, ssl_context=context, print=listening,
-                    access_log=None)
+        sock = socket.socket(fileno=int(value))
+    except OSError:
+        return None
+    sock.set_inheritable(False)
+    return sock
+
+
+_HANDOVER_ENV = "TELEMON_RESTART_CONFIG_FD"
+
+
+def _hand_over(data: dict[str, Any]) -> None:
+    """Leave `data` in a memory file for the process execv starts (Linux; others read the file)."""
+    try:
+        text = json.dumps(data)
+        fd = os.memfd_create("telemon-config")  # no size limit, unlike a pipe
+    except (TypeError, ValueError, OSError, AttributeError):
+        return
+    os.write(fd, text.encode("utf-8"))
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.set_inheritable(fd, True)
+    os.environ[_HANDOVER_ENV] = str(fd)
+
+
+def _handed_over() -> dict[str, Any] | None:
+    """The document the process before the restart checked, if it left one."""
+    value = os.environ.pop(_HANDOVER_ENV, None)
+    if value is None or not value.isdigit():
+        return None
+    try:
+        with os.fdopen(int(value), "rb") as file:
+            data = json.loads(file.read())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _document_source(args: argparse.Namespace) -> str:
+    path = default_config_path(args.config)
+    return str(path) if path else "<defaults>"
+
+
+def _serve(config: Config, reloader: _Reloader | None = None) -> int:
+    host, port = config.http.listen
+    try:
+        restart = asyncio.run(_run_server(config, reloader))
     except OSError as exc:
         _log.error("cannot listen on %s:%d: %s", host, port, exc.strerror or exc)
         return EXIT_FAILED
     return _RESTART if restart else 0
 
 
-async def _reload_on_sighup(reload: Callable[[], Config], restart: list[bool]) -> None:
-    """SIGHUP: check the configuration again; stop to restart with it only when it is valid."""
+async def _run_server(config: Config, reloader: _Reloader | None) -> bool:
+    """Serve until SIGTERM or SIGINT (False) or a SIGHUP with a valid file (True)."""
+    from telemon.server import (
+        SHUTDOWN_TIMEOUT_S,
+        ConnectionCap,
+        RepeatedErrorFilter,
+        create_app,
+        max_connections,
+    )
 
-    def hangup() -> None:
-        try:
-            reload()
-        except ConfigError as exc:
-            for line in exc.lines():
-                _log.error("SIGHUP: configuration refused, still running the old one: %s", line)
-            return
-        _log.info("SIGHUP: configuration valid, restarting with it")
-        restart.append(True)
-        raise web.GracefulExit  # aiohttp's own way out: the app's cleanup runs
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(RepeatedErrorFilter())
+    woken = asyncio.Event()
+    stop_signal: list[str] = []
 
-    with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows
-        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, hangup)
+    def stopping(sig: signal.Signals) -> None:
+        stop_signal.append(sig.name)
+        woken.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows
+            loop.add_signal_handler(sig, stopping, sig)
+
+    def wake() -> None:  # from a signal handler: the loop may be in the middle of anything
+        loop.call_soon_threadsafe(woken.set)
+
+    if reloader is not None:
+        reloader.wake(wake)
+    http = config.http
+    runner = web.AppRunner(
+        create_app(config),
+        access_log=None,
+        keepalive_timeout=http.idle_timeout,  # also bounds the wait for a request's headers
+        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+    )
+    await runner.setup()  # starts the agent
+    listening: asyncio.Server | None = None
+    try:
+        assert runner.server is not None
+        cap = ConnectionCap(runner.server, max_connections(http.max_connections))
+        inherited = reloader.listening_socket(*http.listen) if reloader is not None else None
+        if inherited is not None:
+            listening = await loop.create_server(cap, sock=inherited, ssl=http.ssl_context())
+        else:
+            listening = await loop.create_server(
+                cap, *http.listen, ssl=http.ssl_context(), backlog=128, reuse_address=True
+            )
+        _log_serving(config, listening, cap.limit)
+        restart = await _wait_for_stop(woken, stop_signal, reloader)
+        _log.info("telemon stopping (%s)", "SIGHUP" if restart else stop_signal[0])
+        if restart and reloader is not None:
+            reloader.keep_listening(listening)
+    finally:
+        if reloader is not None:
+            reloader.wake(None)
+        if listening is not None:
+            listening.close()
+        await runner.cleanup()  # requests in progress finish, then the agent stops
+    _log.info("telemon stopped%s", "; restarting" if restart else "")
+    return restart
+
+
+def _log_serving(config: Config, listening: asyncio.Server, limit: int) -> None:
+    scheme = "https" if config.http.ssl_context() else "http"
+    for sock in listening.sockets:
+        host, port = sock.getsockname()[:2]  # the port bound, also for port 0
+        shown = f"[{host}]" if ":" in host else host
+        _log.info("telemon %s serving %s://%s:%d%s (at most %d connections)", __version__,
+                  scheme, shown, port, config.http.path, limit)  # fmt: skip
+
+
+async def _wait_for_stop(
+    woken: asyncio.Event, stop_signal: list[str], reloader: _Reloader | None
+) -> bool:
+    """Wait for SIGTERM/SIGINT (False) or a SIGHUP that brings a valid file (True).
+
+    A restart waits until the process has served `RESTART_HOLDOFF_S`: under a
+    burst of SIGHUPs it serves between restarts instead of restarting back to
+    back, and the file read last before the restart is the one it runs.
+    """
+    loop = asyncio.get_running_loop()
+    restart_at = loop.time() + RESTART_HOLDOFF_S
+    restart = False
+    while not stop_signal:
+        # One read for however many SIGHUPs came since the last one began.
+        if reloader is not None and reloader.pending:
+            restart = reloader.reload() or restart
+            continue
+        if restart and loop.time() >= restart_at:
+            return True
+        woken.clear()
+        if not stop_signal and not (reloader is not None and reloader.pending):
+            timeout = max(0.0, restart_at - loop.time()) if restart else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(woken.wait(), timeout)
+    return False

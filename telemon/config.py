@@ -18,6 +18,7 @@ from pydantic import (
     AfterValidator,
     BeforeValidator,
     Field,
+    PositiveInt,
     PrivateAttr,
     SecretStr,
     ValidationError,
@@ -117,6 +118,9 @@ class HttpConfig(Model):
     token_file: Path | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # None: three quarters of the open-file limit (telemon.server.max_connections).
+    max_connections: PositiveInt | None = None
+    idle_timeout: Duration = 15.0
 
     _password: SecretStr | None = PrivateAttr(default=None)
     _token: SecretStr | None = PrivateAttr(default=None)

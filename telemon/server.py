@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import html
+import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 
 from telemon.agent import Agent
 from telemon.auth import auth_middleware
@@ -19,10 +23,22 @@ from telemon.prometheus import render_prometheus, wants_prometheus
 from telemon.respond import line_protocol_response
 from telemon.sink import Sink, open_paths, setup_sink
 
-__all__ = ["AGENT_KEY", "create_app"]
+__all__ = [
+    "AGENT_KEY",
+    "ConnectionCap",
+    "RepeatedErrorFilter",
+    "create_app",
+    "default_max_connections",
+    "max_connections",
+]
 
+_log = logging.getLogger("telemon")
 AGENT_KEY = web.AppKey("agent", Agent)
 HEALTH_PATH = "/healthz"
+# Requests still running at shutdown get this long to finish (aiohttp's own default is 60 s).
+SHUTDOWN_TIMEOUT_S = 5.0
+# A repeated warning (the cap reached, accept() failing) is logged at most this often.
+LOG_EVERY_S = 10.0
 
 
 def create_app(
@@ -185,3 +201,151 @@ _SINK = """<h2>Sink</h2>
 {row}
 </table>
 """
+
+
+# --- the connection cap ------------------------------------------------------------------
+
+
+def default_max_connections(open_files_limit: int) -> int:
+    """Three quarters of the open-file limit: the rest stays for targets, outputs, spool, logs."""
+    limit = min(open_files_limit, 1 << 20)  # RLIM_INFINITY and huge limits alike
+    return max(1, limit * 3 // 4)
+
+
+def max_connections(configured: int | None) -> int:
+    """`[http] max_connections`, or the default derived from RLIMIT_NOFILE when unset."""
+    if configured is not None:
+        return configured
+    import resource  # POSIX only
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return default_max_connections(1 << 20 if soft == resource.RLIM_INFINITY else soft)
+
+
+_BUSY_RESPONSE = (
+    b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: 21\r\n\r\n"
+    b"too many connections\n"
+)
+
+
+class _Busy(asyncio.Protocol):
+    """A connection past the cap while every other one is in a request: 503, then closed."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(_BUSY_RESPONSE)
+        transport.close()
+
+
+class ConnectionCap:
+    """The protocol factory of the listening socket: at most `limit` HTTP connections.
+
+    Descriptors, not requests, are what idle clients exhaust: past the cap a
+    new connection replaces the oldest one that has no request in progress
+    (clients that connect and send nothing go first, and a fresh probe of
+    /healthz always gets in); when every connection is in a request, the new
+    one is answered 503 and closed. The cap keeps accept() from failing with
+    EMFILE, which would refuse everyone.
+    """
+
+    def __init__(self, server: web.Server, limit: int) -> None:
+        self.server = server
+        self.limit = limit
+        self.evicted = 0
+        self.refused = 0
+        self._busy: set[RequestHandler] = set()
+        self._logged_at = -LOG_EVERY_S
+        # RequestHandler copies the server's handler when it is built: wrap it first.
+        inner = server.request_handler
+        server.request_handler = self._tracking(inner)
+
+    def _tracking(
+        self, inner: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+    ) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
+        busy = self._busy
+
+        async def handle(request: web.BaseRequest) -> web.StreamResponse:
+            protocol = request.protocol
+            busy.add(protocol)
+            try:
+                return await inner(request)
+            finally:
+                busy.discard(protocol)
+
+        return handle
+
+    def __call__(self) -> asyncio.Protocol:
+        connections = self.server.connections
+        if len(connections) >= self.limit:
+            # Closed ones stay listed until their task ends: count the open ones.
+            open_now = [c for c in connections if c.transport is not None]
+            if len(open_now) >= self.limit and not self._make_room(open_now):
+                self.refused += 1
+                self._warn("every connection is in a request; answering 503")
+                return _Busy()
+        return self.server()
+
+    def _make_room(self, open_now: list[RequestHandler]) -> bool:
+        """Close the oldest idle connections until one more fits; False when none is idle."""
+        excess = len(open_now) - self.limit + 1
+        idle = (c for c in open_now if c not in self._busy)  # oldest first
+        for handler in idle:
+            handler.force_close()
+            self.evicted += 1
+            excess -= 1
+            if excess <= 0:
+                self._warn("closing the oldest idle connections")
+                return True
+        return False
+
+    def _warn(self, what: str) -> None:
+        now = time.monotonic()
+        if now - self._logged_at >= LOG_EVERY_S:
+            self._logged_at = now
+            _log.warning(
+                "connection cap reached (http.max_connections = %d): %s"
+                " (%d closed, %d refused so far)",
+                self.limit, what, self.evicted, self.refused,
+            )  # fmt: skip
+
+
+# --- repeated event-loop errors --------------------------------------------------------
+
+# asyncio reports a failed accept() (out of descriptors, of memory) for every
+# connection waiting, many times a second, each with a traceback.
+_REPEATED = ("socket.accept() out of system resource",)
+
+
+class RepeatedErrorFilter:
+    """An event-loop exception handler: at most one line per `every_s` for repeated errors.
+
+    Only the errors named in `_REPEATED` are throttled (to one line saying how
+    many were left out, without a traceback); anything else goes to the
+    loop's default handler unchanged.
+    """
+
+    def __init__(self, every_s: float = LOG_EVERY_S, clock: Callable[[], float] = time.monotonic):
+        self.every_s = every_s
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._left_out: dict[str, int] = {}
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        message = str(context.get("message", ""))
+        if message not in _REPEATED:
+            loop.default_exception_handler(context)
+            return
+        now = self._clock()
+        last = self._last.get(message)
+        if last is not None and now - last < self.every_s:
+            self._left_out[message] = self._left_out.get(message, 0) + 1
+            return
+        self._last[message] = now
+        left_out = self._left_out.pop(message, 0)
+        _log.error(
+            "%s: %s%s",
+            message,
+            context.get("exception"),
+            f" ({left_out} more in the last {now - last:.0f} s)" if left_out and last else "",
+        )

@@ -321,7 +321,12 @@ class OutputRunner:
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        """Stop flushing; write what is left (bounded by `timeout`), spool the rest."""
+        """Stop flushing; write what is left (bounded by `timeout`), spool the rest.
+
+        Every line held is then written, or in the spool directory for the next
+        start, or counted as lost in one log line (no `spool_dir`: the spool
+        lives in memory; or the spool could not take it).
+        """
         with contextlib.suppress(ValueError):
             self.source.listeners.remove(self.on_collect)
         if self._task is not None:
@@ -330,7 +335,10 @@ class OutputRunner:
                 await self._task
             self._task = None
         self._batch_lines()
-        if not self._failures:
+        held = self.pending_lines + self.spool.lines
+        dropped_before, written_before = self.stats.dropped, self.stats.written
+        # Backing off, a database is not tried again unless the spool dies with the process.
+        if held and (not self._failures or self.spool.directory is None):
             try:
                 async with asyncio.timeout(self.options.timeout):
                     await self._write()
@@ -340,6 +348,35 @@ class OutputRunner:
                 self._flush_failed(exc)
         self._spool_queue()
         await self.sender.aclose()
+        self._log_left(held, self.stats.written - written_before,
+                       self.stats.dropped - dropped_before)  # fmt: skip
+
+    def _log_left(self, held: int, written: int, dropped: int) -> None:
+        """At stop: one line saying what became of the lines held (when any were)."""
+        if not held:
+            return
+        where = f"output {self.name} {self.sender.url}"
+        left = self.spool.lines
+        if self.spool.directory is None and left:
+            _log.warning(
+                "%s: stopping with %d lines unwritten (%d written at stop, %d dropped): %d lines"
+                " lost, as the spool is in memory (set spool_dir to keep them)",
+                where, held, written, dropped, left + dropped,
+            )  # fmt: skip
+        elif dropped:
+            _log.warning(
+                "%s: stopping with %d lines unwritten: %d written, %d spooled in %s, %d lost"
+                " (the spool could not take them)",
+                where, held, written, left, self.spool.directory, dropped,
+            )  # fmt: skip
+        elif left:
+            _log.info(
+                "%s: stopping with %d lines unwritten: %d written, %d spooled in %s"
+                " for the next start",
+                where, held, written, left, self.spool.directory,
+            )  # fmt: skip
+        else:
+            _log.info("%s: stopping; wrote the %d lines held", where, written)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
