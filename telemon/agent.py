@@ -231,12 +231,10 @@ class Agent:
     def _sink_metrics(self) -> list[Metric]:
         if self.sink is None:
             return []
-        global_tags = self.settings.global_tags
-        metrics = self.sink.metrics()
-        if global_tags:
-            for metric in metrics:
-                metric.tags = {**global_tags, **metric.tags}
-        return metrics
+        # The metrics the sink's lines were encoded from (global tags added):
+        # shared, not rebuilt at every scrape.
+        self.sink.loss_source = SINK_SOURCE
+        return self.sink.served_metrics(self.settings.global_tags)
 
     def _sink_lines(self) -> bytes:
         if self.sink is None:

@@ -204,9 +204,11 @@ def parse_lines_partial(
 class Limits:
     """Bounds on one line, checked while reading it (None: unbounded).
 
-    `max_line_bytes` counts the line's UTF-8 bytes without its line break;
-    `max_fields` counts field keys as written (repeats included). A longer
-    physical line is refused before it is read, so its fields never exist.
+    `max_line_bytes` counts the line's characters without its line break:
+    its bytes when the text holds one character per byte (the sink decodes
+    bodies as latin-1 for that); `max_fields` counts field keys as written
+    (repeats included). A longer physical line is refused before it is read,
+    so its fields never exist.
     """
 
     max_line_bytes: int | None = None
@@ -443,7 +445,7 @@ class _Reader:
         pos = self._separator(pos, "expected fields")
         fields, pos = self._fields(pos)
         time_ns, pos = self._timestamp(pos)
-        if max_bytes is not None and _utf8_size(text, start, pos, max_bytes) > max_bytes:
+        if max_bytes is not None and pos - start > max_bytes:
             # Raw newlines in strings made the line longer than its first physical line.
             _fail(pos, f"{LIMIT_EXCEEDED} max_line_bytes ({max_bytes})")
         return ParsedLine(measurement, tags, fields, time_ns), self._after_break(pos)
@@ -554,16 +556,6 @@ class _Reader:
         if not self._at_line_end(end):
             _fail(end, "expected end of line" if end > token.end() else self._unexpected(end))
         return time_ns, end
-
-
-def _utf8_size(text: str, start: int, end: int, limit: int) -> int:
-    """`text[start:end]`'s size, compared with `limit` as its UTF-8 size would be
-    (encoded only when that could change the answer)."""
-    size = end - start
-    if size * 4 <= limit or size > limit:
-        return size
-    piece = text[start:end]
-    return size if piece.isascii() else len(piece.encode("utf-8", "surrogatepass"))
 
 
 def _scale_timestamp(raw: str, multiplier: int) -> int | str:

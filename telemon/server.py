@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import html
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.web_protocol import RequestHandler
 
 from telemon.agent import Agent
@@ -20,8 +21,8 @@ from telemon.lazy import Telemon
 from telemon.outputs.base import OutputRunner
 from telemon.prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
 from telemon.prometheus import render_prometheus, wants_prometheus
-from telemon.respond import line_protocol_response
-from telemon.sink import Sink, open_paths, setup_sink
+from telemon.respond import accepts_gzip, gzip_bytes, line_protocol_response
+from telemon.sink import ClientGone, Sink, client_gone, open_paths, setup_sink
 
 __all__ = [
     "AGENT_KEY",
@@ -73,6 +74,15 @@ async def _agent_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+_T = TypeVar("_T")
+GONE_POLL_S = 0.05
+"""How often a running scrape looks whether its client went away."""
+LARGE_BODY = 256 * 1024
+"""Bodies larger than this are gzipped off the event loop (7 MB take ~100 ms)."""
+LARGE_SCRAPE = 5000
+"""Metrics beyond which the Prometheus text is rendered off the event loop."""
+
+
 async def metrics_handler(request: web.Request) -> web.Response:
     """GET/HEAD: everything collected, as line protocol or (when asked) Prometheus text."""
     agent = request.app[AGENT_KEY]
@@ -85,18 +95,55 @@ async def metrics_handler(request: web.Request) -> web.Response:
             prometheus = wants_prometheus(request.query.get("format"), accept)
         except ValueError as exc:
             raise web.HTTPBadRequest(text=f"{exc}\n") from None
-    if not prometheus:  # the fast path: encoded snapshots joined
-        response = line_protocol_response(request, await agent.scrape(), gzip=config.http.gzip)
-    else:
+    try:
+        if not prometheus:  # the fast path: encoded snapshots joined
+            body = await _unless_gone(request, agent.scrape())
+            return await _respond(request, body, gzip=config.http.gzip)
         options = config.prometheus
-        body = render_prometheus(
-            await agent.scrape_metrics(),
+        metrics = await _unless_gone(request, agent.scrape_metrics())
+        # Rendering a full store takes a while: off the loop, which keeps
+        # serving (the metrics are snapshots nobody changes).
+        render = functools.partial(
+            render_prometheus,
+            metrics,
             timestamps=options.timestamps,
             string_as_label=options.string_as_label,
         )
-        response = line_protocol_response(request, body, gzip=config.http.gzip)
+        body = await asyncio.to_thread(render) if len(metrics) > LARGE_SCRAPE else render()
+        response = await _respond(request, body, gzip=config.http.gzip)
         response.headers["Content-Type"] = PROMETHEUS_CONTENT_TYPE
-    return response
+        return response
+    except ClientGone:
+        return web.Response(status=499)  # nginx's "client closed request"; nobody reads it
+
+
+async def _unless_gone(request: web.Request, work: Awaitable[_T]) -> _T:
+    """`work`'s result; cancelled when the client closes the connection meanwhile.
+
+    aiohttp only tells by dropping the request's transport (without
+    `handler_cancellation`), so it is looked at every `GONE_POLL_S`.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=GONE_POLL_S)
+            if done:
+                return task.result()
+            if client_gone(request):
+                raise ClientGone("scrape abandoned")
+    finally:
+        task.cancel()
+
+
+async def _respond(request: web.Request, body: bytes, *, gzip: bool) -> web.Response:
+    """`line_protocol_response`, with a large body's gzip made off the loop."""
+    if gzip and len(body) > LARGE_BODY and accepts_gzip(request):
+        packed = await asyncio.to_thread(gzip_bytes, body)
+        response = line_protocol_response(request, b"", gzip=False)
+        response.body = packed
+        response.headers[hdrs.CONTENT_ENCODING] = "gzip"
+        return response
+    return line_protocol_response(request, body, gzip=gzip)
 
 
 async def health_handler(request: web.Request) -> web.Response:

@@ -48,13 +48,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import codecs
 import heapq
 import json
 import logging
 import re
 import time
 import zlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated
 
@@ -97,6 +98,7 @@ _log = logging.getLogger("telemon.sink")
 DEFAULT_PATHS = ("/telegraf", "/write", "/api/v2/write")
 MIB = 1024 * 1024
 READ_CHUNK = 64 * 1024
+UTF8_CHECK_STEP = 1024 * 1024
 # InfluxDB v1 and v2 names of the timestamp units lpparse knows.
 PRECISIONS = {"n": "ns", "ns": "ns", "u": "us", "us": "us", "ms": "ms", "s": "s"}
 
@@ -195,13 +197,16 @@ class _Series:
     tags: tuple[tuple[str, str], ...]
     fields: dict[str, _Field]
     line: bytes = b""
+    metric: Metric | None = None  # what `line` encodes (global tags added): never changed
     size: int = 0
     oldest_seen_ns: int = 0
     alive: bool = True
+    changed: bool = False
 
 
 Encode = Callable[[Metric], bytes]
-"""Encodes one series' metric to its line (b"" when nothing can be written)."""
+"""Encodes one series' metric to its line (b"" when nothing can be written); may add
+tags to the metric, which is then kept as what the line says."""
 
 
 class StoreFull(Exception):
@@ -292,12 +297,15 @@ class SeriesStore:
                 if old is None and not created:
                     self._count(series, FIELD_OVERHEAD + len(name) + _text_size(value))
                 fields[name] = _Field(value, time_ns, now_ns)
-        self._changed.append(series)
+        if not series.changed:
+            series.changed = True
+            self._changed.append(series)
 
     def refresh(self) -> None:
         """Encode again every series changed since the last refresh."""
         changed, self._changed = self._changed, []
         for series in changed:
+            series.changed = False
             if series.alive:
                 self._encode(series)
 
@@ -320,22 +328,30 @@ class SeriesStore:
         return True
 
     def serve(self, now_ns: int | None = None) -> bytes:
-        """Every series that has not expired, as encoded lines.
+        """Every series that has not expired, as encoded lines."""
+        return b"".join([series.line for series in self._current(now_ns)])
 
-        Purges in a bounded step; when series are still due after it, those
-        are left out (expired whole) or brought up to date one by one.
+    def served_metrics(self, now_ns: int | None = None) -> list[Metric]:
+        """The metrics `serve` encodes (global tags added), shared: never change them."""
+        return [series.metric for series in self._current(now_ns) if series.metric is not None]
+
+    def _current(self, now_ns: int | None) -> Iterable[_Series]:
+        """The series to serve, after a purge in a bounded step.
+
+        When series are still due after it, each is brought up to date (or
+        left out, expired whole) as it is met: a scrape never waits for a
+        purge of the whole store.
         """
         now_ns = self.clock() if now_ns is None else now_ns
         self.refresh()
         if self.purge(now_ns, limit=PURGE_STEP):
-            return b"".join([series.line for series in self._series.values()])
+            return self._series.values()
         horizon = now_ns - self.ttl_ns
-        lines = []
-        for series in list(self._series.values()):
-            if series.oldest_seen_ns <= horizon and not self._expire(series, horizon):
-                continue
-            lines.append(series.line)
-        return b"".join(lines)
+        return [
+            series
+            for series in list(self._series.values())
+            if series.oldest_seen_ns > horizon or self._expire(series, horizon)
+        ]
 
     def reencode(self) -> None:
         """Encode every series again (the encoding changed, e.g. the global tags)."""
@@ -365,7 +381,9 @@ class SeriesStore:
 
     def _encode(self, series: _Series) -> None:
         series.oldest_seen_ns = min(field.seen_ns for field in series.fields.values())
-        series.line = self.encode(_metric(series))
+        metric = _metric(series)
+        series.line = self.encode(metric)
+        series.metric = metric
         self._count(series, _series_cost(series) - series.size)
 
     def _count(self, series: _Series, grown: int) -> None:
@@ -518,6 +536,7 @@ class Sink:
         text: str,
         precision: str = "ns",
         *,
+        utf8: bool = False,
         gone: Callable[[], bool] = lambda: False,
         step: int = WRITE_STEP,
     ) -> WriteResult:
@@ -525,7 +544,8 @@ class Sink:
 
         The event loop serves others (scrapes) between steps, and only one
         step's parsed lines exist at a time: a write holds its text and little
-        more. When `gone()` says the client went away, the write stops
+        more. `text` is as `decode_text` gives it: with `utf8`, a latin-1 view
+        of UTF-8. When `gone()` says the client went away, the write stops
         (`ClientGone`); what was admitted stays, as InfluxDB keeps what it wrote.
         """
         result = WriteResult()
@@ -533,6 +553,9 @@ class Sink:
         try:
             batches = iter_lines_partial(text, precision=precision, limits=self.limits, batch=step)
             for lines, errors in batches:
+                if utf8:
+                    lines = [utf8_line(line) for line in lines]
+                    errors = [utf8_error(error) for error in errors]
                 self._unparsed(result, errors)
                 self._take(result, lines, now)
                 await asyncio.sleep(0)
@@ -554,6 +577,14 @@ class Sink:
             self.global_tags = dict(global_tags)
             self.store.reencode()
         return self.store.serve()
+
+    def served_metrics(self, global_tags: Mapping[str, str] | None = None) -> list[Metric]:
+        """What `serve` encodes, as metrics (for the Prometheus format); shared: never
+        change them."""
+        if global_tags is not None and global_tags != self.global_tags:
+            self.global_tags = dict(global_tags)
+            self.store.reencode()
+        return self.store.served_metrics()
 
     def _encode(self, metric: Metric) -> bytes:
         if self.global_tags:
@@ -801,11 +832,13 @@ def _inflater_for(request: web.Request, limit: int) -> BoundedInflater | None:
     raise UnsupportedEncoding(f"unsupported Content-Encoding {_printable(encoding, 40)!r}")
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
+async def read_body(request: web.Request, limit: int) -> bytes | bytearray:
     """The body, inflated, of at most `limit` bytes; raises `BodyTooLarge` or `BadBody`."""
     if request.content_length is not None and request.content_length > limit:
         raise BodyTooLarge
     inflater = _inflater_for(request, limit)
+    if inflater is None and request.content_length is not None:
+        return await _read_sized(request, request.content_length)
     chunks: list[bytes] = []
     size = 0
     try:
@@ -822,14 +855,79 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def decode_text(body: bytes) -> str:
-    """`body` as UTF-8; `BadBody` names the line and column of the first bad byte."""
+async def _read_sized(request: web.Request, size: int) -> bytearray:
+    """A body of known size, read into one buffer (no list of chunks joined at the end)."""
+    body = bytearray(size)
+    view = memoryview(body)
+    got = 0
     try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = body.count(b"\n", 0, exc.start) + 1
-        column = exc.start - (body.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise BadBody(f"line {line}, column {column}: invalid UTF-8") from None
+        async for chunk in request.content.iter_chunked(READ_CHUNK):
+            view[got : got + len(chunk)] = chunk  # aiohttp never reads past Content-Length
+            got += len(chunk)
+    except HttpProcessingError as exc:
+        raise BadBody(f"body cannot be decoded: {exc.message}") from None
+    finally:
+        view.release()
+    if got != size:
+        raise BadBody(f"body ended after {got} of {size} bytes")
+    return body
+
+
+def decode_text(body: bytes | bytearray) -> tuple[str, bool]:
+    """`body` as the parser reads it, and whether it holds any non-ASCII byte.
+
+    The text is `body` decoded as latin-1, one character per byte, so it
+    never takes more memory than the body (UTF-8 decoding makes a mostly
+    ASCII body with one emoji four times larger). Line protocol's delimiters
+    are ASCII, which never occur inside a UTF-8 sequence, so the parser
+    splits it exactly as the UTF-8 text; `utf8_line` reads the parsed names
+    and strings back as UTF-8. `BadBody` names the line and column (in
+    bytes) of the first byte that is not UTF-8.
+    """
+    if body.isascii():
+        return body.decode("ascii"), False
+    position = _invalid_utf8_at(body)
+    if position is not None:
+        line = body.count(b"\n", 0, position) + 1
+        column = position - (body.rfind(b"\n", 0, position) + 1) + 1
+        raise BadBody(f"line {line}, column {column}: invalid UTF-8")
+    return body.decode("latin-1"), True
+
+
+def _invalid_utf8_at(body: bytes | bytearray) -> int | None:
+    """Where the first invalid UTF-8 byte is, checked in slices (no full-size text)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    for start in range(0, len(body), UTF8_CHECK_STEP):
+        pending = len(decoder.getstate()[0])  # bytes of a sequence cut by the slice
+        end = start + UTF8_CHECK_STEP
+        try:
+            decoder.decode(body[start:end], final=end >= len(body))
+        except UnicodeDecodeError as exc:
+            return start - pending + exc.start
+    return None
+
+
+def _utf8(text: str) -> str:
+    """A string parsed from a latin-1 view of UTF-8 (see `decode_text`), read as UTF-8."""
+    return text if text.isascii() else text.encode("latin-1").decode("utf-8", "replace")
+
+
+def utf8_line(line: ParsedLine) -> ParsedLine:
+    """`line`, parsed from a latin-1 view of UTF-8, with its names and strings read as UTF-8."""
+    line.measurement = _utf8(line.measurement)
+    line.tags = {_utf8(key): _utf8(value) for key, value in line.tags.items()}
+    line.fields = {
+        _utf8(key): _utf8(value) if isinstance(value, str) else value
+        for key, value in line.fields.items()
+    }
+    return line
+
+
+def utf8_error(error: LineProtocolError) -> LineProtocolError:
+    """`error`'s texts read as UTF-8 (its column counts bytes)."""
+    error.line = _utf8(error.line)
+    error.reason = error.reason.encode("latin-1", "replace").decode("utf-8", "replace")
+    return error
 
 
 # --- HTTP ---------------------------------------------------------------------------
@@ -886,11 +984,13 @@ async def write_handler(request: web.Request) -> web.Response:
 async def _write(request: web.Request, sink: Sink) -> web.Response:
     try:
         precision = _precision(request.query.get("precision", ""))
-        text = await _read_text(request, sink.config.max_body_size)
+        text, utf8 = await _read_text(request, sink.config.max_body_size)
     except _Refused as refused:
         sink.refuse_body(refused.text, refused.status)
         return error_response(refused.status, refused.text)
-    result = await sink.write_text(text, precision, gone=lambda: client_gone(request))
+    result = await sink.write_text(
+        text, precision, utf8=utf8, gone=lambda: client_gone(request)
+    )
     if not result.refused_lines:
         return web.Response(status=204)
     status, text, header = _write_error(sink, result)
@@ -959,7 +1059,7 @@ def error_response(
     )
 
 
-async def _read_text(request: web.Request, limit: int) -> str:
+async def _read_text(request: web.Request, limit: int) -> tuple[str, bool]:
     """The body as text; raises `_Refused` (413, 415, 400) when it cannot be had."""
     try:
         return decode_text(await read_body(request, limit))
