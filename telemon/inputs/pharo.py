@@ -21,8 +21,11 @@ import aiohttp
 from pydantic import Field, PrivateAttr, SecretStr, model_validator
 
 from telemon.inputs.base import InputConfig, InputContext, InputError, Target, read_bounded
-from telemon.inputs.pharo_figures import figure_kinds
+from telemon.inputs.pharo_figures import figure_kinds, figures_markdown
 from telemon.inputs.pharo_formats import (
+    CLASSIC_PARAMETERS,
+    REPORT_FIELDS,
+    SPUR_PARAMETERS,
     FormatError,
     Sample,
     as_figures,
@@ -55,6 +58,8 @@ PharoFormat = Literal["auto", "influx", "json", "labels", "parameters", "report"
 # be different hosts' clocks): a start time this little in the future is a
 # restart just now, not a bogus value.
 _CLOCK_SKEW_MS = 60_000
+REPORT_NAMES = frozenset(name for names in REPORT_FIELDS.values() for name in names)
+"""The figures a statisticsReport gives."""
 
 TELEMON_FIELD_TYPES: dict[str, str] = figure_kinds()
 """The kind of every figure of `pharo_figures.FIGURES` (Telemon's ten and the rest):
@@ -360,14 +365,57 @@ polls never overlap, failing targets back off (doubling, capped at 5
 minutes) and recover on their own, and the start of many targets is spread
 over the interval.
 
+**One name, one type, one unit per figure.** Every figure telemon knows is
+in one table (below, generated from `telemon/inputs/pharo_figures.py`).
+Whatever the format, a figure lands in the same field with the same type -
+times in ms, sizes in bytes, counts as integers, a few ratios as floats -
+and the input declares these types, so no value of a VM is dropped because
+two formats gave it different types. A payload names a figure by its name
+in any case, with or without `_` or `-` (JSON `{"jit": {"compiledMethods":
+1}}` gives `jitCompiledMethods`), or by an alias (`fullGCCount`,
+`heapSize`, `edenSpaceSize`, ..., kept beside it); labels in `us`, `s`,
+`KB`, ... are converted, and a time or size is rounded to an integer.
+Names a payload has that are not in the table are written as they come,
+typed by their first value. `json` and `labels` give whatever figures the
+image names; of the rest, `parameters` gives the most (SPUR_COUNT from a Spur
+VM, CLASSIC_COUNT from a classic one), then `report` (REPORT_COUNT with its "Since
+last view" block), then `influx` (Telemon's ten, plus the fields the image
+adds). Spur's parameter 16 is `idleTime` in ms (earlier versions wrote it
+as `idleMicroseconds`, in microseconds).
+
+**Classic VMs.** A `getParameters` array of 40 elements or fewer, with
+parameters 4 and 5 set (nil on Spur) and parameter 2 not below parameter 1,
+comes from a classic (pre-Spur) interpreter VM such as Squeak's. Its
+parameters 1 to 3 are end addresses, so telemon writes `youngSpace` = p2 -
+p1, `memoryFree` = p3 - p2 and `usedMemory` = p2; it leaves out slots 12 to
+20 (unused there) and 38, and names parameters 4, 5 and 34 by what they
+count (`allocationsSinceGC`, `allocationsBetweenGCs`,
+`allocationsBeforeLastGC`: parameter 34 is not `bytesAllocated` there). Its
+GC times (8, 10) and GC clock (36) are taken as microseconds, as the last
+classic interpreters count them (Squeak 4.x, Debian's `squeak-vm`), and
+written in ms, rounded to the nearest: nothing in the array tells them from
+the older interpreters that counted ms, whose GC times would read 1000
+times too small. Spur arrays keep Spur's meanings.
+
+<details><summary>The figures: field, type, unit, and where each format has them</summary>
+
+""" + figures_markdown(REPORT_NAMES) + """
+</details>
+
 **The simulator.** `telemon simulate` stands in for a Pharo image: its
 values evolve like a real VM's (uptime rising, GC counters monotonic, old
 space growing and shrinking at full GCs, free memory consistent). Paths:
 `/metrics` (Telemon lines), `/stats.json`, `/stats/labels`,
-`/vm/parameters`, `/vm/report`; with `--vms N`, VM 0 at those paths and VM n (1 to N-1) at `/<n>/...`. Make it
+`/vm/parameters`, `/vm/report`; with `--vms N`, VM 0 at those paths and VM n (1 to N-1) at `/<n>/...`;
+with `--vm classic`, classic VMs (40 parameters in their meanings, the report with CR line ends). Make it
 misbehave per request with `?fault=hang|slow|500|truncate|garbage|html|huge|wrongtype|empty|restart`
 (or for every request with `--fault`) to see how telemon copes.
 """  # noqa: E501 - a markdown table row is one line
+REFERENCE = (
+    REFERENCE.replace("SPUR_COUNT", str(len(SPUR_PARAMETERS) + 3))  # + uptime, free and used
+    .replace("CLASSIC_COUNT", str(len(CLASSIC_PARAMETERS)))
+    .replace("REPORT_COUNT", str(len(REPORT_NAMES)))
+)
 """This input's part of the README's input reference (markdown)."""
 
 COUNTER_FIELDS: tuple[str, ...] = (

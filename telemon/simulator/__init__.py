@@ -1,8 +1,8 @@
 """A Pharo VM simulator: images serving their VM statistics over HTTP.
 
-For tests, benchmarks, the demo and docker-compose. `vm` is the pure model,
-`render` every format an image serves, `faults` the misbehaviour and `app`
-the aiohttp side::
+For tests, benchmarks, the demo and docker-compose. `vm` is the pure model
+(a Spur VM, or a classic one with ``vm="classic"``), `render` every format
+an image serves, `faults` the misbehaviour and `app` the aiohttp side::
 
     runner, port = await start_simulator("127.0.0.1", 0, vms=10, seed=1)
     ...  # GET http://127.0.0.1:{port}/7/stats.json
@@ -25,7 +25,9 @@ from telemon.simulator.render import FORMATS
 from telemon.simulator.snapshot import (
     LEGACY_PARAMETER_COUNT,
     MODERN_PARAMETER_COUNT,
+    VM_KINDS,
     Param,
+    VMKind,
     VMSnapshot,
 )
 from telemon.simulator.vm import SimulatedVM
@@ -39,8 +41,10 @@ __all__ = [
     "SIMULATOR_KEY",
     "Fleet",
     "Param",
+    "VM_KINDS",
     "SimulatedVM",
     "Simulator",
+    "VMKind",
     "VMSnapshot",
     "create_simulator_app",
     "run_simulator",

@@ -3,7 +3,8 @@
 VM 0 answers at `/metrics`, `/stats.json`, `/stats/labels`, `/vm/parameters`
 and `/vm/report`; VM n (0 <= n < vms) at the same paths under `/<n>/`.
 `?fault=NAME` (or the `fault` option, for every request) makes a request
-misbehave; see `FAULTS`.
+misbehave; see `FAULTS`. Every VM is a Spur VM unless `vm="classic"` (or its
+index is in `classic_vms`): then it serves a classic VM's figures.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import html
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import suppress
 from typing import Any
 
@@ -29,7 +30,15 @@ from telemon.simulator.render import (
     render_labels,
     render_parameters,
 )
-from telemon.simulator.snapshot import MODERN_PARAMETER_COUNT, SQUEAK_EPOCH_OFFSET_S, VMSnapshot
+from telemon.simulator.snapshot import (
+    CLASSIC,
+    MODERN_PARAMETER_COUNT,
+    SPUR,
+    SQUEAK_EPOCH_OFFSET_S,
+    VM_KINDS,
+    VMKind,
+    VMSnapshot,
+)
 from telemon.simulator.vm import SimulatedVM
 
 __all__ = [
@@ -59,7 +68,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class Fleet:
-    """The simulated VMs, each with its own seed and age, created on first request."""
+    """The simulated VMs, each with its own seed and age, created on first request.
+
+    Each is a `vm` VM, but those whose index is in `classic_vms` are classic.
+    """
 
     def __init__(
         self,
@@ -69,13 +81,19 @@ class Fleet:
         *,
         wall_clock: Callable[[], float] = time.time,
         parameter_count: int = MODERN_PARAMETER_COUNT,
+        vm: VMKind = SPUR,
+        classic_vms: Collection[int] = (),
     ) -> None:
         if count < 1:
             raise ValueError("a fleet needs at least one VM")
+        if vm not in VM_KINDS:
+            raise ValueError(f"unknown vm {vm!r}; one of {', '.join(VM_KINDS)}")
         self.count = count
         self.seed = seed
         self.clock = clock
         self.parameter_count = parameter_count
+        self.kind = vm
+        self.classic_vms = frozenset(classic_vms)
         self.origin = clock()
         self._wall_origin = wall_clock()
         self._vms: dict[int, SimulatedVM] = {}
@@ -94,9 +112,14 @@ class Fleet:
                 uptime=age,
                 parameter_count=self.parameter_count,
                 booted_at_us=int(booted_at_s * 1e6),
+                vm=self.kind_of(index),
             )
             self._vms[index] = vm
         return vm
+
+    def kind_of(self, index: int) -> VMKind:
+        """Whether VM `index` is a Spur or a classic VM."""
+        return CLASSIC if index in self.classic_vms else self.kind
 
     def snapshot(self, index: int) -> VMSnapshot:
         """VM `index` as of now."""
@@ -119,7 +142,7 @@ class Simulator:
         delay: float = 2.0,
         huge_size: int = 8 * MIB,
         app_measurement: str | None = None,
-        report_newline: str = "\n",
+        report_newline: str | None = None,
     ) -> None:
         if fmt is not None and fmt not in FORMATS:
             raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
@@ -162,16 +185,28 @@ def create_simulator_app(
     huge_size: int = 8 * MIB,
     parameter_count: int = MODERN_PARAMETER_COUNT,
     app_measurement: str | None = None,
-    report_newline: str = "\n",
+    report_newline: str | None = None,
     clock: Callable[[], float] = time.monotonic,
     wall_clock: Callable[[], float] = time.time,
+    vm: VMKind = SPUR,
+    classic_vms: Collection[int] = (),
 ) -> web.Application:
     """The simulator app; `fmt` makes `/` (and `/<n>/`) serve that format instead of the index.
 
     `fault` applies to every data request (`?fault=none` lifts it for one);
-    `parameter_count=40` emulates an older VM's `getParameters`.
+    `parameter_count=40` emulates an older VM's `getParameters`; `vm="classic"`
+    makes every VM, `classic_vms` those VMs, a classic VM; the report's lines
+    end with `report_newline`, by default CR for a classic VM and LF for Spur.
     """
-    fleet = Fleet(vms, seed, clock, wall_clock=wall_clock, parameter_count=parameter_count)
+    fleet = Fleet(
+        vms,
+        seed,
+        clock,
+        wall_clock=wall_clock,
+        parameter_count=parameter_count,
+        vm=vm,
+        classic_vms=classic_vms,
+    )
     app = web.Application()
     app[SIMULATOR_KEY] = Simulator(
         fleet, fmt=fmt, fault=fault, delay=delay, huge_size=huge_size,
@@ -280,6 +315,7 @@ def _index(simulator: Simulator, index: int) -> web.Response:
     )
     page = _INDEX.format(
         index=index,
+        kind=simulator.fleet.kind_of(index),
         count=simulator.fleet.count,
         last=simulator.fleet.count - 1,
         links=links,
@@ -291,7 +327,7 @@ def _index(simulator: Simulator, index: int) -> web.Response:
 
 _INDEX = """<!doctype html>
 <html><head><meta charset="utf-8"><title>telemon simulator</title></head>
-<body><h1>Simulated Pharo VM {index}</h1>
+<body><h1>Simulated Pharo VM {index} ({kind})</h1>
 <ul>{links}</ul>
 <p>{count} VM(s): VM n (0 to {last}) answers the same paths under <code>/n/</code>,
 e.g. <code>/{last}/metrics</code>; the paths without a prefix are VM 0.
@@ -322,11 +358,18 @@ async def start_simulator(
 
 
 def run_simulator(
-    listen_host: str, port: int, *, fmt: str | None, fault: str | None, vms: int, seed: int
+    listen_host: str,
+    port: int,
+    *,
+    fmt: str | None,
+    fault: str | None,
+    vms: int,
+    seed: int,
+    vm: VMKind = SPUR,
 ) -> None:
     """`telemon simulate`: serve until interrupted."""
-    app = create_simulator_app(vms=vms, seed=seed, fmt=fmt, fault=fault)
-    _log.info("simulating %d Pharo VM(s) on http://%s:%d/", vms, listen_host, port)
+    app = create_simulator_app(vms=vms, seed=seed, fmt=fmt, fault=fault, vm=vm)
+    _log.info("simulating %d %s Pharo VM(s) on http://%s:%d/", vms, vm, listen_host, port)
     web.run_app(
         app, host=listen_host, port=port, print=None, access_log=None, shutdown_timeout=2.0
     )

@@ -1,7 +1,11 @@
 """Every format a Pharo image serves its VM figures in, rendered from a VMSnapshot.
 
 Pure functions; the shapes follow the original Telemon package and Pharo's
-`VirtualMachine>>statisticsReport`, quirks included.
+`VirtualMachine>>statisticsReport`, quirks included. A classic VM's snapshot
+is rendered in its meanings in every format: sizes from its end addresses,
+GC times in ms (in ``us`` in the labels list, as its VM counts them), no
+Spur-only figures, and the report with CR line ends, as a Squeak-era image
+writes it (`REPORT_NEWLINES`).
 """
 
 from __future__ import annotations
@@ -11,11 +15,12 @@ import math
 from collections.abc import Hashable, Mapping
 from typing import NamedTuple
 
-from telemon.simulator.snapshot import Param, VMSnapshot
+from telemon.simulator.snapshot import CLASSIC, SPUR, Param, VMKind, VMSnapshot
 
 __all__ = [
     "CONTENT_TYPES",
     "FORMATS",
+    "REPORT_NEWLINES",
     "TELEMON_FIELDS",
     "ReportViews",
     "label_values",
@@ -36,6 +41,8 @@ CONTENT_TYPES = {
     "parameters": "application/json",
     "report": "text/plain",
 }
+REPORT_NEWLINES: dict[VMKind, str] = {SPUR: "\n", CLASSIC: "\r"}
+"""The line end of each kind of VM's report by default."""
 TELEMON_FIELDS = (
     "uptime", "oldSpace", "youngSpace", "memory", "memoryFree",
     "fullGCs", "fullGCTime", "incrGCs", "incrGCTime", "tenureCount",
@@ -49,19 +56,19 @@ _UNITS = {
 
 
 def telemon_fields(snapshot: VMSnapshot) -> dict[str, int]:
-    """The ten default fields of the original Telemon."""
-    get = snapshot.get
+    """The ten default fields of the original Telemon, in the VM's meanings."""
+    served = snapshot.served
     return {
         "uptime": snapshot.uptime_ms,
-        "oldSpace": get(Param.OLD_SPACE),
-        "youngSpace": get(Param.YOUNG_SPACE),
-        "memory": get(Param.MEMORY),
+        "oldSpace": snapshot.old_space,
+        "youngSpace": snapshot.young_space,
+        "memory": snapshot.memory,
         "memoryFree": snapshot.memory_free,
-        "fullGCs": get(Param.FULL_GCS),
-        "fullGCTime": get(Param.FULL_GC_TIME),
-        "incrGCs": get(Param.INCR_GCS),
-        "incrGCTime": get(Param.INCR_GC_TIME),
-        "tenureCount": get(Param.TENURE_COUNT),
+        "fullGCs": served(Param.FULL_GCS),
+        "fullGCTime": snapshot.full_gc_ms,
+        "incrGCs": served(Param.INCR_GCS),
+        "incrGCTime": snapshot.incr_gc_ms,
+        "tenureCount": served(Param.TENURE_COUNT),
     }
 
 
@@ -91,7 +98,9 @@ def render_influx(
 
 
 def named_values(snapshot: VMSnapshot) -> dict[str, object]:
-    """The JSON object of named values, with a nested `jit` object."""
+    """The JSON object of named values, with a nested `jit` object (Spur only)."""
+    if snapshot.vm == CLASSIC:
+        return {**telemon_fields(snapshot), "usedMemory": snapshot.memory_used}
     get = snapshot.get
     return {
         **telemon_fields(snapshot),
@@ -100,7 +109,7 @@ def named_values(snapshot: VMSnapshot) -> dict[str, object]:
         "bytesAllocated": get(Param.BYTES_ALLOCATED),
         "compactionTime": get(Param.COMPACTION_TIME),
         "processSwitches": get(Param.PROCESS_SWITCHES),
-        "idleMicroseconds": get(Param.IDLE_MICROSECONDS),
+        "idleTime": (get(Param.IDLE_MICROSECONDS) + 500) // 1000,
         "gcGrowthRatio": snapshot.values[Param.GC_GROWTH_RATIO - 1],
         "jit": {
             "methods": get(Param.JITTED_METHODS),
@@ -117,7 +126,9 @@ def render_json(snapshot: VMSnapshot) -> str:
 
 
 def label_values(snapshot: VMSnapshot) -> list[dict[str, object]]:
-    """The `{"label", "value", "unit"}` list."""
+    """The `{"label", "value", "unit"}` list; a classic VM's GC times in ``us``."""
+    if snapshot.vm == CLASSIC:
+        return _classic_labels(snapshot)
     get = snapshot.get
     values = {
         **telemon_fields(snapshot),
@@ -127,6 +138,21 @@ def label_values(snapshot: VMSnapshot) -> list[dict[str, object]]:
     }
     return [
         {"label": label, "value": value, "unit": _UNITS.get(label, "bytes")}
+        for label, value in values.items()
+    ]
+
+
+def _classic_labels(snapshot: VMSnapshot) -> list[dict[str, object]]:
+    """The ten and usedMemory, GC times in microseconds as the classic VM counts them."""
+    values: dict[str, int] = {**telemon_fields(snapshot), "usedMemory": snapshot.memory_used}
+    microseconds = {
+        "fullGCTime": snapshot.served(Param.FULL_GC_TIME),
+        "incrGCTime": snapshot.served(Param.INCR_GC_TIME),
+    }
+    return [
+        {"label": label, "value": microseconds[label], "unit": "us"}
+        if label in microseconds
+        else {"label": label, "value": value, "unit": _UNITS.get(label, "bytes")}
         for label, value in values.items()
     ]
 
@@ -155,10 +181,10 @@ class _GCTotals(NamedTuple):
 
     @classmethod
     def of(cls, snapshot: VMSnapshot) -> _GCTotals:
-        get = snapshot.get
+        served = snapshot.served
         return cls(
-            snapshot.uptime_ms, get(Param.FULL_GCS), get(Param.FULL_GC_TIME),
-            get(Param.INCR_GCS), get(Param.INCR_GC_TIME), get(Param.TENURE_COUNT),
+            snapshot.uptime_ms, served(Param.FULL_GCS), snapshot.full_gc_ms,
+            served(Param.INCR_GCS), snapshot.incr_gc_ms, served(Param.TENURE_COUNT),
         )
 
     def since(self, earlier: _GCTotals) -> _GCTotals:
@@ -166,11 +192,14 @@ class _GCTotals(NamedTuple):
 
 
 def render_report(
-    snapshot: VMSnapshot, previous: VMSnapshot | None = None, *, newline: str = "\n"
+    snapshot: VMSnapshot, previous: VMSnapshot | None = None, *, newline: str | None = None
 ) -> str:
-    """`Smalltalk vm statisticsReport`; the "Since last view" block needs `previous`."""
-    memory, old, young = (snapshot.get(n) for n in (Param.MEMORY, Param.OLD_SPACE,
-                                                      Param.YOUNG_SPACE))
+    """`Smalltalk vm statisticsReport`; the "Since last view" block needs `previous`.
+
+    Lines end with `newline`, by default the VM kind's (`REPORT_NEWLINES`).
+    """
+    newline = REPORT_NEWLINES[snapshot.vm] if newline is None else newline
+    memory, old, young = snapshot.memory, snapshot.old_space, snapshot.young_space
     used, free = snapshot.memory_used, snapshot.memory_free
     uptime = snapshot.uptime_ms
     totals = _GCTotals.of(snapshot)
@@ -234,7 +263,7 @@ class ReportViews:
         self.limit = limit
         self._last: dict[Hashable, VMSnapshot] = {}
 
-    def render(self, viewer: Hashable, snapshot: VMSnapshot, *, newline: str = "\n") -> str:
+    def render(self, viewer: Hashable, snapshot: VMSnapshot, *, newline: str | None = None) -> str:
         """The report for `viewer`, relative to its previous view of this VM."""
         previous = self._last.pop(viewer, None)
         boot = Param.START_MICROSECONDS

@@ -1,20 +1,39 @@
-"""The numbering of `Smalltalk vm getParameters` and one frozen reading of it."""
+"""The numbering of `Smalltalk vm getParameters` and one frozen reading of it.
+
+A snapshot holds the simulated VM's state in Spur's numbering (`values`);
+a classic (pre-Spur) VM serves `classic_values` instead, in its own
+meanings (see `classic_parameters` in `vm`). The figure properties
+(`old_space`, `memory_free`, `full_gc_ms`, ...) answer what either kind of
+VM means, so every format of one snapshot agrees.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Literal
 
 __all__ = [
+    "CLASSIC",
     "COUNTER_PARAMETERS",
     "LEGACY_PARAMETER_COUNT",
     "MODERN_PARAMETER_COUNT",
     "NIL_PARAMETERS",
+    "SPUR",
     "SQUEAK_EPOCH_OFFSET_S",
+    "VM_KINDS",
     "Param",
     "ParameterValue",
+    "VMKind",
     "VMSnapshot",
+    "microseconds_to_ms",
 ]
+
+VMKind = Literal["spur", "classic"]
+SPUR: VMKind = "spur"
+CLASSIC: VMKind = "classic"
+VM_KINDS: tuple[VMKind, ...] = (SPUR, CLASSIC)
+"""Spur (Pharo 5 and later) or classic object memory (Squeak, Pharo 1-4)."""
 
 ParameterValue = int | float | None
 """One element of `getParameters`: an integer, a float (55, 68) or nil."""
@@ -123,32 +142,82 @@ COUNTER_PARAMETERS: frozenset[int] = frozenset({
 """Totals since start-up: they never decrease until the VM restarts."""
 
 
+def microseconds_to_ms(us: int) -> int:
+    """A classic VM's microsecond count in ms, rounded to the nearest (halves up)."""
+    return (us + 500) // 1000
+
+
 @dataclass(frozen=True, slots=True)
 class VMSnapshot:
     """The VM's figures at one instant; the renderers read nothing else."""
 
     uptime_ms: int
-    values: tuple[ParameterValue, ...]  # all 85; values[0] is parameter 1
+    values: tuple[ParameterValue, ...]  # all 85, Spur's numbering; values[0] is parameter 1
     parameter_count: int = MODERN_PARAMETER_COUNT
     entity_count: int = 0
     entity_memory: int = 0
+    vm: VMKind = SPUR
+    classic_values: tuple[ParameterValue, ...] = ()  # what a classic VM answers instead
 
     def parameters(self) -> list[ParameterValue]:
         """What `Smalltalk vm getParameters` answers (None for nil)."""
+        if self.vm == CLASSIC:
+            return list(self.classic_values[: self.parameter_count])
         return list(self.values[: self.parameter_count])
 
     def get(self, n: int) -> int:
-        """Parameter `n` (1-based) as an integer; 0 for nil."""
+        """Parameter `n` (1-based) of the state in Spur's numbering, as an integer; 0 for nil."""
         value = self.values[n - 1]
         return 0 if value is None else int(value)
 
+    def served(self, n: int) -> int:
+        """Parameter `n` (1-based) as this VM answers it, as an integer; 0 for nil."""
+        if self.vm == SPUR:
+            return self.get(n)
+        value = self.classic_values[n - 1]
+        return 0 if value is None else int(value)
+
+    @property
+    def old_space(self) -> int:
+        """Old space, bytes (a classic VM's parameter 1 is its end: the heap starts at 0)."""
+        return self.served(Param.OLD_SPACE)
+
+    @property
+    def young_space(self) -> int:
+        """Young space in use, bytes (classic: end of young space - end of old space)."""
+        young = self.served(Param.YOUNG_SPACE)
+        return young - self.served(Param.OLD_SPACE) if self.vm == CLASSIC else young
+
+    @property
+    def memory(self) -> int:
+        """The heap's size, bytes."""
+        return self.served(Param.MEMORY)
+
     @property
     def memory_free(self) -> int:
-        """Pharo's free heap: freeOldSpace + edenSize - youngSpace."""
-        get = self.get
-        return get(Param.FREE_OLD_SPACE) + get(Param.EDEN_SIZE) - get(Param.YOUNG_SPACE)
+        """Free heap: Pharo's freeOldSpace + edenSize - youngSpace; classic: p3 - p2."""
+        served = self.served
+        if self.vm == CLASSIC:
+            return served(Param.MEMORY) - served(Param.YOUNG_SPACE)
+        return served(Param.FREE_OLD_SPACE) + served(Param.EDEN_SIZE) - served(Param.YOUNG_SPACE)
 
     @property
     def memory_used(self) -> int:
-        """Pharo's used heap: youngSpace + oldSpace - free."""
-        return self.get(Param.YOUNG_SPACE) + self.get(Param.OLD_SPACE) - self.memory_free
+        """Used heap: Pharo's youngSpace + oldSpace - free; classic: p2."""
+        if self.vm == CLASSIC:
+            return self.served(Param.YOUNG_SPACE)
+        return self.young_space + self.old_space - self.memory_free
+
+    @property
+    def full_gc_ms(self) -> int:
+        """Time in full GCs, ms (a classic VM counts microseconds)."""
+        return self._ms(Param.FULL_GC_TIME)
+
+    @property
+    def incr_gc_ms(self) -> int:
+        """Time in incremental GCs, ms (a classic VM counts microseconds)."""
+        return self._ms(Param.INCR_GC_TIME)
+
+    def _ms(self, n: int) -> int:
+        value = self.served(n)
+        return microseconds_to_ms(value) if self.vm == CLASSIC else value

@@ -1,4 +1,8 @@
-"""A simulated Pharo (Spur) VM whose `getParameters` evolve like a real one's.
+"""A simulated Pharo VM whose `getParameters` evolve like a real one's.
+
+Spur by default; ``vm="classic"`` answers a classic (pre-Spur) VM's 40
+parameters instead, in their meanings (end addresses, allocation counts,
+GC times in microseconds: see `classic_parameters`).
 
 Pure and deterministic: the state depends only on the seed and on the clock
 values handed to `advance`; nothing here sleeps or reads a clock.
@@ -16,15 +20,26 @@ import random
 from dataclasses import dataclass
 
 from telemon.simulator.snapshot import (
+    CLASSIC,
     COUNTER_PARAMETERS,
+    LEGACY_PARAMETER_COUNT,
     MODERN_PARAMETER_COUNT,
     NIL_PARAMETERS,
+    SPUR,
+    VM_KINDS,
     ParameterValue,
+    VMKind,
     VMSnapshot,
 )
 from telemon.simulator.snapshot import Param as P
 
-__all__ = ["DEFAULT_BOOT_US", "EDEN_SIZE", "NEW_SPACE_SIZE", "SimulatedVM"]
+__all__ = [
+    "DEFAULT_BOOT_US",
+    "EDEN_SIZE",
+    "NEW_SPACE_SIZE",
+    "SimulatedVM",
+    "classic_parameters",
+]
 
 MIB = 1024 * 1024
 # memory - oldSpace is 8,952,032 in every example of the seed: the new space.
@@ -93,7 +108,8 @@ class SimulatedVM:
     """One VM: booted `uptime` seconds before clock value `now`, advanced by `advance`.
 
     `booted_at_us` is parameter 20, the boot time in UTC microseconds since
-    1901; `parameter_count=40` emulates an older VM's shorter `getParameters`.
+    1901; `parameter_count=40` emulates an older VM's shorter `getParameters`;
+    `vm="classic"` a classic VM (40 parameters unless fewer are asked for).
     """
 
     # The state, set by _boot.
@@ -122,11 +138,17 @@ class SimulatedVM:
         uptime: float = 0.0,
         parameter_count: int = MODERN_PARAMETER_COUNT,
         booted_at_us: int = DEFAULT_BOOT_US,
+        vm: VMKind = SPUR,
     ) -> None:
         if not 1 <= parameter_count <= MODERN_PARAMETER_COUNT:
             raise ValueError(f"parameter_count must be 1..{MODERN_PARAMETER_COUNT}")
+        if vm not in VM_KINDS:
+            raise ValueError(f"unknown vm {vm!r}; one of {', '.join(VM_KINDS)}")
         self.seed = seed
-        self.parameter_count = parameter_count
+        self.vm = vm
+        self.parameter_count = (
+            min(parameter_count, LEGACY_PARAMETER_COUNT) if vm == CLASSIC else parameter_count
+        )
         self.restarts = 0
         self._profile = _Profile.draw(random.Random(f"telemon-sim:{seed}:profile"))
         self._boot(now - uptime, booted_at_us)
@@ -167,15 +189,28 @@ class SimulatedVM:
             P.JITTED_METHODS: int(self._jitted),
         })
         entities = int(self._entities)
+        spur = tuple(
+            values.get(n, None if n in NIL_PARAMETERS else 0)
+            for n in range(1, MODERN_PARAMETER_COUNT + 1)
+        )
+        classic: tuple[ParameterValue, ...] = ()
+        if self.vm == CLASSIC:
+            size = self._profile.object_size
+            classic = classic_parameters(
+                spur,
+                allocations=int(self._eden_used) // size,
+                allocations_between_gcs=SCAVENGE_AT // size,
+                full_gc_us=int(self._counters[P.FULL_GC_TIME] * 1000),
+                incr_gc_us=int(self._counters[P.INCR_GC_TIME] * 1000),
+            )
         return VMSnapshot(
             uptime_ms=int(self._t * 1000),
-            values=tuple(
-                values.get(n, None if n in NIL_PARAMETERS else 0)
-                for n in range(1, MODERN_PARAMETER_COUNT + 1)
-            ),
+            values=spur,
             parameter_count=self.parameter_count,
             entity_count=entities,
             entity_memory=entities * self._profile.entity_size,
+            vm=self.vm,
+            classic_values=classic,
         )
 
     def _boot(self, now: float, booted_at_us: int) -> None:
@@ -366,6 +401,50 @@ class SimulatedVM:
             P.REMEMBERED_PERM_NEW: 0,
             P.REMEMBERED_PERM_NEW_MAX: 0,
         }
+
+
+def classic_parameters(
+    spur: tuple[ParameterValue, ...],
+    *,
+    allocations: int,
+    allocations_between_gcs: int,
+    full_gc_us: int,
+    incr_gc_us: int,
+) -> tuple[ParameterValue, ...]:
+    """The 40 parameters a classic VM answers for the state `spur` (Spur's numbering).
+
+    Classic object memory is one contiguous heap from address 0: old objects,
+    then young ones, then free space. So parameter 1 is the end of old space
+    (the bytes old objects take), 2 the end of young space, 3 the end of
+    memory; 4 counts allocations since the last GC, 5 how many trigger one
+    and 34 how many were done before the last one; 8, 10 and 36 (and 38) are
+    microseconds, as the Squeak 4.x interpreter counts them; 12-20 (a
+    translating VM's slots) are 0; 40 is a 32-bit word.
+    """
+
+    def get(n: int) -> int:
+        value = spur[n - 1]
+        return 0 if value is None else int(value)
+
+    old_end = get(P.OLD_SPACE) - get(P.FREE_OLD_SPACE)
+    values: list[ParameterValue] = [get(n) for n in range(1, LEGACY_PARAMETER_COUNT + 1)]
+    changed = {
+        P.OLD_SPACE: old_end,
+        P.YOUNG_SPACE: old_end + get(P.YOUNG_SPACE),
+        P.MEMORY: get(P.MEMORY),
+        4: allocations,
+        5: allocations_between_gcs,
+        P.FULL_GC_TIME: full_gc_us,
+        P.INCR_GC_TIME: incr_gc_us,
+        P.BYTES_ALLOCATED: allocations_between_gcs + 1,  # the one that went over
+        P.LAST_GC_AT: get(P.LAST_GC_AT) * 1000,
+        P.LAST_INCR_GC_TIME: get(P.LAST_INCR_GC_TIME) * 1000,
+        P.WORD_SIZE: 4,
+        **dict.fromkeys(range(12, 21), 0),
+    }
+    for n, value in changed.items():
+        values[n - 1] = value
+    return tuple(values)
 
 
 def _round_up(size: float) -> int:
