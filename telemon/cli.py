@@ -65,6 +65,10 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--fault", help="misbehave on every request: hang, slow, 500, ...")
     simulate.add_argument("--vms", type=int, default=1, help="VMs served at /<n>/... (default 1)")
     simulate.add_argument("--seed", type=int, default=1)
+    simulate.add_argument(
+        "--vm", choices=("spur", "classic"), default="spur",
+        help="Spur (Pharo 5+) or classic (pre-Spur) VMs (default spur)",
+    )
     for sub in (serve, demo, simulate):
         sub.add_argument(
             "--log-level", default="info", choices=["debug", "info", "warning", "error"]
@@ -157,7 +161,9 @@ def _simulate(args: argparse.Namespace) -> int:
     if address is None:
         return EXIT_CONFIG
     try:
-        run_simulator(*address, fmt=args.format, fault=args.fault, vms=args.vms, seed=args.seed)
+        run_simulator(
+            *address, fmt=args.format, fault=args.fault, vms=args.vms, seed=args.seed, vm=args.vm
+        )
     except ValueError as exc:
         print(f"telemon simulate: {exc}", file=sys.stderr)
         return EXIT_CONFIG
