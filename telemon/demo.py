@@ -1,7 +1,8 @@
 """`telemon demo`: a simulated Pharo VM and a telemon scraping it, in one process.
 
-The simulator serves five VMs, one per format a Pharo image serves its
-figures in, so the demo's `/metrics` shows `pharo` lines read from each.
+The simulator serves ten VMs, one per format a Pharo image serves its
+figures in, five Spur VMs and five classic (pre-Spur) ones, so the demo's
+`/metrics` shows `pharo` lines read from each.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from telemon.config import Config, parse_config
 from telemon.server import create_app
 from telemon.simulator.app import start_simulator
 
-__all__ = ["DEMO_PATHS", "demo_app", "demo_config"]
+__all__ = ["CLASSIC_VMS", "DEMO_PATHS", "demo_app", "demo_config"]
 
 DEMO_PATHS = {
     "influx": "/1/metrics",
@@ -23,7 +24,14 @@ DEMO_PATHS = {
     "labels": "/3/stats/labels",
     "parameters": "/4/vm/parameters",
     "report": "/5/vm/report",
+    "classic-influx": "/6/metrics",
+    "classic-json": "/7/stats.json",
+    "classic-labels": "/8/stats/labels",
+    "classic-parameters": "/9/vm/parameters",
+    "classic-report": "/10/vm/report",
 }
+"""Instance name (after ``demo-``) -> the simulator's path; VMs 6-10 are classic."""
+CLASSIC_VMS = range(6, 11)
 
 
 def demo_config(listen: str, simulator_port: int, interval: str = "5s") -> Config:
@@ -52,7 +60,9 @@ def demo_app(listen: str) -> web.Application:
     app = create_app(demo_config(listen, simulator_port))
 
     async def simulator_ctx(app: web.Application) -> AsyncIterator[None]:
-        runner, _ = await start_simulator("127.0.0.1", simulator_port, vms=len(DEMO_PATHS) + 1)
+        runner, _ = await start_simulator(
+            "127.0.0.1", simulator_port, vms=len(DEMO_PATHS) + 1, classic_vms=CLASSIC_VMS
+        )
         yield
         await runner.cleanup()
 

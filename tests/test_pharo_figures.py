@@ -310,3 +310,19 @@ async def test_five_formats_of_one_classic_vm_in_one_table_lose_nothing(
     assert lines["parameters"]["memoryFree"] == (
         lines["parameters"]["memory"] - lines["parameters"]["usedMemory"]
     )
+
+
+async def test_the_demo_polls_spur_and_classic_vms(aiohttp_client: Any) -> None:
+    """`telemon demo` serves every format of a Spur VM and of a classic VM."""
+    from telemon.demo import demo_app
+    from telemon.server import AGENT_KEY
+
+    client = await aiohttp_client(demo_app("127.0.0.1:0"))
+    await client.server.app[AGENT_KEY].collector.collect_all()
+    body = await (await client.get("/metrics")).text()
+    lines = {line.tags["instance"]: line.fields for line in lines_of(body, "pharo")}
+    classic, spur = lines["demo-classic-parameters"], lines["demo-parameters"]
+    assert "allocationsSinceGC" in classic and "bytesAllocated" not in classic
+    assert "bytesAllocated" in spur and "allocationsSinceGC" not in spur
+    assert classic["wordSize"] == 4 and classic["youngSpace"] < classic["oldSpace"]
+    assert lines["demo-classic-labels"]["fullGCTime"] >= 0

@@ -426,11 +426,12 @@ def classic_parameters(
         value = spur[n - 1]
         return 0 if value is None else int(value)
 
-    old_end = get(P.OLD_SPACE) - get(P.FREE_OLD_SPACE)
+    # Addresses of a 32-bit heap: whole words.
+    old_end = (get(P.OLD_SPACE) - get(P.FREE_OLD_SPACE)) // 4 * 4
     values: list[ParameterValue] = [get(n) for n in range(1, LEGACY_PARAMETER_COUNT + 1)]
     changed = {
         P.OLD_SPACE: old_end,
-        P.YOUNG_SPACE: old_end + get(P.YOUNG_SPACE),
+        P.YOUNG_SPACE: old_end + get(P.YOUNG_SPACE) // 4 * 4,
         P.MEMORY: get(P.MEMORY),
         4: allocations,
         5: allocations_between_gcs,
