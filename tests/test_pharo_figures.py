@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -52,6 +53,7 @@ FORMAT_PATHS = {
     "parameters": "/vm/parameters",
     "report": "/vm/report",
 }
+DATA = Path(__file__).parent / "data" / "pharo"
 REPORT_NAMES = frozenset(name for names in REPORT_FIELDS.values() for name in names)
 
 
@@ -326,3 +328,22 @@ async def test_the_demo_polls_spur_and_classic_vms(aiohttp_client: Any) -> None:
     assert "bytesAllocated" in spur and "allocationsSinceGC" not in spur
     assert classic["wordSize"] == 4 and classic["youngSpace"] < classic["oldSpace"]
     assert lines["demo-classic-labels"]["fullGCTime"] >= 0
+
+
+@pytest.mark.parametrize(
+    ("case", "count"),
+    [
+        ("parameters-pharo12-85", 67),  # and uptime, from parameter 20 and the clock: 68
+        ("parameters-squeak-classic-40", 26),
+        ("report-pharo12-first-view", 13),
+        ("report-pharo12-since-last-view", 21),
+    ],
+)
+def test_the_figure_counts_the_readme_gives(case: str, count: int) -> None:
+    """The README says which formats give the most figures: these counts."""
+    (path,) = (DATA / case).glob("payload.*")
+    (sample,) = parse_payload(case.split("-")[0], path.read_text(encoding="utf-8"))
+    assert len(sample.fields) == count
+    assert len(CLASSIC_PARAMETERS) == 26 and len(SPUR_PARAMETERS) + 3 == 68
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    assert "68 from Pharo 12's VM" in readme and "The report gives 13 (21 from" in readme

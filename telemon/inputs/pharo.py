@@ -378,9 +378,9 @@ in any case, with or without `_` or `-` (JSON `{"jit": {"compiledMethods":
 Names a payload has that are not in the table are written as they come,
 typed by their first value. `json` and `labels` give whatever figures the
 image names; of the rest, `parameters` gives the most (SPUR_COUNT from a Spur
-VM, CLASSIC_COUNT from a classic one), then `report` (REPORT_COUNT with its "Since
-last view" block), then `influx` (Telemon's ten, plus the fields the image
-adds). Spur's parameter 16 is `idleTime` in ms (earlier versions wrote it
+VM of Pharo 12, CLASSIC_COUNT from a classic one), then `report` (13 from Pharo 8 to
+12, 21 with its "Since last view" block), then `influx` (Telemon's ten, plus
+the fields the image adds). Spur's parameter 16 is `idleTime` in ms (earlier versions wrote it
 as `idleMicroseconds`, in microseconds).
 
 **Classic VMs.** A `getParameters` array of 40 elements or fewer, with
@@ -414,7 +414,6 @@ misbehave per request with `?fault=hang|slow|500|truncate|garbage|html|huge|wron
 REFERENCE = (
     REFERENCE.replace("SPUR_COUNT", str(len(SPUR_PARAMETERS) + 3))  # + uptime, free and used
     .replace("CLASSIC_COUNT", str(len(CLASSIC_PARAMETERS)))
-    .replace("REPORT_COUNT", str(len(REPORT_NAMES)))
 )
 """This input's part of the README's input reference (markdown)."""
 
