@@ -404,8 +404,9 @@ class _Reader:
         number, start = self.line_number, self.line_start
         for match in self.breaks.finditer(self.text, start, pos):
             number, start = number + 1, match.end()
-        line = self.text[start : _line_end(self.text, start, self.breaks)]
-        return LineProtocolError(number, pos - start + 1, line, reason, field)
+        # Only the excerpt is copied: the line may be megabytes long.
+        end = min(_line_end(self.text, start, self.breaks), start + MAX_EXCERPT)
+        return LineProtocolError(number, pos - start + 1, self.text[start:end], reason, field)
 
     def _after_break(self, pos: int) -> int:
         """The position after the line break at `pos` (CRLF, LF or, tolerant, CR)."""

@@ -176,6 +176,8 @@ FIELD_OVERHEAD = 200
 MAX_STORED_STRING = 64 * 1024 + 1
 """Characters of a string value kept: the encoder writes 64 KiB of UTF-8 at most, which
 these hold (one more, so that the encoder still counts the value as truncated)."""
+NUMBER_WIDTH = 24
+"""Characters of the widest number or timestamp as written."""
 PURGE_STEP = 5000
 """Series examined for expiry in one go (a scrape or a write step), keeping each short."""
 
@@ -261,8 +263,14 @@ class SeriesStore:
                 raise StoreFull(f"max_series ({self.max_series})")
             if self.max_bytes is not None and self.bytes + _line_cost(line) > self.max_bytes:
                 raise StoreFull(f"max_bytes ({self.max_bytes})")
-        elif self.max_bytes is not None and self.bytes >= self.max_bytes:
-            if any(name not in series.fields for name in line.fields):
+        elif self.max_bytes is not None:
+            fields = series.fields
+            grown = sum(
+                FIELD_OVERHEAD + 2 * len(name) + _text_size(value) + NUMBER_WIDTH
+                for name, value in line.fields.items()
+                if name not in fields
+            )
+            if grown and self.bytes + grown > self.max_bytes:
                 raise StoreFull(f"max_bytes ({self.max_bytes})")
 
     def has_room(self, line: ParsedLine, now_ns: int) -> bool:
@@ -415,10 +423,20 @@ def _text_size(value: FieldValue) -> int:
 
 
 def _line_cost(line: ParsedLine) -> int:
-    """What a new series of `line` would cost, its line counted at its parts' length."""
+    """At least what a new series of `line` will cost (`_series_cost`), before it is encoded:
+    its line is counted at its parts' length plus separators, numbers at their widest."""
     tags = sum(len(k) + len(v) for k, v in line.tags.items())
-    fields = sum(FIELD_OVERHEAD + 2 * len(k) + _text_size(v) for k, v in line.fields.items())
-    return SERIES_OVERHEAD + 2 * (len(line.measurement) + tags) + fields
+    fields = sum(FIELD_OVERHEAD + len(k) + _text_size(v) for k, v in line.fields.items())
+    names = len(line.measurement) + tags
+    written = (
+        names
+        + 2 * len(line.tags)
+        + sum(
+            len(k) + 2 + (len(v) + 2 if isinstance(v, str) else NUMBER_WIDTH)
+            for k, v in line.fields.items()
+        )
+    )
+    return SERIES_OVERHEAD + names + fields + written + NUMBER_WIDTH
 
 
 def _series_cost(series: _Series) -> int:
@@ -988,9 +1006,7 @@ async def _write(request: web.Request, sink: Sink) -> web.Response:
     except _Refused as refused:
         sink.refuse_body(refused.text, refused.status)
         return error_response(refused.status, refused.text)
-    result = await sink.write_text(
-        text, precision, utf8=utf8, gone=lambda: client_gone(request)
-    )
+    result = await sink.write_text(text, precision, utf8=utf8, gone=lambda: client_gone(request))
     if not result.refused_lines:
         return web.Response(status=204)
     status, text, header = _write_error(sink, result)
