@@ -63,3 +63,21 @@ def docker_engine() -> Iterator[DockerEngine]:
     finally:
         unmount_under(directory)
         shutil.rmtree(directory, ignore_errors=True)
+
+
+# The real Smalltalk VM (issue 14), imported here so that this fixture is appended whole.
+import squeakvm  # noqa: E402, I001
+from helpers import unavailable  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def squeak_vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[squeakvm.SqueakVM]:
+    """A real Smalltalk VM: Debian's `squeakvm` headless on a patched copy of the Squeak
+    image in `scratch`, serving its live VM figures on loopback (see squeakvm.py)."""
+    vm = squeakvm.find_vm()
+    if vm is None:
+        unavailable(f"no {squeakvm.VM_GLOB} (Debian package `squeak-vm`)")
+    if not squeakvm.IMAGE.is_file():
+        unavailable(f"no {squeakvm.IMAGE} (Debian package `scratch`)")
+    with squeakvm.run_squeak(vm, tmp_path_factory.mktemp("squeak")) as running:
+        yield running
