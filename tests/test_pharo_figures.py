@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 from helpers import lines_of, scrape_once, status_of
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from telemon.inputs import pharo as pharo_input
 from telemon.inputs.pharo import PharoConfig, samples_to_metrics
@@ -347,3 +349,29 @@ def test_the_figure_counts_the_readme_gives(case: str, count: int) -> None:
     assert len(CLASSIC_PARAMETERS) == 26 and len(SPUR_PARAMETERS) + 3 == 68
     readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
     assert "68 from Pharo 12's VM" in readme and "The report gives 13 (21 from" in readme
+
+
+NAMES = st.sampled_from(
+    ["uptime", "oldSpace", "old_space", "jit_compiledMethods", "jitCompiledMethods",
+     "gcGrowthRatio", "edenSpaceSize", "memoryUsed", "x", "fullGCTime", "FULL_GC_TIME"]
+)  # fmt: skip
+VALUES = st.one_of(
+    st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False), st.booleans(),
+    st.sampled_from(["12", "1,024", "x", ""]),
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(NAMES, VALUES, max_size=8))
+def test_as_figures_is_idempotent_and_gives_declared_kinds(fields: dict[str, Any]) -> None:
+    result = as_figures(fields)
+    assert as_figures(result) == result
+    kinds = figure_kinds()
+    for key, value in result.items():
+        if key not in kinds:
+            assert fields[key] is value  # not a figure: as the payload gave it
+            continue
+        in_range = isinstance(value, (int, float)) and abs(value) < 2**63 - 1024
+        if in_range and not isinstance(value, bool):
+            assert kind_of(value) == kinds[key], (key, value)
+    assert len(result) >= len(fields)  # renamed or kept, never lost

@@ -203,7 +203,8 @@ def with_telemon_fields(fields: Mapping[str, FieldValue]) -> dict[str, FieldValu
       differently, and its Grafana panels use memory - memoryFree.
 
     Order: Telemon's ten (those present), the rest in payload order, then
-    the other figures named by an alias, then ``usedMemory`` if it was derived.
+    the other figures named by an alias, then ``usedMemory`` if it was
+    derived or named by an alias.
     """
     lookup = _Lookup(fields)
     pharo_free = _pharo_free(lookup)
@@ -219,7 +220,7 @@ def with_telemon_fields(fields: Mapping[str, FieldValue]) -> dict[str, FieldValu
         value = None if name in result else lookup.get(name)
         if value is not None:
             result[name] = value
-    used = None if pharo_free is None else _used(lookup, pharo_free)
+    used = lookup.get("usedMemory") if pharo_free is None else _used(lookup, pharo_free)
     if "usedMemory" not in result and used is not None:
         result["usedMemory"] = used
     return result
@@ -271,7 +272,7 @@ def _declared(key: str, value: FieldValue) -> FieldValue:
             return value
         value = number
     if figure.kind == "f":
-        return float(value) if isinstance(value, int) and abs(value) < 2**53 else value
+        return float(value) if isinstance(value, int) else value
     if isinstance(value, float) and math.isfinite(value):
         rounded = math.floor(value + 0.5)
         # Not -2**63 either: as a float, that is what a number beyond int64 became.
