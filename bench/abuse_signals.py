@@ -158,8 +158,10 @@ def main() -> int:
     print(f"probes answered: {answered}, failed: {failed}; longest gap without an answer: "
           f"{probe.longest_gap():.2f} s")  # fmt: skip
     if wrk is not None:
-        print(f"wrk: {requests[1] if requests else '?'} requests"
-              + (f", socket errors: {errors[1]}" if errors else ", no socket errors"))
+        print(
+            f"wrk: {requests[1] if requests else '?'} requests"
+            + (f", socket errors: {errors[1]}" if errors else ", no socket errors")
+        )
     print("held" if held else "broke")
     if not held or os.environ.get("BENCH_LOG"):
         print(text[-6000:])

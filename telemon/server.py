@@ -253,20 +253,37 @@ _SINK = """<h2>Sink</h2>
 # --- the connection cap ------------------------------------------------------------------
 
 
+# Descriptors left beside the connections: targets, outputs, spool and log files, and the
+# connections asyncio accepts in one go (up to the listen backlog) before the cap sees them.
+MIN_FREE_DESCRIPTORS = 256
+MIN_CONNECTIONS = 16
+
+
 def default_max_connections(open_files_limit: int) -> int:
-    """Three quarters of the open-file limit: the rest stays for targets, outputs, spool, logs."""
+    """Three quarters of the open-file limit, leaving at least 256 descriptors free (min. 16)."""
     limit = min(open_files_limit, 1 << 20)  # RLIM_INFINITY and huge limits alike
-    return max(1, limit * 3 // 4)
+    return max(MIN_CONNECTIONS, min(limit * 3 // 4, limit - MIN_FREE_DESCRIPTORS))
 
 
 def max_connections(configured: int | None) -> int:
     """`[http] max_connections`, or the default derived from RLIMIT_NOFILE when unset."""
-    if configured is not None:
-        return configured
+    limit = _open_files_limit()
+    if configured is None:
+        return default_max_connections(limit)
+    if configured >= limit:
+        _log.warning(
+            "http.max_connections = %d is not below the open-file limit (%d): past it,"
+            " new connections fail until some close (raise the limit, or lower the cap)",
+            configured, limit,
+        )  # fmt: skip
+    return configured
+
+
+def _open_files_limit() -> int:
     import resource  # POSIX only
 
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return default_max_connections(1 << 20 if soft == resource.RLIM_INFINITY else soft)
+    return 1 << 20 if soft == resource.RLIM_INFINITY else soft
 
 
 _BUSY_RESPONSE = (
@@ -360,16 +377,29 @@ class ConnectionCap:
 # --- repeated event-loop errors --------------------------------------------------------
 
 # asyncio reports a failed accept() (out of descriptors, of memory) for every
-# connection waiting, many times a second, each with a traceback.
-_REPEATED = ("socket.accept() out of system resource",)
+# connection waiting, many times a second, each with a traceback; and it
+# schedules a retry for each, which fails once the server is closed.
+_ACCEPT_FAILED = "socket.accept() out of system resource"
+_ACCEPT_RETRY = "_start_serving"
+
+
+def _repeated_kind(context: dict[str, Any]) -> str | None:
+    """Which repeated error `context` reports, or None for any other."""
+    message = str(context.get("message", ""))
+    if message == _ACCEPT_FAILED:
+        return message
+    callback = getattr(context.get("handle"), "_callback", None)
+    if getattr(callback, "__name__", None) == _ACCEPT_RETRY:
+        return "a retry of accept() failed"
+    return None
 
 
 class RepeatedErrorFilter:
     """An event-loop exception handler: at most one line per `every_s` for repeated errors.
 
-    Only the errors named in `_REPEATED` are throttled (to one line saying how
-    many were left out, without a traceback); anything else goes to the
-    loop's default handler unchanged.
+    Only failed accept() calls and their retries are throttled (to one line
+    saying how many were left out, without a traceback); anything else goes
+    to the loop's default handler unchanged.
     """
 
     def __init__(self, every_s: float = LOG_EVERY_S, clock: Callable[[], float] = time.monotonic):
@@ -379,8 +409,8 @@ class RepeatedErrorFilter:
         self._left_out: dict[str, int] = {}
 
     def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        message = str(context.get("message", ""))
-        if message not in _REPEATED:
+        message = _repeated_kind(context)
+        if message is None:
             loop.default_exception_handler(context)
             return
         now = self._clock()

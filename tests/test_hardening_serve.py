@@ -1,0 +1,316 @@
+"""`telemon serve` under abuse (issue 15, items 1, 4 and 9), in real subprocesses.
+
+A burst of SIGHUPs, idle connections past the descriptor limit, SIGTERM while
+an output holds unwritten lines. No timing is asserted: each test waits for
+an event (a log line, an answer, a closed connection) with a poll loop. The
+figures (how long, how many) are bench/abuse_signals.py's and
+bench/abuse_connections.py's.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import free_port, wait_until_blocking
+
+TELEMON = [sys.executable, "-m", "telemon"]
+START_S = 30.0
+STOP_S = 30.0
+ACCEPT_ERROR = "socket.accept() out of system resource"
+
+
+class Serve:
+    """A `telemon serve` subprocess logging to a file; killed at the end if still running."""
+
+    def __init__(self, cwd: Path, args: list[str], nofile: int | None = None) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = cwd / "telemon.log"
+        env = {k: v for k, v in os.environ.items() if k not in ("TELEMON_CONFIG", "PYTHONPATH")}
+
+        def lower_limit() -> None:  # in the child, before exec: as `ulimit -n`
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+        with self.log.open("w", encoding="utf-8") as log:
+            self.proc = subprocess.Popen(
+                [*TELEMON, "serve", *args, "--listen", f"127.0.0.1:{self.port}"],
+                cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=log,
+                preexec_fn=lower_limit,
+            )  # fmt: skip
+
+    def text(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+    def get(self, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
+        self.assert_running()
+        with urllib.request.urlopen(self.base + path, timeout=timeout) as response:  # noqa: S310
+            return response.status, response.read()
+
+    def assert_running(self) -> None:
+        if self.proc.poll() is not None:
+            pytest.fail(f"telemon exited with {self.proc.returncode}:\n{self.text()[-3000:]}")
+
+    def wait_healthy(self) -> None:
+        wait_until_blocking(lambda: self.get("/healthz", 1.0)[0] == 200, timeout=START_S,
+                            what="/healthz answering", retry_on=(OSError,))  # fmt: skip
+
+    def wait_log(self, pattern: str) -> re.Match[str]:
+        def found() -> re.Match[str] | None:
+            self.assert_running()
+            return re.search(pattern, self.text())
+
+        return wait_until_blocking(found, timeout=START_S, what=f"a log line {pattern!r}")
+
+    def terminate(self) -> str:
+        """SIGTERM, wait for the exit (status 0), the log."""
+        self.proc.send_signal(signal.SIGTERM)
+        assert self.proc.wait(timeout=STOP_S) == 0, self.text()
+        return self.text()
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[type[Serve]]:
+    started: list[Serve] = []
+
+    def start(*args: str, nofile: int | None = None) -> Serve:
+        server = Serve(tmp_path, list(args), nofile)
+        started.append(server)
+        return server
+
+    yield start  # type: ignore[misc]
+    for server in started:
+        if server.proc.poll() is None:
+            server.proc.kill()
+        server.proc.wait(timeout=STOP_S)
+
+
+# --- item 1: a burst of SIGHUPs ---------------------------------------------------------
+
+
+def _write_generation(path: Path, generation: int) -> None:
+    """The whole file at once, as editors and config managers write it."""
+    temp = path.with_suffix(".tmp")
+    temp.write_text(f'[global_tags]\ngen = "{generation}"\n[[inputs.python]]\n', encoding="utf-8")
+    os.replace(temp, path)
+
+
+def _generation(body: bytes) -> set[str]:
+    return set(re.findall(rb",gen=(\d+)[ ,]", body))  # type: ignore[arg-type]
+
+
+def test_a_burst_of_sighups_leaves_one_telemon_serving_the_newest_file(
+    serve: type[Serve], tmp_path: Path
+) -> None:
+    path = tmp_path / "telemon.toml"
+    _write_generation(path, 0)
+    server = serve("-c", str(path))
+    server.wait_healthy()
+    _write_generation(path, 1)
+    server.proc.send_signal(signal.SIGHUP)
+    # The restart is under way: every SIGHUP from now on lands in some part of it.
+    server.wait_log("SIGHUP: configuration valid, restarting")
+    for generation in range(2, 12):
+        _write_generation(path, generation)
+        server.proc.send_signal(signal.SIGHUP)
+    newest = b"11"
+
+    def serving_the_newest() -> bool:
+        return _generation(server.get("/metrics")[1]) == {newest}
+
+    wait_until_blocking(serving_the_newest, timeout=START_S, what="gen=11 on every line",
+                        retry_on=(OSError,))  # fmt: skip
+    server.assert_running()  # the same process (PID) as started: it was never replaced
+    assert server.get("/healthz")[0] == 200
+    log = server.terminate()
+    assert "Traceback" not in log
+    assert log.count(" serving http://") >= 2  # restarted, in the same process
+
+
+def test_sighup_keeps_the_listening_socket_and_its_port(serve: type[Serve], tmp_path: Path) -> None:
+    """Clients connecting during a restart wait in the socket's queue; port 0 stays the same."""
+    path = tmp_path / "telemon.toml"
+    _write_generation(path, 0)
+    server = serve("-c", str(path))
+    server.wait_healthy()
+    _write_generation(path, 1)
+    server.proc.send_signal(signal.SIGHUP)
+    server.wait_log("SIGHUP: configuration valid, restarting")
+    # Connecting now, before the restarted process listens again, is not refused.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=START_S) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        sock.settimeout(START_S)
+        assert sock.recv(100).startswith(b"HTTP/1.1 200")
+    server.terminate()
+
+
+# --- item 4: idle connections past the descriptor limit --------------------------------
+
+
+def _open_idle(port: int, count: int) -> list[socket.socket]:
+    """`count` connections that send nothing, each waited for (so none overflows the queue)."""
+    sockets = []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.settimeout(START_S)
+        sock.connect(("127.0.0.1", port))
+        sockets.append(sock)
+    return sockets
+
+
+def test_idle_connections_past_the_cap_leave_healthz_answering(serve: type[Serve]) -> None:
+    """RLIMIT_NOFILE 512: the default cap is 256; 400 idle connections must not starve /healthz."""
+    server = serve(nofile=512)
+    server.wait_healthy()
+    assert "(at most 256 connections)" in server.text()
+    idle = _open_idle(server.port, 400)
+    try:
+        for _ in range(5):  # fresh connections, each past the cap
+            assert server.get("/healthz")[0] == 200
+        assert server.get("/metrics")[0] == 200
+    finally:
+        for sock in idle:
+            sock.close()
+    log = server.terminate()
+    assert "Traceback" not in log
+    assert log.count(ACCEPT_ERROR) <= 1
+    assert log.count("connection cap reached (http.max_connections = 256)") == 1  # per 10 s
+
+
+def test_a_cap_above_the_descriptor_limit_logs_accept_errors_once(
+    serve: type[Serve], tmp_path: Path
+) -> None:
+    """accept() failing for every waiting connection is one log line per 10 s, no traceback."""
+    (tmp_path / "telemon.toml").write_text(
+        "[http]\nmax_connections = 10000\n[[inputs.python]]\n", encoding="utf-8"
+    )
+    server = serve("-c", "telemon.toml", nofile=64)
+    server.wait_healthy()
+    assert "is not below the open-file limit (64)" in server.text()
+    idle = []
+    try:
+        for _ in range(100):  # past the limit: the kernel queues a few, then drops the rest
+            sock = socket.socket()
+            sock.setblocking(False)
+            assert sock.connect_ex(("127.0.0.1", server.port)) in (0, errno.EINPROGRESS)
+            idle.append(sock)
+        server.wait_log(re.escape(ACCEPT_ERROR))
+    finally:
+        for sock in idle:
+            sock.close()
+    log = server.terminate()
+    assert "Traceback" not in log
+    assert log.count(ACCEPT_ERROR) <= 2  # the run may cross one 10 s boundary
+
+
+def test_idle_timeout_closes_connections_that_send_nothing(
+    serve: type[Serve], tmp_path: Path
+) -> None:
+    (tmp_path / "telemon.toml").write_text(
+        '[http]\nidle_timeout = "1s"\n[[inputs.python]]\n', encoding="utf-8"
+    )
+    server = serve("-c", "telemon.toml")
+    server.wait_healthy()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=START_S) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+        assert sock.recv(100) == b""  # closed by telemon (the timeout is the test's guard)
+    server.terminate()
+
+
+# --- item 9: lines held at SIGTERM ------------------------------------------------------
+
+
+def _output_config(tmp_path: Path, spool_dir: Path | None) -> Path:
+    dead = free_port()  # nothing listens there: every write is refused
+    spool = f'  spool_dir = "{spool_dir}"\n' if spool_dir else ""
+    path = tmp_path / "telemon.toml"
+    path.write_text(
+        '[agent]\ninterval = "1s"\n[[inputs.python]]\n'
+        f'[[outputs.influxdb]]\n  urls = ["http://127.0.0.1:{dead}"]\n'
+        f'  flush_interval = "1h"\n{spool}',
+        encoding="utf-8",
+    )
+    return path
+
+
+def _wait_for_pending_lines(server: Serve) -> None:
+    """Until the output holds lines collected since its first (failed) flush."""
+    server.wait_healthy()
+
+    def pending() -> bool:
+        body = server.get("/metrics")[1]
+        match = re.search(rb"^telemon_output,.* .*pending_lines=(\d+)i", body, re.MULTILINE)
+        return match is not None and int(match[1]) > 0
+
+    wait_until_blocking(pending, timeout=START_S, what="lines pending in the output")
+
+
+def test_sigterm_logs_the_count_of_lines_lost_without_a_spool_dir(
+    serve: type[Serve], tmp_path: Path
+) -> None:
+    server = serve("-c", str(_output_config(tmp_path, None)))
+    _wait_for_pending_lines(server)
+    log = server.terminate()
+    match = re.search(r"stopping with (\d+) lines unwritten .*: (\d+) lines lost", log)
+    assert match, log
+    assert int(match[2]) >= int(match[1]) > 0
+    assert "telemon stopping (SIGTERM)" in log
+    assert log.rstrip().endswith("telemon stopped"), log
+
+
+def test_sigterm_spools_the_lines_held_with_a_spool_dir(serve: type[Serve], tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    server = serve("-c", str(_output_config(tmp_path, spool)))
+    _wait_for_pending_lines(server)
+    log = server.terminate()
+    match = re.search(r"stopping with (\d+) lines unwritten: 0 written, (\d+) spooled in", log)
+    assert match, log
+    spooled = sum(len(file.read_bytes().splitlines()) for file in spool.rglob("*.lp"))
+    assert spooled == int(match[2]) > 0
+    assert "lost" not in log
+
+
+# --- issue 16: what serve logs ----------------------------------------------------------
+
+
+def test_port_0_logs_the_port_bound_and_sigterm_logs_stopping_and_stopped(
+    tmp_path: Path,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("TELEMON_CONFIG", "PYTHONPATH")}
+    log_path = tmp_path / "telemon.log"
+    with log_path.open("w", encoding="utf-8") as log:
+        proc = subprocess.Popen(
+            [*TELEMON, "serve", "--listen", "127.0.0.1:0"],
+            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=log,
+        )  # fmt: skip
+    try:
+
+        def bound_port() -> int:
+            assert proc.poll() is None, log_path.read_text(encoding="utf-8")
+            match = re.search(r"serving http://127\.0\.0\.1:(\d+)/metrics", log_path.read_text())
+            return int(match[1]) if match else 0
+
+        port = wait_until_blocking(bound_port, timeout=START_S, what="the serving line")
+        assert port != 0
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as answer:  # noqa: S310
+            assert answer.read() == b"ok\n"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=STOP_S) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    lines = log_path.read_text(encoding="utf-8").splitlines()
+    assert lines[-2].endswith("telemon stopping (SIGTERM)")
+    assert lines[-1].endswith("telemon stopped")
