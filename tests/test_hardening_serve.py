@@ -20,6 +20,7 @@ import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 from helpers import free_port, wait_until_blocking
@@ -67,9 +68,11 @@ class Serve:
                             what="/healthz answering", retry_on=(OSError,))  # fmt: skip
 
     def wait_log(self, pattern: str) -> re.Match[str]:
-        def found() -> re.Match[str] | None:
+        def found() -> re.Match[str]:
             self.assert_running()
-            return re.search(pattern, self.text())
+            match = re.search(pattern, self.text())
+            assert match, "not yet"
+            return match
 
         return wait_until_blocking(found, timeout=START_S, what=f"a log line {pattern!r}")
 
@@ -80,8 +83,12 @@ class Serve:
         return self.text()
 
 
+class StartServe(Protocol):
+    def __call__(self, *args: str, nofile: int | None = None) -> Serve: ...
+
+
 @pytest.fixture
-def serve(tmp_path: Path) -> Iterator[type[Serve]]:
+def serve(tmp_path: Path) -> Iterator[StartServe]:
     started: list[Serve] = []
 
     def start(*args: str, nofile: int | None = None) -> Serve:
@@ -89,7 +96,7 @@ def serve(tmp_path: Path) -> Iterator[type[Serve]]:
         started.append(server)
         return server
 
-    yield start  # type: ignore[misc]
+    yield start
     for server in started:
         if server.proc.poll() is None:
             server.proc.kill()
@@ -106,12 +113,12 @@ def _write_generation(path: Path, generation: int) -> None:
     os.replace(temp, path)
 
 
-def _generation(body: bytes) -> set[str]:
-    return set(re.findall(rb",gen=(\d+)[ ,]", body))  # type: ignore[arg-type]
+def _generation(body: bytes) -> set[bytes]:
+    return set(re.findall(rb",gen=(\d+)[ ,]", body))
 
 
 def test_a_burst_of_sighups_leaves_one_telemon_serving_the_newest_file(
-    serve: type[Serve], tmp_path: Path
+    serve: StartServe, tmp_path: Path
 ) -> None:
     path = tmp_path / "telemon.toml"
     _write_generation(path, 0)
@@ -138,7 +145,7 @@ def test_a_burst_of_sighups_leaves_one_telemon_serving_the_newest_file(
     assert log.count(" serving http://") >= 2  # restarted, in the same process
 
 
-def test_sighup_keeps_the_listening_socket_and_its_port(serve: type[Serve], tmp_path: Path) -> None:
+def test_sighup_keeps_the_listening_socket_and_its_port(serve: StartServe, tmp_path: Path) -> None:
     """Clients connecting during a restart wait in the socket's queue; port 0 stays the same."""
     path = tmp_path / "telemon.toml"
     _write_generation(path, 0)
@@ -169,7 +176,7 @@ def _open_idle(port: int, count: int) -> list[socket.socket]:
     return sockets
 
 
-def test_idle_connections_past_the_cap_leave_healthz_answering(serve: type[Serve]) -> None:
+def test_idle_connections_past_the_cap_leave_healthz_answering(serve: StartServe) -> None:
     """RLIMIT_NOFILE 512: the default cap is 256; 400 idle connections must not starve /healthz."""
     server = serve(nofile=512)
     server.wait_healthy()
@@ -189,7 +196,7 @@ def test_idle_connections_past_the_cap_leave_healthz_answering(serve: type[Serve
 
 
 def test_a_cap_above_the_descriptor_limit_logs_accept_errors_once(
-    serve: type[Serve], tmp_path: Path
+    serve: StartServe, tmp_path: Path
 ) -> None:
     """accept() failing for every waiting connection is one log line per 10 s, no traceback."""
     (tmp_path / "telemon.toml").write_text(
@@ -215,7 +222,7 @@ def test_a_cap_above_the_descriptor_limit_logs_accept_errors_once(
 
 
 def test_idle_timeout_closes_connections_that_send_nothing(
-    serve: type[Serve], tmp_path: Path
+    serve: StartServe, tmp_path: Path
 ) -> None:
     (tmp_path / "telemon.toml").write_text(
         '[http]\nidle_timeout = "1s"\n[[inputs.python]]\n', encoding="utf-8"
@@ -257,7 +264,7 @@ def _wait_for_pending_lines(server: Serve) -> None:
 
 
 def test_sigterm_logs_the_count_of_lines_lost_without_a_spool_dir(
-    serve: type[Serve], tmp_path: Path
+    serve: StartServe, tmp_path: Path
 ) -> None:
     server = serve("-c", str(_output_config(tmp_path, None)))
     _wait_for_pending_lines(server)
@@ -269,7 +276,7 @@ def test_sigterm_logs_the_count_of_lines_lost_without_a_spool_dir(
     assert log.rstrip().endswith("telemon stopped"), log
 
 
-def test_sigterm_spools_the_lines_held_with_a_spool_dir(serve: type[Serve], tmp_path: Path) -> None:
+def test_sigterm_spools_the_lines_held_with_a_spool_dir(serve: StartServe, tmp_path: Path) -> None:
     spool = tmp_path / "spool"
     server = serve("-c", str(_output_config(tmp_path, spool)))
     _wait_for_pending_lines(server)
