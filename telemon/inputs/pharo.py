@@ -374,7 +374,7 @@ two formats gave it different types. A payload names a figure by its name
 in any case, with or without `_` or `-` (JSON `{"jit": {"compiledMethods":
 1}}` gives `jitCompiledMethods`), or by an alias (`fullGCCount`,
 `heapSize`, `edenSpaceSize`, ..., kept beside it); labels in `us`, `s`,
-`KB`, ... are converted, and a time or size is rounded to an integer.
+`KB`, ... are converted, and a figure's time or size rounded to an integer.
 Names a payload has that are not in the table are written as they come,
 typed by their first value. `json` and `labels` give whatever figures the
 image names; of the rest, `parameters` gives the most (SPUR_COUNT from a Spur
