@@ -30,6 +30,7 @@ from pathlib import Path
 from helpers import free_port, log_tail, stop_process, wait_for_service
 
 __all__ = [
+    "Answered",
     "IMAGE",
     "VM_GLOB",
     "ImageError",
@@ -38,6 +39,7 @@ __all__ = [
     "SqueakStartupError",
     "SqueakVM",
     "find_vm",
+    "parse_answered",
     "parse_raw",
     "patch_read_document_file",
     "patched_image",
@@ -310,6 +312,25 @@ class SqueakVM:
     def raw(self) -> tuple[int, list[int | None]]:
         """(millisecond clock, getVMParameters) now, as the image prints them itself."""
         return parse_raw(self.get("/vm/raw")[1])
+
+    def answered(self) -> list[Answered]:
+        """What the image's last 50 answers (but /vm/raw's) were computed from, oldest first."""
+        return [parse_answered(line) for line in self.get("/vm/answered")[1].splitlines()]
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    """The path of an answer, and the clock and parameters the image computed it from."""
+
+    path: str
+    clock: int
+    parameters: list[int | None]
+
+
+def parse_answered(line: str) -> Answered:
+    """Read a line of `/vm/answered`: the path, a space, then as `/vm/raw`."""
+    path, _, raw = line.partition(" ")
+    return Answered(path, *parse_raw(raw))
 
 
 def parse_raw(text: str) -> tuple[int, list[int | None]]:
