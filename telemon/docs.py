@@ -135,6 +135,21 @@ _HEAD = """\
   # tls_cert = "/etc/telemon/cert.pem"
   # tls_key = "/etc/telemon/key.pem"
 
+  ## Most HTTP connections held at once. Past it, a new connection replaces
+  ## the oldest one that has no request in progress (clients that connect and
+  ## send nothing go first; a fresh scrape or /healthz always gets in), or is
+  ## answered 503 when every connection is in a request. Unset, it is three
+  ## quarters of the open-file limit (`ulimit -n`), leaving at least 256
+  ## descriptors for targets, outputs and the spool (768 for 1024); set it
+  ## below that limit, or accept() fails for everyone once descriptors run out.
+  # max_connections = 768
+
+  ## Close a connection that has sent no whole request for this long: idle
+  ## keep-alive connections between scrapes, and clients that open a
+  ## connection and send nothing or only part of the headers. Telegraf keeps
+  ## its connection between scrapes: leave it above agent.interval to reuse it.
+  # idle_timeout = "15s"
+
 
 ## The Prometheus text format (0.0.4), served at the same path to clients that
 ## ask for it: ?format=prometheus, or an Accept header listing
