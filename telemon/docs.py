@@ -176,11 +176,12 @@ _HEAD = """\
 ## sends it (or an InfluxDB client writing to /write or /api/v2/write), and
 ## serve it again on the metrics path: the latest value of each series
 ## (measurement and tag set; fields merged, the newest timestamp wins).
-## POST or PUT, plain or gzip; 204 on success, 400 naming the first bad line
-## (nothing of that body is kept), 401 without the [http] credentials (also
-## accepted as "Authorization: Token ..." and ?u=...&p=...), 413 past
-## max_body_size. ?precision= takes n/ns, u/us, ms or s; db, rp, org and
-## bucket are ignored. Lines without a timestamp get the arrival time.
+## POST or PUT, plain or gzip; 204 on success, 400 naming the refused lines
+## (the others are kept, as InfluxDB does), 401 without the [http]
+## credentials (also accepted as "Authorization: Token ..." and ?u=...&p=...),
+## 413 past max_body_size, 503 with Retry-After past max_series, max_bytes or
+## max_concurrent_writes. ?precision= takes n/ns, u/us, ms or s; db, rp, org
+## and bucket are ignored. Lines without a timestamp get the arrival time.
 ##
 ##   [[outputs.http]]
 ##     url = "http://127.0.0.1:8080/telegraf"
@@ -204,6 +205,27 @@ _HEAD = """\
   ## still update) and the write answers 503 with Retry-After until some
   ## series expire.
   # max_series = 100000
+
+  ## Most memory the kept series may take, in bytes (estimated: their text,
+  ## values and the objects holding them; a string value counts at most the
+  ## 64 KiB it is served with). Past it, lines adding a series or a field
+  ## are dropped (known fields still update), answered as max_series is.
+  # max_bytes = 268435456
+
+  ## Writes handled at once; another one is answered 503 with Retry-After: 1
+  ## before its body is read. Each running write holds its body about twice
+  ## (as sent and as text), so this bounds the sink's memory for writes:
+  ## max_concurrent_writes x 2 x max_body_size.
+  # max_concurrent_writes = 4
+
+  ## Longest line accepted, in bytes (InfluxDB's strings are meant to stay
+  ## under 64 KiB); a longer line is refused with a 400 naming it
+  ## ("line exceeds max_line_bytes"), before its fields are read.
+  # max_line_bytes = 1048576
+
+  ## Most fields in one line; a line with more is refused with a 400 naming
+  ## it ("line exceeds max_fields_per_line").
+  # max_fields_per_line = 1000
 
 
 ###############################################################################
