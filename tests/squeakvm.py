@@ -36,6 +36,7 @@ __all__ = [
     "ImageError",
     "ImageHeader",
     "MethodPatch",
+    "SqueakRequestError",
     "SqueakStartupError",
     "SqueakVM",
     "find_vm",
@@ -296,6 +297,10 @@ class SqueakStartupError(RuntimeError):
     """squeakvm exited or its image never answered HTTP."""
 
 
+class SqueakRequestError(OSError):
+    """The image did not answer a request (an OSError, as the failure it wraps)."""
+
+
 @dataclass(frozen=True, slots=True)
 class SqueakVM:
     """A running Squeak VM serving its figures at `url` (see tests/smalltalk/vmstats.st)."""
@@ -304,14 +309,21 @@ class SqueakVM:
     log: Path  # the image's own log (start-up steps, failed requests)
     started_in: float  # seconds from spawning the VM to its first HTTP answer
 
-    def get(self, path: str) -> tuple[str, str]:
-        """(Content-Type, body) of a GET of `path`."""
-        with urllib.request.urlopen(self.url + path, timeout=10) as response:
-            return response.headers.get("Content-Type", ""), response.read().decode("utf-8")
+    def get(self, path: str, timeout: float = 10.0) -> tuple[str, str]:
+        """(Content-Type, body) of a GET of `path`; a failure quotes the image's log."""
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=timeout) as response:
+                return response.headers.get("Content-Type", ""), response.read().decode("utf-8")
+        except OSError as error:
+            raise SqueakRequestError(f"GET {path}: {error}\n{self.log_text()}") from error
 
-    def raw(self) -> tuple[int, list[int | None]]:
+    def log_text(self) -> str:
+        """The tail of the image's log, for failure messages."""
+        return f"image log:\n{log_tail(self.log)}" if self.log.is_file() else "no image log"
+
+    def raw(self, timeout: float = 10.0) -> tuple[int, list[int | None]]:
         """(millisecond clock, getVMParameters) now, as the image prints them itself."""
-        return parse_raw(self.get("/vm/raw")[1])
+        return parse_raw(self.get("/vm/raw", timeout)[1])
 
     def answered(self) -> list[Answered]:
         """What the image's last 50 answers (but /vm/raw's) were computed from, oldest first."""
@@ -361,35 +373,48 @@ def patched_image(directory: Path, source: Path = IMAGE) -> Path:
 
 
 @contextmanager
-def run_squeak(vm: Path, directory: Path, source: Path = IMAGE) -> Iterator[SqueakVM]:
+def run_squeak(
+    vm: Path, directory: Path, source: Path = IMAGE, attempts: int = 3
+) -> Iterator[SqueakVM]:
     """Start `vm` headless on a patched copy of `source` in `directory`; yield it; stop it.
 
-    The image writes into `directory` only (its log, the copy itself). A port taken
-    between choosing and listening shows as a start-up failure with the log.
+    The image writes into `directory` only (the copy, its log). When its port was taken
+    between choosing and listening, the image quits and another port is tried.
     """
     image = patched_image(directory, source)
-    port = free_port()
-    log, output = directory / "vmstats.log", directory / "squeakvm.out"
-    command = [str(vm), "-vm-display-null", "-vm-sound-null", str(image)]
-    command += [str(STARTUP_FILE), str(port), str(log)]
-    with output.open("wb") as out:
-        started = time.monotonic()
-        process = subprocess.Popen(
-            command, cwd=directory, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            wait_for_service(process, lambda: _answers(url), "squeakvm", log, SqueakStartupError)
-            yield SqueakVM(url, log, time.monotonic() - started)
-        except SqueakStartupError as error:
-            raise SqueakStartupError(f"{error}\nVM output:\n{log_tail(output)}") from None
-        finally:
-            stop_process(process)
+    for attempt in range(1, attempts + 1):
+        log, output = directory / f"vmstats{attempt}.log", directory / f"squeakvm{attempt}.out"
+        pending = SqueakVM(f"http://127.0.0.1:{free_port()}", log, 0.0)
+        port = pending.url.rsplit(":", 1)[1]
+        command = [str(vm), "-vm-display-null", "-vm-sound-null", str(image)]
+        command += [str(STARTUP_FILE), port, str(log)]
+        with output.open("wb") as out:
+            started = time.monotonic()
+            process = subprocess.Popen(
+                command, cwd=directory, stdin=subprocess.DEVNULL, stdout=out, stderr=out
+            )
+            try:
+                try:
+                    wait_for_service(
+                        process,
+                        functools.partial(_answers, pending),
+                        "squeakvm",
+                        output,
+                        SqueakStartupError,
+                    )
+                except SqueakStartupError as error:
+                    if attempt == attempts:
+                        raise SqueakStartupError(f"{error}\n{pending.log_text()}") from None
+                    continue
+                yield SqueakVM(pending.url, log, time.monotonic() - started)
+                return
+            finally:
+                stop_process(process)
 
 
-def _answers(url: str) -> bool:
+def _answers(vm: SqueakVM) -> bool:
     try:
-        SqueakVM(url, Path(), 0.0).raw()
+        vm.raw(timeout=1.0)  # short: a listener that is not the image never answers
     except OSError:  # not listening yet
         return False
     return True

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import pytest
 import squeakvm
+from helpers import unavailable
 from squeakvm import ImageError, patch_read_document_file, plan_patch, read_header
 
 BASE = 0x10000000
@@ -203,7 +204,7 @@ def test_raw_answer_is_read_as_the_image_prints_it() -> None:
 def test_scratch_image_patch() -> None:
     """On the real image: one object's body changes; its objects all still walk."""
     if not squeakvm.IMAGE.is_file():
-        pytest.skip(f"no {squeakvm.IMAGE} (Debian package `scratch`)")
+        unavailable(f"no {squeakvm.IMAGE} (Debian package `scratch`)")
     original = squeakvm.IMAGE.read_bytes()
     patched = patch_read_document_file(original)
     patch = plan_patch(original)
