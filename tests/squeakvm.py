@@ -4,9 +4,10 @@ image in Debian's `scratch`, headless, serving its own VM figures over HTTP on l
 Scratch's image ignores `.st` arguments, so the copy is patched (pure functions below,
 bytes in, bytes out): its `SystemDictionary>>readDocumentFile`, which the image runs on
 every start-up, is rewritten in place to evaluate the Smalltalk file named by the first
-argument after the image name. `tests/smalltalk/vmstats.st` is that file: it makes the
-image answer HTTP on 127.0.0.1 with figures computed in-image from the live
-`Smalltalk getVMParameters` (see its header for the endpoints).
+argument after the image name. `tests/smalltalk/vmstats.st` is that file: it compiles
+`vmstats-methods.st` into the image, which then answers HTTP on 127.0.0.1 with figures
+computed in-image from the live `Smalltalk getVMParameters` (that file's header lists
+the endpoints; `/vm/raw` and `/vm/answered` are the tests' oracle).
 
 Image layout (classic 32-bit Squeak, format 6502): a 64-byte header of little-endian
 words (version, header size, data size, old base address, special objects oop), then
@@ -30,9 +31,10 @@ from pathlib import Path
 from helpers import free_port, log_tail, stop_process, wait_for_service
 
 __all__ = [
-    "Answered",
     "IMAGE",
     "VM_GLOB",
+    "Answered",
+    "Heap",
     "ImageError",
     "ImageHeader",
     "MethodPatch",
@@ -40,10 +42,12 @@ __all__ = [
     "SqueakStartupError",
     "SqueakVM",
     "find_vm",
+    "method_header",
     "parse_answered",
     "parse_raw",
     "patch_read_document_file",
     "patched_image",
+    "plan_patch",
     "read_header",
     "run_squeak",
 ]
@@ -91,7 +95,7 @@ def read_header(image: bytes) -> ImageHeader:
     return header
 
 
-class _Heap:
+class Heap:
     """Read access to an image's objects by oop."""
 
     def __init__(self, image: bytes) -> None:
@@ -146,9 +150,6 @@ class _Heap:
 
     def special(self, index: int) -> int:
         return self.slot(self.header.special_objects, index)
-
-    def is_small_integer(self, oop: int) -> bool:
-        return bool(oop & 1)
 
     def oops(self) -> Iterator[int]:
         """Every object in address order (free chunks skipped)."""
@@ -214,7 +215,7 @@ def method_header(literals: int, temps: int = 0, args: int = 0) -> int:
     return (value << 1) | 1
 
 
-def find_symbols(heap: _Heap, names: tuple[str, ...]) -> dict[str, int]:
+def find_symbols(heap: Heap, names: tuple[str, ...]) -> dict[str, int]:
     """The interned Symbol of each name; raises `ImageError` for one that is missing."""
     symbol_class = _symbol_class(heap)
     wanted = {name.encode("ascii"): name for name in names}
@@ -233,13 +234,13 @@ def find_symbols(heap: _Heap, names: tuple[str, ...]) -> dict[str, int]:
     return found
 
 
-def _symbol_class(heap: _Heap) -> int:
+def _symbol_class(heap: Heap) -> int:
     """Symbol: the class of the first special selector (#+)."""
     special_selectors = heap.special(_SPECIAL_SELECTORS)
     return heap.class_of(heap.slot(special_selectors, 0))
 
 
-def global_binding(heap: _Heap, symbol: int) -> int:
+def global_binding(heap: Heap, symbol: int) -> int:
     """The Association under `symbol` in the Smalltalk dictionary (what methods reference)."""
     smalltalk = heap.special(_SMALLTALK)
     associations = heap.slot(smalltalk, 1)
@@ -251,7 +252,7 @@ def global_binding(heap: _Heap, symbol: int) -> int:
     raise ImageError(f"no global {heap.bytes_of(symbol).decode()} in Smalltalk")
 
 
-def find_method(heap: _Heap, class_oop: int, selector: int) -> int:
+def find_method(heap: Heap, class_oop: int, selector: int) -> int:
     """The CompiledMethod of `class_oop` itself (not inherited) for `selector`."""
     method_dict = heap.slot(class_oop, _CLASS_METHOD_DICT)
     methods = heap.slot(method_dict, _MD_ARRAY)
@@ -263,7 +264,7 @@ def find_method(heap: _Heap, class_oop: int, selector: int) -> int:
 
 def plan_patch(image: bytes) -> MethodPatch:
     """Where `SystemDictionary>>readDocumentFile` is and what it becomes."""
-    heap = _Heap(image)
+    heap = Heap(image)
     symbols = find_symbols(heap, ("readDocumentFile", *_GLOBALS, *_SELECTORS))
     system_dictionary = heap.class_of(heap.special(_SMALLTALK))
     method = find_method(heap, system_dictionary, symbols["readDocumentFile"])

@@ -161,7 +161,7 @@ def test_patching_twice_gives_the_same_image() -> None:
 
 def test_objects_are_walked_through_every_header_kind() -> None:
     built = build_image()
-    heap = squeakvm._Heap(built.image)
+    heap = squeakvm.Heap(built.image)
     oops = list(heap.oops())
     assert built.method in oops and all(symbol in oops for symbol in built.symbols.values())
     sizes = {heap.byte_size(oop) for oop in oops}
@@ -211,4 +211,4 @@ def test_scratch_image_patch() -> None:
     start, end = patch.offset, patch.offset + patch.length
     assert len(patched) == len(original) and patched[start:end] != original[start:end]
     assert patched[:start] == original[:start] and patched[end:] == original[end:]
-    assert list(squeakvm._Heap(patched).oops()) == list(squeakvm._Heap(original).oops())
+    assert list(squeakvm.Heap(patched).oops()) == list(squeakvm.Heap(original).oops())
