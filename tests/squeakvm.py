@@ -327,7 +327,8 @@ class SqueakVM:
         return parse_raw(self.get("/vm/raw", timeout)[1])
 
     def answered(self) -> list[Answered]:
-        """What the image's last 50 answers (but /vm/raw's) were computed from, oldest first."""
+        """What the image's last 50 answers (but /vm/answered's) were computed from, oldest
+        first; /vm/raw's among them mark when the tests read the VM."""
         return [parse_answered(line) for line in self.get("/vm/answered")[1].splitlines()]
 
 

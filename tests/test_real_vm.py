@@ -7,8 +7,8 @@ The expected figures are written here from the issue's meanings of a classic VM'
 parameters (p1..p40; this build counts GC times and its GC clock in microseconds), not
 from telemon's tables. The oracle is the image's own: `/vm/answered` gives the clock and
 `getVMParameters` each answer was computed from, printed by Smalltalk (`printString`),
-and two `/vm/raw` reads taken before and after the poll bound it: counters and clocks may
-only have grown in between, settings not moved.
+and two `/vm/raw` reads taken before and after the poll delimit and bound it: counters
+and clocks may only have grown in between, settings not moved.
 """
 
 from __future__ import annotations
@@ -222,9 +222,12 @@ async def poll(vm: SqueakVM, tables: list[dict[str, Any]]) -> Poll:
     finally:
         await agent.stop()
     history = vm.answered()
-    during = [a for a in history if before[0] <= a.clock <= after[0]]
-    reports = [a for a in history if a.path == PATHS["report"] and a.clock < before[0]]
-    return Poll(before, after, during, reports[-1] if reports else None, body)
+    start, end = (
+        history.index(Answered("/vm/raw", *before)),
+        history.index(Answered("/vm/raw", *after)),
+    )
+    reports = [a for a in history[:start] if a.path == PATHS["report"]]
+    return Poll(before, after, history[start + 1 : end], reports[-1] if reports else None, body)
 
 
 def pharo_lines(body: str) -> dict[str, Line]:
