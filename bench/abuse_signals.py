@@ -23,6 +23,7 @@ Set PYTHONPATH to run another checkout's telemon (for before/after figures).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -133,6 +134,13 @@ def main() -> int:
         probe.done.set()
         probe.join()
         alive = proc.poll() is None
+        stop_s = None
+        if alive:  # issue 16: SIGTERM with nothing pending (no outputs) should take < 0.5 s
+            stop_started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=30)
+                stop_s = time.monotonic() - stop_started
     finally:
         if wrk is not None and wrk.poll() is None:
             wrk.send_signal(signal.SIGINT)
@@ -155,6 +163,8 @@ def main() -> int:
           + (f"yes, {settled_after:.2f} s after the last SIGHUP" if settled_after is not None
              else "no"))  # fmt: skip
     print(f"restarts: {restarts}; refused reloads logged: {refused}")
+    if stop_s is not None:
+        print(f"SIGTERM to exit (wrk still connected): {stop_s:.2f} s")
     print(f"probes answered: {answered}, failed: {failed}; longest gap without an answer: "
           f"{probe.longest_gap():.2f} s")  # fmt: skip
     if wrk is not None:

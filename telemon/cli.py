@@ -12,7 +12,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from aiohttp import web
 
@@ -128,9 +128,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_once(config))
     setup_logging(args.log_level, args.log_format)
     status = _serve(config, reloader)
-    if status == _RESTART and reloader is not None:
+    if reloader is None:
+        return status
+    if status == _RESTART:
         reloader.restart_process()
-    return status
+    _exit_now(status)
 
 
 async def _once(config: Config) -> int:
@@ -324,6 +326,18 @@ def _inherited_socket() -> socket.socket | None:
         return None
     sock.set_inheritable(False)
     return sock
+
+
+def _exit_now(status: int) -> NoReturn:
+    """Exit without the interpreter's teardown (~0.3 s of freeing objects at exit).
+
+    Only once `serve` has stopped cleanly: every output has written or spooled
+    (and fsynced) what it held, and the logs are flushed here.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 _HANDOVER_ENV = "TELEMON_RESTART_CONFIG_FD"
