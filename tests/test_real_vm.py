@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from influx import InfluxDB, Line, parse_line
-from squeakvm import Answered, SqueakVM
+from squeakvm import Answered, SqueakRequestError, SqueakVM
 
 from telemon.agent import Agent
 from telemon.config import parse_config
@@ -304,6 +304,20 @@ def test_raw_readings_are_a_classic_vms(vm: SqueakVM) -> None:
     assert 0 < p_(params, 1) <= p_(params, 2) <= p_(params, 3)
     assert all(p_(params, index) == 0 for index in range(12, 21))
     assert clock > 0
+
+
+def test_image_serves_each_format_as_its_writers_do(vm: SqueakVM) -> None:
+    """The bodies are what telemon meets in the wild: a Telemon line without types or
+    time, JSON, and a report with a Squeak-era image's CR line ends."""
+    kind, line = vm.get(PATHS["influx"])
+    assert kind.startswith("text/plain") and line.startswith("pharo uptime=")
+    assert "i," not in line and len(line.split(" ")) == 2 and "\n" not in line
+    kind, report = vm.get(PATHS["report"])
+    assert "\r" in report and "\n" not in report and report.startswith("uptime\t")
+    kind, array = vm.get(PATHS["parameters"])
+    assert kind == "application/json" and array.startswith("[") and array.count(",") == 39
+    with pytest.raises(SqueakRequestError, match="404"):
+        vm.get("/nowhere")
 
 
 @pytest.mark.parametrize("fmt", list(PATHS))
