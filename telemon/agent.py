@@ -157,6 +157,7 @@ class Agent:
             targets = [*targets, ("fields", FieldsTarget(telemon))]
         for name, target in targets:
             states.append(TargetState(name, target, settings.interval, settings.timeout))
+        _distinct_names(states)
         return states
 
     # --- start and stop --------------------------------------------------------------
@@ -259,11 +260,15 @@ class Agent:
     def _self_metrics(self, now_ns: int) -> list[Metric]:
         """The `telemon` line, the sink's and each output's status line."""
         tags = self.settings.global_tags
+        losses = self.encoder.losses
         fields: dict[str, FieldValue] = {"scrapes": self.scrapes}
         fields.update(self.encoder.stats.as_fields())
+        fields["values_dropped"] = losses.dropped(SELF_SOURCE)
         metrics = [Metric("telemon", dict(tags), fields, now_ns)]
         if self.sink is not None:
-            metrics.append(self.sink.status_metric(now_ns))
+            sink_status = self.sink.status_metric(now_ns)
+            sink_status.fields["values_dropped"] = losses.dropped(SINK_SOURCE)
+            metrics.append(sink_status)
         metrics += [runner.status_metric(now_ns) for runner in self.outputs]
         if tags:
             for metric in metrics[1:]:
@@ -282,6 +287,17 @@ class Agent:
             sink=self.sink,
             dropped=self.encoder.losses.dropped,
         )
+
+
+def _distinct_names(states: list[TargetState]) -> None:
+    """Targets of one input that would share a name (two `fields` tables of one
+    measurement) get `#2`, `#3`...: their status lines and losses stay apart."""
+    seen: dict[tuple[str, str], int] = {}
+    for state in states:
+        key = (state.input, state.target.target)
+        seen[key] = count = seen.get(key, 0) + 1
+        if count > 1:
+            state.target.target = f"{state.target.target}#{count}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -416,3 +416,24 @@ async def test_scrape_metrics_holds_what_a_scrape_holds() -> None:
     assert status == {"fake": 1, "fields": 1}
     [self_metric] = [m for m in metrics if m.measurement == "telemon"]
     assert self_metric.fields["scrapes"] == 1 == agent.scrapes
+
+
+async def test_two_fields_tables_of_one_measurement_are_told_apart() -> None:
+    """Their status lines differ and a loss in one is not counted for the other."""
+    config = parse_config({"inputs": {}, "agent": HOUR})
+    good = Telemon("app", {"service": "a"}, {"v": lambda: 1})
+    bad = Telemon("app", {"service": "b"}, {"v": lambda: float("nan")})
+    agent = Agent(config, [good, bad], monotonic=ticking())
+    await agent.scrape()
+    body = await agent.scrape()
+    statuses = [x for x in lines_of(body, "telemon_input") if x.tags["input"] == "fields"]
+    assert sorted(x.tags["target"] for x in statuses) == ["app", "app#2"]
+    dropped = {x.tags["target"]: x.fields["values_dropped"] for x in statuses}
+    assert dropped == {"app": 0, "app#2": 2}
+
+
+async def test_losses_of_the_sink_and_of_telemon_itself_are_shown() -> None:
+    config = parse_config({"inputs": {}, "agent": HOUR, "sink": {"enabled": True}})
+    body = await Agent(config, monotonic=ticking()).scrape()
+    assert lines_of(body, "telemon")[0].fields["values_dropped"] == 0
+    assert lines_of(body, "telemon_sink")[0].fields["values_dropped"] == 0
