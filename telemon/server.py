@@ -6,8 +6,9 @@ import asyncio
 import functools
 import html
 import logging
+import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from aiohttp import hdrs, web
@@ -18,6 +19,7 @@ from telemon.auth import auth_middleware
 from telemon.collector import TargetState
 from telemon.config import Config
 from telemon.lazy import Telemon
+from telemon.metric import Metric
 from telemon.outputs.base import OutputRunner
 from telemon.prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
 from telemon.prometheus import render_prometheus, wants_prometheus
@@ -81,6 +83,8 @@ LARGE_BODY = 256 * 1024
 """Bodies larger than this are gzipped off the event loop (7 MB take ~100 ms)."""
 LARGE_SCRAPE = 5000
 """Metrics beyond which the Prometheus text is rendered off the event loop."""
+RENDER_STEP = 1000
+"""Metrics rendered between two looks at whether the scrape was abandoned."""
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
@@ -101,20 +105,36 @@ async def metrics_handler(request: web.Request) -> web.Response:
             return await _respond(request, body, gzip=config.http.gzip)
         options = config.prometheus
         metrics = await _unless_gone(request, agent.scrape_metrics())
-        # Rendering a full store takes a while: off the loop, which keeps
-        # serving (the metrics are snapshots nobody changes).
+        abandoned = threading.Event()
         render = functools.partial(
             render_prometheus,
-            metrics,
+            _until(abandoned, metrics),
             timestamps=options.timestamps,
             string_as_label=options.string_as_label,
         )
-        body = await asyncio.to_thread(render) if len(metrics) > LARGE_SCRAPE else render()
+        if len(metrics) <= LARGE_SCRAPE:
+            body = render()
+        else:
+            # Rendering a full store takes a while: off the loop, which keeps
+            # serving (the metrics are snapshots nobody changes); stopped when
+            # its client goes away.
+            try:
+                body = await _unless_gone(request, asyncio.to_thread(render))
+            finally:
+                abandoned.set()
         response = await _respond(request, body, gzip=config.http.gzip)
         response.headers["Content-Type"] = PROMETHEUS_CONTENT_TYPE
         return response
     except ClientGone:
         return web.Response(status=499)  # nginx's "client closed request"; nobody reads it
+
+
+def _until(abandoned: threading.Event, metrics: Sequence[Metric]) -> Iterator[Metric]:
+    """`metrics`, cut short (`ClientGone`) once `abandoned` is set."""
+    for start in range(0, len(metrics), RENDER_STEP):
+        if abandoned.is_set():
+            raise ClientGone("scrape abandoned")
+        yield from metrics[start : start + RENDER_STEP]
 
 
 async def _unless_gone(request: web.Request, work: Awaitable[_T]) -> _T:

@@ -755,6 +755,10 @@ def _control_in_names(line: ParsedLine) -> str | None:
     The encoder removes or rewrites them, so `t=a\\x00b` would be served as
     `t=ab`, merging two series (or two fields) that were pushed apart.
     """
+    tags = line.tags
+    names = "".join([line.measurement, *tags, *tags.values(), *line.fields])
+    if names.isprintable():  # the usual line, checked at C speed
+        return None
     for where, text in _names(line):
         found = _CONTROL.search(text)
         if found is not None:
