@@ -13,17 +13,20 @@ and clocks may only have grown in between, settings not moved.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import pytest
 from influx import InfluxDB, Line, parse_line
 from squeakvm import Answered, SqueakRequestError, SqueakVM
 
 from telemon.agent import Agent
 from telemon.config import parse_config
+from telemon.simulator.app import start_simulator
 
 PATHS = {
     "influx": "/metrics",
@@ -354,3 +357,34 @@ async def test_auto_with_all_five_formats_loses_nothing(vm: SqueakVM, influxdb: 
         stored = dict(zip(series["columns"], series["values"][0], strict=True))
         assert {k: v for k, v in stored.items() if k in line.fields} == line.fields
         assert stored["time"] == line.timestamp
+
+
+async def test_simulated_classic_vm_has_the_real_ones_shape(vm: SqueakVM) -> None:
+    """telemon's simulator (`vm="classic"`) was written from the same reference as the
+    parsers: its classic array must have the real VM's length, unused slots and order of
+    spaces, and give telemon the same fields."""
+    runner, port = await start_simulator("127.0.0.1", 0, vms=1, seed=7, vm="classic")
+    try:
+        simulated = f"http://127.0.0.1:{port}/0" + PATHS["parameters"]
+        urls = {"real": vm.url + PATHS["parameters"], "simulated": simulated}
+        tables = [
+            {"urls": [url], "format": "parameters", "tags": {"vm": name}}
+            for name, url in urls.items()
+        ]
+        result = await poll(vm, tables)
+        async with aiohttp.ClientSession() as session, session.get(simulated) as response:
+            simulated_params = json.loads(await response.text())
+    finally:
+        await runner.cleanup()
+    real_params = answer_for(result, PATHS["parameters"]).parameters
+
+    def shape(params: Params) -> tuple[int, list[int], list[int], bool]:
+        unset = [n for n, value in enumerate(params, 1) if value is None]
+        zero = [n for n, value in enumerate(params, 1) if value == 0 and 12 <= n <= 20]
+        return len(params), unset, zero, p_(params, 1) <= p_(params, 2) <= p_(params, 3)
+
+    assert shape(simulated_params) == shape(real_params) == (40, [], list(range(12, 21)), True)
+    assert p_(simulated_params, 40) == p_(real_params, 40) == 4
+    lines = [parse_line(t) for t in result.body.splitlines() if t.startswith("pharo")]
+    fields = {line.tags["vm"]: line.fields.keys() for line in lines}
+    assert fields["simulated"] == fields["real"]
