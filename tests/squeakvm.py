@@ -380,8 +380,9 @@ def run_squeak(
 ) -> Iterator[SqueakVM]:
     """Start `vm` headless on a patched copy of `source` in `directory`; yield it; stop it.
 
-    The image writes into `directory` only (the copy, its log). When its port was taken
-    between choosing and listening, the image quits and another port is tried.
+    The image writes into `directory` only (the copy, its log). A start that fails (the
+    image quits when it cannot serve; a port taken meanwhile leaves a listener that never
+    answers) is retried on another port.
     """
     image = patched_image(directory, source)
     for attempt in range(1, attempts + 1):
