@@ -10,6 +10,7 @@ bench/abuse_connections.py's.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import re
 import resource
@@ -20,10 +21,12 @@ import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import pytest
 from helpers import free_port, wait_until_blocking
+
+from telemon.server import RepeatedErrorFilter, default_max_connections
 
 TELEMON = [sys.executable, "-m", "telemon"]
 START_S = 30.0
@@ -146,7 +149,7 @@ def test_a_burst_of_sighups_leaves_one_telemon_serving_the_newest_file(
 
 
 def test_sighup_keeps_the_listening_socket_and_its_port(serve: StartServe, tmp_path: Path) -> None:
-    """Clients connecting during a restart wait in the socket's queue; port 0 stays the same."""
+    """Clients connecting during a restart wait in the socket's queue instead of being refused."""
     path = tmp_path / "telemon.toml"
     _write_generation(path, 0)
     server = serve("-c", str(path))
@@ -312,6 +315,15 @@ def test_port_0_logs_the_port_bound_and_sigterm_logs_stopping_and_stopped(
         assert port != 0
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as answer:  # noqa: S310
             assert answer.read() == b"ok\n"
+        proc.send_signal(signal.SIGHUP)  # the restarted process keeps the socket, so the port
+
+        def ports_served() -> list[str]:
+            assert proc.poll() is None, log_path.read_text(encoding="utf-8")
+            found = re.findall(r"serving http://127\.0\.0\.1:(\d+)/", log_path.read_text())
+            return found if len(found) == 2 else []
+
+        first, second = wait_until_blocking(ports_served, timeout=START_S, what="two starts")
+        assert first == second == str(port)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=STOP_S) == 0
     finally:
@@ -321,3 +333,44 @@ def test_port_0_logs_the_port_bound_and_sigterm_logs_stopping_and_stopped(
     lines = log_path.read_text(encoding="utf-8").splitlines()
     assert lines[-2].endswith("telemon stopping (SIGTERM)")
     assert lines[-1].endswith("telemon stopped")
+
+
+# --- the pure parts ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("limit", "cap"), [(1024, 768), (512, 256), (128, 16), (65536, 49152), (1 << 40, 786432)]
+)
+def test_default_max_connections_leaves_descriptors_free(limit: int, cap: int) -> None:
+    assert default_max_connections(limit) == cap
+
+
+class _Loop:
+    """What RepeatedErrorFilter calls on the loop: the default handler, recorded."""
+
+    def __init__(self) -> None:
+        self.passed: list[dict[str, Any]] = []
+
+    def default_exception_handler(self, context: dict[str, Any]) -> None:
+        self.passed.append(context)
+
+
+def test_repeated_accept_errors_are_one_line_per_period_and_others_pass(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [100.0]
+    errors = RepeatedErrorFilter(every_s=10.0, clock=lambda: now[0])
+    loop = _Loop()
+    failed = {"message": ACCEPT_ERROR, "exception": OSError(24, "Too many open files")}
+    other = {"message": "Task exception was never retrieved", "exception": ValueError("x")}
+    with caplog.at_level(logging.ERROR, logger="telemon"):
+        for _ in range(1000):
+            errors(loop, failed)  # type: ignore[arg-type]
+        errors(loop, other)  # type: ignore[arg-type]
+        now[0] += 10.0
+        errors(loop, failed)  # type: ignore[arg-type]
+    lines = [record.getMessage() for record in caplog.records]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith(ACCEPT_ERROR) and "more" not in lines[0]
+    assert lines[1].endswith("(999 more in the last 10 s)")
+    assert loop.passed == [other]
