@@ -19,13 +19,16 @@ import socket
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
 from helpers import free_port, wait_until_blocking
 
+from telemon.outputs.base import OutputRunner, RunOptions
+from telemon.outputs.influxdb import InfluxDBSender
+from telemon.outputs.spool import Spool
 from telemon.server import RepeatedErrorFilter, default_max_connections
 
 TELEMON = [sys.executable, "-m", "telemon"]
@@ -374,3 +377,26 @@ def test_repeated_accept_errors_are_one_line_per_period_and_others_pass(
     assert lines[0].startswith(ACCEPT_ERROR) and "more" not in lines[0]
     assert lines[1].endswith("(999 more in the last 10 s)")
     assert loop.passed == [other]
+
+
+class _PushSource:
+    """A LineSource whose push holds one sink line (a LineSource is what the agent is)."""
+
+    def __init__(self) -> None:
+        self.listeners: list[Callable[[bytes], None]] = []
+
+    async def push_lines(self) -> bytes:
+        return b"pushed,host=a value=1i 1700000000000000000\n"
+
+
+async def test_the_last_push_is_spooled_at_stop(tmp_path: Path) -> None:
+    """Lines pushed since the last flush (the sink's) are written or spooled at stop too."""
+    source = _PushSource()
+    sender = InfluxDBSender(f"http://127.0.0.1:{free_port()}", "db", timeout=5.0)  # refused
+    options = RunOptions(flush_interval=3600.0, batch_size=1000, max_retry_interval=60.0,
+                         timeout=5.0)  # fmt: skip
+    runner = OutputRunner(source, sender, Spool(tmp_path, 1 << 20), options)
+    await runner.take_last_push()
+    await runner.stop()
+    spooled = b"".join(file.read_bytes() for file in sorted(tmp_path.glob("*.lp")))
+    assert spooled == b"pushed,host=a value=1i 1700000000000000000\n"

@@ -320,6 +320,19 @@ class OutputRunner:
         self.source.listeners.append(self.on_collect)
         self._task = asyncio.create_task(self._run())
 
+    async def take_last_push(self) -> None:
+        """Take one more push (lazy targets, sink, self-metrics) for `stop` to write.
+
+        For the source to call while the inputs still run, just before it stops
+        them: lines pushed to the sink since the last flush are then written
+        or spooled too. Bounded by `timeout`; a failure leaves what was held.
+        """
+        try:
+            async with asyncio.timeout(self.options.timeout):
+                self._take_push(await self.source.push_lines())
+        except Exception as exc:  # noqa: BLE001 - stopping must go on
+            _log.warning("output %s %s: no last push at stop: %r", self.name, self.sender.url, exc)
+
     async def stop(self) -> None:
         """Stop flushing; write what is left (bounded by `timeout`), spool the rest.
 
