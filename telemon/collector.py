@@ -192,7 +192,10 @@ class Collector:
         if self.global_tags or state.tags:
             metrics = [self._tagged(m, state.tags) for m in metrics]
         state.metrics = metrics
-        self.encoder.losses.source = state.source
+        losses = self.encoder.losses
+        losses.source = state.source
+        for measurement, reason in state.target.take_lost():
+            losses.note(measurement, "(payload)", reason)
         encoded = list(map(self.encoder.encode, metrics))
         state.body = "".join(encoded).encode("utf-8", "replace")
         state.lines = len(encoded) - encoded.count("")

@@ -20,6 +20,7 @@ first of each (source, measurement, field, reason) at WARNING.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from typing import Literal
 
@@ -39,6 +40,7 @@ KIND_NAMES: dict[str, str] = {
 
 _log = logging.getLogger("telemon.values")
 MAX_REMEMBERED = 10_000
+_DIGITS = re.compile(r"\d+")
 
 
 class FieldTypes:
@@ -95,14 +97,17 @@ class Losses:
         source = self.source
         if counted:
             self.by_source[source] = self.by_source.get(source, 0) + 1
-        seen = (source, measurement, key, reason)
+        # Numbers in a reason (a value, a position) vary: one line per kind of loss.
+        seen = (source, measurement, key, _DIGITS.sub("#", reason))
         if seen in self._logged:
             return
         if len(self._logged) >= MAX_REMEMBERED:
             self._logged.clear()  # bounded: at worst a reason is logged again
         self._logged.add(seen)
         verb = "not written" if counted else "changed"
-        _log.warning("%s: field %r of %r %s: %s", source, key, measurement, verb, reason)
+        _log.warning(
+            "%s: field %r of %r %s: %s", source, key, measurement, verb, _printable(reason)
+        )
 
     def dropped(self, source: str) -> int:
         """How many values of `source` were not written."""
@@ -111,3 +116,9 @@ class Losses:
     def forget(self, source: str) -> None:
         """Drop a source that is gone (a discovered target), so the table stays bounded."""
         self.by_source.pop(source, None)
+
+
+def _printable(text: str, limit: int = 300) -> str:
+    """Upstream text fit for one log line: control characters escaped, length bounded."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])
+    return text if len(text) <= limit else text[:limit] + "..."

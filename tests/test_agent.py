@@ -437,3 +437,25 @@ async def test_losses_of_the_sink_and_of_telemon_itself_are_shown() -> None:
     body = await Agent(config, monotonic=ticking()).scrape()
     assert lines_of(body, "telemon")[0].fields["values_dropped"] == 0
     assert lines_of(body, "telemon_sink")[0].fields["values_dropped"] == 0
+
+
+async def test_values_a_pharo_payload_leaves_out_are_logged_and_counted(
+    aiohttp_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def stats(request: web.Request) -> web.Response:
+        return web.json_response({"uptime": 12, "oldSpace": 5, "memory": [1, 2]})
+
+    app = web.Application()
+    app.router.add_get("/stats.json", stats)
+    server = await aiohttp_server(app)
+    url = f"http://127.0.0.1:{server.port}/stats.json"
+    config = parse_config({"agent": HOUR, "inputs": {"pharo": [{"urls": [url]}]}})
+    agent = Agent(config, monotonic=ticking())
+    with caplog.at_level(logging.WARNING, logger="telemon.values"):
+        await agent.collector.collect_all()
+        await agent.collector.collect_all()
+    warnings = [r.getMessage() for r in caplog.records if r.name == "telemon.values"]
+    assert len(warnings) == 1 and "'memory'" in warnings[0], warnings
+    body = await agent.scrape()
+    assert status_of(body, "telemon_input", input="pharo")["values_dropped"] == 2
+    await agent.stop()

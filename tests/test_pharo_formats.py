@@ -488,7 +488,7 @@ def test_json_nested_too_deep_is_left_out() -> None:
         ("null", "JSON null, not an object"),
         ("true", "a JSON boolean, not an object"),
         ("{}", "no values found (an object of 0 keys, none a number)"),
-        ('{"uptime": "1452854"}', "no values found"),  # a string is not a value in an object
+        ('{"version": "1452854"}', "no values found"),  # a string not naming a figure: no value
         ('{"uptime": 1452854, "oldSpace": 15', "not JSON: Expecting ',' delimiter at line 1"),
         ("{'uptime': 1}", "not JSON: Expecting property name enclosed in double quotes"),
         ("[" * 100_000, "not JSON"),
@@ -937,3 +937,13 @@ def check_any_body(fmt: str, text: str) -> None:
         high = 2**64 - 1 if used == "influx" else INT64_MAX
         assert all(-(2**63) <= v <= high for v in numbers if isinstance(v, int))
     assert all("\n" not in p and "\r" not in p for p in problems)
+
+
+def test_json_figures_given_as_text_are_read_and_others_are_noted() -> None:
+    problems: list[str] = []
+    [sample] = parse_payload(
+        "json", '{"uptime": "1,452,854", "memory": [1, 2], "version": "Pharo 12"}',
+        problems=problems,
+    )
+    assert sample.fields == {"uptime": 1452854}
+    assert len(problems) == 1 and "'memory'" in problems[0]

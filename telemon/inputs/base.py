@@ -83,6 +83,7 @@ class Target(ABC):
     # Class defaults: subclasses that never note a partial error need no __init__ call.
     _partial_errors: int = 0
     _last_partial_error: str | None = None
+    _lost: tuple[tuple[str, str], ...] = ()
 
     def __init__(self, target: str) -> None:
         self.target = target
@@ -101,6 +102,16 @@ class Target(ABC):
         """Count a failure that cost part of a collection (one container, one process)."""
         self._partial_errors += 1
         self._last_partial_error = reason
+
+    def note_lost(self, measurement: str, reason: str) -> None:
+        """A value the upstream gave that this collection left out (a parser's note):
+        the collector logs it once and counts it in the target's `values_dropped`."""
+        self._lost = (*self._lost, (measurement, reason))
+
+    def take_lost(self) -> tuple[tuple[str, str], ...]:
+        """The values noted lost since the last call."""
+        lost, self._lost = self._lost, ()
+        return lost
 
     @abstractmethod
     async def collect(self, now_ns: int) -> list[Metric]:

@@ -169,14 +169,17 @@ class PharoTarget(Target):
         content_type, text = await self._fetch()
         # `now_ns` was taken before the request; a VM restarted meanwhile started after it.
         answered_ns = time.time_ns()
+        problems: list[str] = []
         try:
             if self.config.format == "auto":
-                self.format_used, samples = parse_auto(content_type, text)
+                self.format_used, samples = parse_auto(content_type, text, problems=problems)
             else:
-                samples = parse_payload(self.config.format, text)
+                samples = parse_payload(self.config.format, text, problems=problems)
                 self.format_used = self.config.format
         except FormatError as exc:
             raise InputError(str(exc)) from None
+        for problem in problems:
+            self.note_lost(self.config.measurement, f"left out of the payload: {problem}")
         return samples_to_metrics(
             samples, self.config.measurement, self.instance, now_ns, clock_ns=answered_ns
         )

@@ -430,7 +430,13 @@ def _json_number(value: Any, name: str, notes: Notes) -> int | float | bool | No
             return value
         notes.append(f"{name!r}: {value} left out (not a finite number)")
         return None
-    return None
+    figure = _BY_NORM.get(norm(name)) or _BY_NORM.get(norm(name.rsplit("_", 1)[-1]))
+    if figure is None or value is None:
+        return None  # not a figure (a version string, a list of names): not a value lost
+    number = _number_text(value) if isinstance(value, str) else None
+    if number is None:
+        notes.append(f"{name!r}: {_kind(value)} where the figure {figure} is a number")
+    return number
 
 
 _NUMBER_TEXT = re.compile(r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][+-]?\d+)?")
