@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+from functools import partial
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -199,6 +200,60 @@ def test_idle_connections_past_the_cap_leave_healthz_answering(serve: StartServe
     assert "Traceback" not in log
     assert log.count(ACCEPT_ERROR) <= 1
     assert log.count("connection cap reached (http.max_connections = 256)") == 1  # per 10 s
+
+
+def _read_by_server(port: int, client: socket.socket) -> bool:
+    """Whether telemon's end of `client`'s connection has read all it was sent (Linux)."""
+    client_port = client.getsockname()[1]
+    for line in Path("/proc/net/tcp").read_text(encoding="ascii").splitlines()[1:]:
+        fields = line.split()
+        local_port = int(fields[1].rsplit(":", 1)[1], 16)
+        remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+        if (local_port, remote_port) == (port, client_port):
+            return int(fields[4].split(":")[1], 16) == 0  # nothing left in its receive queue
+    return False
+
+
+def test_past_the_cap_with_every_connection_in_a_request_answers_503(
+    serve: StartServe, tmp_path: Path
+) -> None:
+    """Busy connections are never closed to make room: the newcomer gets 503."""
+    (tmp_path / "slowfield.py").write_text(
+        "import asyncio\n\nasync def slow():\n    await asyncio.sleep(60)\n    return 1\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "telemon.toml").write_text(
+        '[agent]\nfield_timeout = "60s"\n[http]\nmax_connections = 2\n'
+        '[[inputs.fields]]\nmeasurement = "app"\n[inputs.fields.fields]\nslow = "slowfield:slow"\n',
+        encoding="utf-8",
+    )
+    server = serve("-c", "telemon.toml")
+    server.wait_healthy()
+    busy = []
+    try:
+        for _ in range(2):  # two scrapes waiting for the slow field: both in a request
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=START_S)
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            busy.append(sock)
+        # Both requests read by telemon (else a newcomer may close one as still idle).
+        for sock in busy:
+            wait_until_blocking(partial(_read_by_server, server.port, sock), timeout=START_S,
+                                what="the scrape's request read")  # fmt: skip
+
+        def refused() -> bytes:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=START_S) as sock:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                answer = sock.recv(1000)
+            assert answer.startswith(b"HTTP/1.1 503"), answer  # until both scrapes are in
+            return answer
+
+        answer = wait_until_blocking(refused, timeout=START_S, what="a 503 past the cap")
+        assert answer.endswith(b"too many connections\n")
+    finally:
+        for sock in busy:
+            sock.close()
+    log = server.terminate()
+    assert "every connection is in a request; answering 503" in log
 
 
 def test_a_cap_above_the_descriptor_limit_logs_accept_errors_once(
