@@ -18,9 +18,9 @@ import signal
 import socket
 import subprocess
 import sys
-from functools import partial
 import urllib.request
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
