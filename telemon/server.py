@@ -400,7 +400,7 @@ class ConnectionCap:
 # connection waiting, many times a second, each with a traceback; and it
 # schedules a retry for each, which fails once the server is closed.
 _ACCEPT_FAILED = "socket.accept() out of system resource"
-_ACCEPT_RETRY = "_start_serving"
+_ACCEPT_RETRY = "._start_serving("  # in "Exception in callback BaseSelectorEventLoop._start..."
 
 
 def _repeated_kind(context: dict[str, Any]) -> str | None:
@@ -408,8 +408,7 @@ def _repeated_kind(context: dict[str, Any]) -> str | None:
     message = str(context.get("message", ""))
     if message == _ACCEPT_FAILED:
         return message
-    callback = getattr(context.get("handle"), "_callback", None)
-    if getattr(callback, "__name__", None) == _ACCEPT_RETRY:
+    if message.startswith("Exception in callback") and _ACCEPT_RETRY in message:
         return "a retry of accept() failed"
     return None
 
@@ -422,7 +421,9 @@ class RepeatedErrorFilter:
     to the loop's default handler unchanged.
     """
 
-    def __init__(self, every_s: float = LOG_EVERY_S, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, every_s: float = LOG_EVERY_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.every_s = every_s
         self._clock = clock
         self._last: dict[str, float] = {}
@@ -444,5 +445,5 @@ class RepeatedErrorFilter:
             "%s: %s%s",
             message,
             context.get("exception"),
-            f" ({left_out} more in the last {now - last:.0f} s)" if left_out and last else "",
+            f" ({left_out} more in the last {now - last:.0f} s)" if left_out and last is not None else "",
         )
