@@ -441,9 +441,7 @@ class RepeatedErrorFilter:
             return
         self._last[message] = now
         left_out = self._left_out.pop(message, 0)
-        _log.error(
-            "%s: %s%s",
-            message,
-            context.get("exception"),
-            f" ({left_out} more in the last {now - last:.0f} s)" if left_out and last is not None else "",
-        )
+        since = ""
+        if left_out and last is not None:
+            since = f" ({left_out} more in the last {now - last:.0f} s)"
+        _log.error("%s: %s%s", message, context.get("exception"), since)
