@@ -31,6 +31,7 @@ from telemon import __version__
 from telemon.auth import Credentials
 from telemon.collector import STATUS_FIELD_TYPES, Collector, TargetState
 from telemon.config import Config
+from telemon.history import History
 from telemon.inputs import InputConfig, InputContext, Target
 from telemon.inputs.fields import FieldsTarget
 from telemon.lazy import Telemon
@@ -108,10 +109,13 @@ class Agent:
         targets: Sequence[tuple[str, Target]] = (),
         clock: Callable[[], int] = time.time_ns,
         monotonic: Callable[[], float] = time.monotonic,
+        config_path: str | None = None,
     ) -> None:
         """`telemons` are embedded lazy measurements; `targets` are (input name, target)
-        pairs of the embedder's own, run at the agent's interval and timeout."""
+        pairs of the embedder's own, run at the agent's interval and timeout;
+        `config_path` is the file `config` was read from (shown on the status page)."""
         self.config = config
+        self.config_path = config_path
         self.settings = settings = Settings.resolve(config)
         self.clock = clock
         self._monotonic = monotonic
@@ -134,6 +138,9 @@ class Agent:
         self.outputs: list[OutputRunner] = build_outputs(
             config.outputs, self, interval=settings.interval, precision=config.agent.precision
         )
+        # The status page's charts: fed after each collection and each scrape.
+        self.history = History(lambda: clock() / 1e9, settings.global_tags)
+        self.collector.observers.append(self.history.record_collection)
         self.scrapes = 0
         self.started_ns: int | None = None
         self._self_lines = b""
@@ -203,10 +210,13 @@ class Agent:
     async def scrape(self) -> bytes:
         """One HTTP scrape's line protocol: everything collected, the sink, the self-metrics."""
         self.scrapes += 1
+        started = time.perf_counter()
         lazy = await self._lazy_lines()
-        return b"".join(
+        body = b"".join(
             [self.collector.snapshot(), lazy, self._sink_lines(), self._self_lines_now()]
         )
+        self.history.record_scrape((time.perf_counter() - started) * 1000)
+        return body
 
     async def push_lines(self) -> bytes:
         """An output's push beside the polled collections: lazy targets, sink, self-metrics."""
@@ -216,12 +226,15 @@ class Agent:
     async def scrape_metrics(self) -> list[Metric]:
         """One HTTP scrape as metrics (for the Prometheus format)."""
         self.scrapes += 1
+        started = time.perf_counter()
         collector = self.collector
         lazy = await collector.lazy_metrics()
         now_ns = self.clock()
         status = [collector.status_metric(state, now_ns) for state in collector.states]
-        return [*collector.polled_metrics(), *lazy, *self._sink_metrics(), *status,
-                *self._self_metrics(now_ns)]  # fmt: skip
+        metrics = [*collector.polled_metrics(), *lazy, *self._sink_metrics(), *status,
+                   *self._self_metrics(now_ns)]  # fmt: skip
+        self.history.record_scrape((time.perf_counter() - started) * 1000)
+        return metrics
 
     async def _lazy_lines(self) -> bytes:
         body, changed = await self.collector.render_lazy()
@@ -286,6 +299,10 @@ class Agent:
             outputs=list(self.outputs),
             sink=self.sink,
             dropped=self.encoder.losses.dropped,
+            interval=self.settings.interval,
+            config_path=self.config_path,
+            history=self.history,
+            now_ns=self.clock(),
         )
 
 
@@ -310,3 +327,7 @@ class AgentStatus:
     outputs: list[OutputRunner]
     sink: Sink | None
     dropped: Callable[[str], int]
+    interval: float
+    config_path: str | None
+    history: History
+    now_ns: int

@@ -105,6 +105,9 @@ class Collector:
         self.clock = clock
         # Called with each polled collection's encoded lines (outputs push every one).
         self.listeners: list[Callable[[bytes], None]] = []
+        # Called with each polled target's state after its collection (the status
+        # page's history reads `metrics` and `duration_ms`); must not raise.
+        self.observers: list[Callable[[TargetState], None]] = []
         self._polled = [s for s in self.states if not s.target.lazy]
         self.lazy = [s for s in self.states if s.target.lazy]
         self._tasks: dict[TargetState, asyncio.Task[None]] = {}
@@ -122,6 +125,8 @@ class Collector:
         self._snapshot = None
         for listener in self.listeners:
             listener(state.body + state.status)
+        for observer in self.observers:
+            observer(state)
         return metrics
 
     def snapshot(self) -> bytes:

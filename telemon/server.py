@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import html
 import logging
 import threading
 import time
@@ -16,15 +15,14 @@ from aiohttp.web_protocol import RequestHandler
 
 from telemon.agent import Agent
 from telemon.auth import auth_middleware
-from telemon.collector import TargetState
 from telemon.config import Config
 from telemon.lazy import Telemon
 from telemon.metric import Metric
-from telemon.outputs.base import OutputRunner
 from telemon.prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
 from telemon.prometheus import render_prometheus, wants_prometheus
 from telemon.respond import accepts_gzip, gzip_bytes, line_protocol_response
-from telemon.sink import ClientGone, Sink, client_gone, open_paths, setup_sink
+from telemon.sink import ClientGone, client_gone, open_paths, setup_sink
+from telemon.status_page import PageContext, render_status_page
 
 __all__ = [
     "AGENT_KEY",
@@ -172,102 +170,14 @@ async def health_handler(request: web.Request) -> web.Response:
 
 
 async def index_handler(request: web.Request) -> web.Response:
-    """A page showing each running part's state, and the endpoints."""
+    """The operator's page (`telemon.status_page`): each part's state, charts, the endpoints."""
     agent = request.app[AGENT_KEY]
-    status = agent.status()
-    path = html.escape(agent.config.http.path)
-    inputs = "".join(_input_row(state, status.dropped(state.source)) for state in status.inputs)
-    now_ns = time.time_ns()
-    outputs = "".join(_output_row(runner, now_ns) for runner in status.outputs)
-    page = _INDEX.format(
-        version=html.escape(status.version),
-        metrics=path,
-        health=HEALTH_PATH,
-        inputs=inputs or '<tr><td colspan="7">no inputs configured</td></tr>',
-        outputs=_OUTPUTS.format(rows=outputs) if outputs else "",
-        sink=_sink_table(status.sink) if status.sink is not None else "",
-    )
-    return web.Response(text=page, content_type="text/html")
-
-
-def _state_cell(up: bool | None) -> str:
-    if up is None:
-        return '<td class="wait">pending</td>'
-    return '<td class="up">up</td>' if up else '<td class="down">down</td>'
-
-
-def _time_cell(time_ns: int | None) -> str:
-    if not time_ns:
-        return "<td>never</td>"
-    return f"<td>{time.strftime('%Y-%m-%d %H:%M:%SZ', time.gmtime(time_ns / 1e9))}</td>"
-
-
-def _cells(*texts: object) -> str:
-    return "".join(f"<td>{html.escape(str(text))}</td>" for text in texts)
-
-
-def _input_row(state: TargetState, dropped: int) -> str:
-    health = state.health
-    return (
-        f"<tr>{_cells(state.input, state.target.target)}{_state_cell(health.up)}"
-        f"{_time_cell(health.last_success_ns)}"
-        f"{_cells(state.errors, dropped, health.last_error or '')}</tr>"
-    )
-
-
-def _output_row(runner: OutputRunner, now_ns: int) -> str:
-    spool, stats = runner.spool, runner.stats
-    behind = f"{runner.oldest_unwritten_s(now_ns):.1f} s"
-    return (
-        f"<tr>{_cells(runner.name, runner.sender.url)}{_state_cell(runner.up)}"
-        f"{_time_cell(runner.last_success_ns)}"
-        f"{_cells(stats.written, stats.dropped, runner.pending_lines, spool.lines, spool.bytes)}"
-        f"{_cells(behind, runner.last_error or '')}</tr>"
-    )
-
-
-def _sink_table(sink: Sink) -> str:
-    row = (
-        f"<tr>{_state_cell(sink.up)}"
-        f"{_cells(len(sink.store), sink.lines, sink.refused_lines, sink.last_error or '')}</tr>"
-    )
-    return _SINK.format(row=row)
-
-
-_INDEX = """<!doctype html>
-<html><head><meta charset="utf-8"><title>telemon</title>
-<style>
-body {{ font-family: sans-serif; margin: 2em; }}
-table {{ border-collapse: collapse; margin-bottom: 1.5em; }}
-td, th {{ border: 1px solid #ccc; padding: .3em .6em; text-align: left; }}
-.up {{ color: #070; }} .down {{ color: #b00; }} .wait {{ color: #777; }}
-</style></head>
-<body><h1>telemon {version}</h1>
-<p><a href="{metrics}">{metrics}</a> (line protocol) &middot;
-<a href="{metrics}?format=prometheus">Prometheus format</a> &middot;
-<a href="{health}">{health}</a></p>
-<h2>Inputs</h2>
-<table><tr><th>input</th><th>target</th><th>state</th><th>last success</th>
-<th>errors</th><th>values dropped</th><th>last error</th></tr>
-{inputs}
-</table>
-{outputs}{sink}</body></html>
-"""
-
-_OUTPUTS = """<h2>Outputs</h2>
-<table><tr><th>output</th><th>url</th><th>state</th><th>last write</th><th>lines written</th>
-<th>lines dropped</th><th>lines waiting</th><th>spooled lines</th><th>spooled bytes</th>
-<th>oldest unwritten</th><th>last error</th></tr>
-{rows}
-</table>
-"""
-
-_SINK = """<h2>Sink</h2>
-<table><tr><th>state</th><th>series</th><th>lines kept</th><th>lines refused</th>
-<th>last refusal</th></tr>
-{row}
-</table>
-"""
+    host, port = agent.config.http.listen
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    if port == 0 and isinstance(sockname, tuple):  # `--listen HOST:0`: the port bound
+        port = sockname[1]
+    context = PageContext(agent.config.http.path, HEALTH_PATH, f"{host}:{port}")
+    return web.Response(text=render_status_page(agent.status(), context), content_type="text/html")
 
 
 # --- the connection cap ------------------------------------------------------------------

@@ -308,7 +308,8 @@ async def test_no_auth_configured_is_open(aiohttp_client) -> None:
 
 
 async def test_index_lists_each_target_and_its_state(aiohttp_client) -> None:
-    """The index shows each target's state, last success, errors and last error, with links."""
+    """The index shows each target's state, age of last success, interval, errors and last
+    error, with links (the page itself: tests/test_status_page.py)."""
     good = FakeTarget("db-primary")
     bad = FakeTarget("db-replica")
     bad.error = InputError("connection refused")
@@ -329,17 +330,19 @@ async def test_index_lists_each_target_and_its_state(aiohttp_client) -> None:
     assert resp.headers["Content-Type"].startswith("text/html")
     page = await resp.text()
     rows = re.findall(r"<tr>(.*?)</tr>", page, re.S)
-    cells = {r[1]: r for r in (re.findall(r"<td[^>]*>(.*?)</td>", row) for row in rows) if r}
+    cells = {r[2]: r for r in (re.findall(r"<td[^>]*>(.*?)</td>", row) for row in rows) if r}
     assert cells["db-primary"][0] == "pharo"
-    assert cells["db-primary"][2] == "up"
-    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ", cells["db-primary"][3])
-    assert cells["db-replica"][:3] == ["vm", "db-replica", "down"]
-    assert cells["db-replica"][3] == "never"
-    assert cells["db-replica"][4] == "1"
-    assert cells["db-replica"][5] == "0"  # values dropped
-    assert cells["db-replica"][6] == "connection refused"
-    assert cells["cold-start"][2] == "pending"
+    assert cells["db-primary"][3] == "up"
+    assert re.fullmatch(r"\d+ s ago", cells["db-primary"][4])
+    assert cells["db-primary"][5] == "1 h"  # the interval
+    assert cells["db-replica"][:4] == ["vm", "", "db-replica", "down"]
+    assert cells["db-replica"][4] == "never"
+    assert cells["db-replica"][6] == "1"
+    assert cells["db-replica"][7] == "0"  # values dropped
+    assert cells["db-replica"][8] == "connection refused"
+    assert cells["cold-start"][3] == "pending"
     assert '<a href="/metrics">' in page and '<a href="/healthz">' in page
+    assert '<a href="/metrics?format=prometheus">' in page
     waiting.gate.set()
 
 
