@@ -12,12 +12,14 @@ per series, one point per `STEP_S` seconds over `WINDOW_S` seconds:
 * ``telemon``: the scrape duration and each input's slowest collection (ms).
 
 Cost: a series is two preallocated ``array('d')`` of `POINTS` (180) floats,
-2,880 bytes, plus about 300 bytes of object overhead and its label: about
-3.2 KB, whatever the interval (points of one step are merged, by their
-maximum). Nothing grows without bound: a series without a point for
-`WINDOW_S` (a target gone, a container stopped) is dropped at the next sweep,
-and past `MAX_SERIES` series new ones are not kept (`left_out` counts them).
-So 1,000 Pharo targets cost about 6.4 MB (two series each).
+2,880 bytes, plus its ring object, label and dict entries (and, for GC time,
+the previous counters): 3.7 KB measured (`bench/status_page.py`, tracemalloc),
+whatever the interval, as points of one step are merged (their maximum).
+Nothing grows without bound: a series without a point for `WINDOW_S` (a
+target gone, a container stopped) is dropped at the next sweep, at most
+`SWEEP_EVERY_S` later, and past `MAX_SERIES` series new ones are not kept
+(`left_out` counts them). So 1,000 Pharo targets cost about 7.5 MB (two
+series each); the cap bounds the whole at about 37 MB.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ STEP_S = 5.0
 """One point per series per step; more in one step are merged (their maximum)."""
 POINTS = int(WINDOW_S / STEP_S)
 MAX_SERIES = 10_000
-"""A safety cap far above any fleet's series: 10,000 series are about 32 MB."""
+"""A safety cap far above any fleet's series: 10,000 series are about 37 MB."""
 SWEEP_EVERY_S = 60.0
 """How often series without a recent point are looked for and dropped."""
 
@@ -89,6 +91,11 @@ class Ring:
     def last_time(self) -> float:
         """The newest point's time (0.0 when empty)."""
         return self._times[(self._next - 1) % POINTS] if self._count else 0.0
+
+    @property
+    def last_value(self) -> float:
+        """The newest point's value (0.0 when empty)."""
+        return self._values[(self._next - 1) % POINTS] if self._count else 0.0
 
     def points(self, since_s: float) -> list[tuple[float, float]]:
         """The points at or after `since_s`, oldest first."""
@@ -198,10 +205,12 @@ class History:
         """Up to `limit` series of `chart` with points in the window (the highest latest
         values first, for the page), and how many more there are."""
         since = now - WINDOW_S
-        views = [SeriesView(label, points) for label, ring in self.series[chart].items()
-                 if (points := ring.points(since))]  # fmt: skip
-        views.sort(key=lambda view: (-view.points[-1][1], view.label))
-        return views[:limit], max(0, len(views) - limit)
+        # Only the drawn series' points are copied: a page over 1,000 targets stays fast.
+        live = [(label, ring) for label, ring in self.series[chart].items()
+                if ring.last_time >= since]  # fmt: skip
+        live.sort(key=lambda item: (-item[1].last_value, item[0]))
+        views = [SeriesView(label, ring.points(since)) for label, ring in live[:limit]]
+        return views, max(0, len(live) - limit)
 
 
 def _pharo_label(metric: Metric, state: TargetState, shared: frozenset[str]) -> str:

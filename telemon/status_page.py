@@ -282,12 +282,14 @@ def _inputs_table(status: AgentStatus, now_ns: int) -> str:
 
 
 def _input_row(state: TargetState, dropped: int, now_ns: int) -> str:
-    health = state.health
+    # One f-string, and only texts from outside escaped: 1,000 rows in a few ms.
+    health, escape = state.health, html.escape
     return (
-        f"<tr>{_cells(state.input, instance_of(state), state.target.target)}"
-        f"{_state_cell(health.up)}"
-        f"{_cells(format_age(health.last_success_ns, now_ns), format_interval(state.interval))}"
-        f"{_cells(state.errors, dropped, _cut(health.last_error))}</tr>"
+        f"<tr><td>{escape(state.input)}</td><td>{escape(instance_of(state))}</td>"
+        f"<td>{escape(state.target.target)}</td>{_state_cell(health.up)}"
+        f"<td>{format_age(health.last_success_ns, now_ns)}</td>"
+        f"<td>{format_interval(state.interval)}</td><td>{state.errors:d}</td><td>{dropped:d}</td>"
+        f"<td>{escape(_cut(health.last_error))}</td></tr>"
     )
 
 
