@@ -14,7 +14,7 @@ from telemon.lineprotocol import EncoderOptions, LineEncoder
 from telemon.lpparse import parse_lines
 from telemon.metric import Metric
 from telemon.outputs.base import backoff_delay, classify_status, make_batches, split_lines
-from telemon.outputs.spool import Batch, Spool
+from telemon.outputs.spool import MAX_BYTES_REACHED, TOO_LARGE, Appended, Batch, Spool
 
 
 def batch(n: int, lines: int = 1) -> Batch:
@@ -40,7 +40,7 @@ def drain(spool: Spool) -> list[bytes]:
 def test_fifo_order_and_counts(make_spool) -> None:  # type: ignore[no-untyped-def]
     spool = make_spool()
     for n in range(5):
-        assert spool.append(batch(n, 2)) == 0
+        assert spool.append(batch(n, 2)) == Appended(kept=True)
     size = sum(len(batch(n, 2).data) for n in range(5))
     assert (len(spool), spool.lines, spool.bytes) == (5, 10, size)
     assert drain(spool) == [batch(n, 2).data for n in range(5)]
@@ -51,15 +51,15 @@ def test_full_spool_drops_oldest_and_counts(make_spool) -> None:  # type: ignore
     size = len(batch(0).data)
     spool = make_spool(max_bytes=3 * size)
     for n in range(3):
-        assert spool.append(batch(n)) == 0
-    assert spool.append(batch(3)) == 1
+        assert spool.append(batch(n)) == Appended(kept=True)
+    assert spool.append(batch(3)) == Appended(True, 1, MAX_BYTES_REACHED)
     assert spool.dropped_lines == 1
     assert drain(spool) == [batch(n).data for n in (1, 2, 3)]
 
 
 def test_batch_larger_than_the_bound_is_dropped(make_spool) -> None:  # type: ignore[no-untyped-def]
     spool = make_spool(max_bytes=10)
-    assert spool.append(batch(0, 5)) == 5
+    assert spool.append(batch(0, 5)) == Appended(False, 5, TOO_LARGE)
     assert (len(spool), spool.dropped_lines) == (0, 5)
 
 
@@ -120,7 +120,7 @@ def test_removed_directory_is_made_again(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool", 10_000)
     spool.append(batch(0))
     shutil.rmtree(tmp_path / "spool")
-    assert spool.append(batch(1)) == 0
+    assert spool.append(batch(1)) == Appended(kept=True)
     assert drain(spool) == [batch(1).data]  # batch 0 went with the directory
     assert spool.dropped_lines == 1
 

@@ -14,9 +14,12 @@ dropped=N`, to which 1.x adds each line it could not parse), counts exactly
 those lines as dropped and the rest as written, and logs the database's reason
 once until a batch is stored whole. (A 1.x batch with both unparsable lines and
 lines refused at write is answered with the latter alone: the unparsable ones
-then count as written.) Any other error in a flush (the spool's disk full or
-gone, a bug) is logged once and backed off like a failed write: the flushing
-task never stops while telemon runs.
+then count as written.) Any other error in a flush (the spool's directory
+gone or unusable, a bug) is logged once and backed off like a failed write: the
+flushing task never stops while telemon runs. Lines the spool drops for room
+(spool_max_bytes reached, filesystem full: the oldest go) log one WARNING per
+reason when it starts, and one INFO with the totals when the output writes
+again or stops; `dropped` counts each line.
 
 Health is what the last write did: `up` is None before the first attempt,
 True while the last write stored its batch (wholly or in part), False after a
@@ -40,7 +43,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from telemon.metric import FieldValue, Metric
-from telemon.outputs.spool import Batch, Spool
+from telemon.outputs.spool import Appended, Batch, Spool
 
 __all__ = [
     "LineSource",
@@ -267,6 +270,8 @@ class OutputRunner:
         self._retry_at = 0.0
         self._flush_error = False  # logged, and not followed by a clean flush yet
         self._spool_error = False  # logged, and not followed by a spooled batch yet
+        # Lines the spool dropped since it started to, by reason (each logged once).
+        self._dropping: dict[str, int] = {}
         self._partial_logged = False  # a partial write logged, no whole write since
         self._task: asyncio.Task[None] | None = None
 
@@ -360,6 +365,7 @@ class OutputRunner:
             except Exception as exc:  # noqa: BLE001 - what is left must still be spooled
                 self._flush_failed(exc)
         self._spool_queue()
+        self._end_spool_drops()
         await self.sender.aclose()
         self._log_left(held, self.stats.written - written_before,
                        self.stats.dropped - dropped_before)  # fmt: skip
@@ -448,35 +454,64 @@ class OutputRunner:
 
     def _spool_queue(self) -> None:
         while self._queue:
-            batch = self._queue.popleft()
-            # Counted from the spool's total: a failed append may already have
-            # dropped older batches to make room.
-            dropped_before = self.spool.dropped_lines
-            try:
-                self.spool.append(batch)
-            except OSError as exc:
-                # Nowhere to keep it (disk full, spool directory unusable): holding
-                # it in memory instead would grow without bound, so it is dropped.
-                self.stats.dropped += batch.lines + self.spool.dropped_lines - dropped_before
-                if not self._spool_error:
-                    self._spool_error = True
-                    _log.error(
-                        "output %s %s: cannot spool (%s); dropping lines until it can",
-                        self.name,
-                        self.sender.url,
-                        exc,
-                    )
-                continue
-            if self._spool_error:
-                self._spool_error = False
-                _log.info("output %s %s: spooling again", self.name, self.sender.url)
+            self._spool_batch(self._queue.popleft())
+
+    def _spool_batch(self, batch: Batch) -> None:
+        # Counted from the spool's total: a failed append may already have
+        # dropped older batches to make room.
+        dropped_before = self.spool.dropped_lines
+        try:
+            appended = self.spool.append(batch)
+        except OSError as exc:
+            # Nowhere to keep it (spool directory unusable): holding it in
+            # memory instead would grow without bound, so it is dropped.
+            self.stats.dropped += batch.lines + self.spool.dropped_lines - dropped_before
+            if not self._spool_error:
+                self._spool_error = True
+                _log.error(
+                    "output %s %s: cannot spool (%s); dropping lines until it can",
+                    self.name,
+                    self.sender.url,
+                    exc,
+                )
+            return
+        if self._spool_error:
+            self._spool_error = False
+            _log.info("output %s %s: spooling again", self.name, self.sender.url)
+        if appended.kept:
             self.stats.spooled += batch.lines
-            self.stats.dropped += self.spool.dropped_lines - dropped_before
+        self.stats.dropped += self.spool.dropped_lines - dropped_before
+        self._note_spool_drops(appended)
+
+    def _note_spool_drops(self, appended: Appended) -> None:
+        """One WARNING when the spool starts dropping lines (for each reason), not per batch."""
+        if not appended.dropped or appended.reason is None:
+            return
+        if appended.reason not in self._dropping:
+            _log.warning(
+                "output %s %s: the spool drops lines (%s): %d so far; the total is logged"
+                " when the output writes again",
+                self.name, self.sender.url, appended.reason, appended.dropped,
+            )  # fmt: skip
+        self._dropping[appended.reason] = self._dropping.get(appended.reason, 0) + appended.dropped
+
+    def _end_spool_drops(self) -> None:
+        """Writing again (or stopping): the spool drops no more; one INFO with the totals."""
+        if not self._dropping:
+            return
+        totals = ", ".join(f"{lines} ({reason})" for reason, lines in self._dropping.items())
+        _log.info(
+            "output %s %s: no longer dropping spooled lines: %s dropped",
+            self.name, self.sender.url, totals,
+        )  # fmt: skip
+        self._dropping = {}
 
     async def _write(self) -> None:
         """Send spooled batches, then queued ones, until one fails for a retryable reason."""
         while True:
+            dropped_before = self.spool.dropped_lines
             spooled = self.spool.peek()
+            self.stats.dropped += self.spool.dropped_lines - dropped_before  # unreadable files
             batch = spooled or (self._queue[0] if self._queue else None)
             if batch is None:
                 return
@@ -559,6 +594,7 @@ class OutputRunner:
     def _stored(self, lines: int) -> None:
         """The batch was stored (`lines` of it): the output is up."""
         self.stats.written += lines
+        self._end_spool_drops()  # nothing goes to the spool while writes succeed
         if self.up is False:
             _log.info("output %s %s: up, writing again", self.name, self.sender.url)
         self.up = True

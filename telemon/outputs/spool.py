@@ -7,12 +7,18 @@ restart; a name without it, from an older telemon, takes the file's
 modification time). A batch is written to a temporary name,
 fsynced, then renamed, so a crash leaves whole batches or none; temporary
 files found at start are removed. When a new batch does not fit in `max_bytes`,
-the oldest batches are dropped (and counted) to make room.
+the oldest batches are dropped (and counted) to make room; so they are when the
+filesystem is full, one at a time until the new batch is written. The new
+batch is dropped instead, and the spool kept rather than emptied for nothing,
+when the spool's files and the free space together could not hold it, or when
+dropping as many bytes as it holds (and a little more, for the filesystem's
+blocks) did not make room: something else is filling the filesystem.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import re
@@ -20,11 +26,20 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Batch", "Spool"]
+__all__ = ["FILESYSTEM_FULL", "MAX_BYTES_REACHED", "TOO_LARGE", "Appended", "Batch", "Spool"]
 
 _log = logging.getLogger("telemon.outputs")
 _NAME = re.compile(r"(\d{20})-(\d+)(?:-(\d+))?\.lp")
 _TEMP_PREFIX = ".tmp-"
+_FULL_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT})
+# Freeing this much more than a batch's size makes room for it on any
+# filesystem (block rounding, the directory's growth) unless another writer
+# takes the space.
+_FULL_SLACK = 64 * 1024
+
+MAX_BYTES_REACHED = "spool_max_bytes reached"
+FILESYSTEM_FULL = "filesystem full"
+TOO_LARGE = "a batch larger than spool_max_bytes"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +53,20 @@ class Batch:
     lines: int
     seq: int = 0
     created_ns: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """What `Spool.append` did: whether it kept the batch, and what it dropped and why.
+
+    `dropped` counts the lines dropped to take it (the oldest) plus its own when
+    not kept; `reason` is one of MAX_BYTES_REACHED, FILESYSTEM_FULL, TOO_LARGE
+    (the filesystem's when both limits dropped lines), None when none were dropped.
+    """
+
+    kept: bool
+    dropped: int = 0
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,22 +114,62 @@ class Spool:
         # A smaller bound than the last run's: drop the oldest now.
         self._make_room(0)
 
-    def append(self, batch: Batch) -> int:
-        """Queue `batch` last; returns the lines dropped (the oldest, or `batch` if too big)."""
+    def append(self, batch: Batch) -> Appended:
+        """Queue `batch` last, dropping the oldest batches to make room (see the module).
+
+        Raises OSError when the directory cannot take it for another reason than
+        a full filesystem (unusable, read-only): dropping batches would not help.
+        """
         size = len(batch.data)
         if size > self.max_bytes:
             self.dropped_lines += batch.lines
-            return batch.lines
+            return Appended(kept=False, dropped=batch.lines, reason=TOO_LARGE)
         dropped = self._make_room(size)
+        reason = MAX_BYTES_REACHED if dropped else None
         seq, created = self._next_seq, batch.created_ns
         entry = _Entry(seq, batch.lines, size, created, f"{seq:020d}-{batch.lines}-{created}.lp")
         self._next_seq += 1
         if self.directory is None:
             self._memory[entry.seq] = batch.data
         else:
-            self._write(self.directory, entry.name, batch.data)
+            kept, full_dropped = self._write_dropping_oldest(self.directory, entry.name, batch.data)
+            if full_dropped or not kept:
+                reason = FILESYSTEM_FULL
+            dropped += full_dropped
+            if not kept:
+                self.dropped_lines += batch.lines
+                return Appended(kept=False, dropped=dropped + batch.lines, reason=reason)
         self._add(entry)
-        return dropped
+        return Appended(kept=True, dropped=dropped, reason=reason)
+
+    def _write_dropping_oldest(self, directory: Path, name: str, data: bytes) -> tuple[bool, int]:
+        """Write one batch file, dropping the oldest while the filesystem is full.
+
+        Returns whether it was written and the lines dropped for it (counted).
+        """
+        freed = dropped = 0
+        while True:
+            try:
+                self._write(directory, name, data)
+            except OSError as exc:
+                if exc.errno not in _FULL_ERRORS:
+                    raise
+                if not self._room_possible(directory, len(data), freed):
+                    return False, dropped
+            else:
+                return True, dropped
+            oldest = self._entries[0]
+            freed += oldest.size
+            dropped += oldest.lines
+            self.dropped_lines += oldest.lines
+            self.pop()
+
+    def _room_possible(self, directory: Path, size: int, freed: int) -> bool:
+        """Whether dropping more of the oldest batches can make room for `size` bytes."""
+        if not self._entries or freed >= size + _FULL_SLACK:
+            return False
+        fs = os.statvfs(directory)
+        return fs.f_bavail * fs.f_frsize + self.bytes >= size
 
     @staticmethod
     def _write(directory: Path, name: str, data: bytes) -> None:
