@@ -6,16 +6,19 @@
 
 from __future__ import annotations
 
+import copy
+import difflib
 import os
 import re
 import ssl
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
+    BaseModel,
     BeforeValidator,
     Field,
     PositiveInt,
@@ -28,7 +31,7 @@ from pydantic import (
 from telemon.envsubst import SubstitutionError, substitute
 from telemon.inputs import InputsConfig
 from telemon.outputs import OutputsConfig
-from telemon.schema import Duration, Model, Tags, secret_or_file
+from telemon.schema import ConfigPath, Duration, Model, Tags, raise_problems, secret_or_file
 from telemon.sink import SinkConfig
 from telemon.tls import server_context
 
@@ -79,13 +82,17 @@ class AgentConfig(Model):
 
 
 def listen_address(value: Any) -> tuple[str, int]:
-    """(host, port) of "HOST:PORT" (":PORT" is every interface); ValueError otherwise."""
+    """(host, port) of "HOST:PORT" (":PORT" is every interface); ValueError saying what is wrong."""
     if not isinstance(value, str):
-        raise ValueError('expected "HOST:PORT"')
+        raise ValueError('expected a string "HOST:PORT"')
     host, sep, port = value.rpartition(":")
     host = host.strip("[]")
-    if not sep or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
-        raise ValueError(f'invalid listen address {value!r}: expected "HOST:PORT"')
+    if not sep or not port:
+        raise ValueError(f'{value!r} has no port: expected "HOST:PORT"')
+    if not (port.isascii() and port.isdigit()):
+        raise ValueError(f"port {port!r} of {value!r} is not a number")
+    if not 0 <= int(port) <= 65535:
+        raise ValueError(f"port {port} is not 0-65535")
     return host or "0.0.0.0", int(port)
 
 
@@ -113,11 +120,11 @@ class HttpConfig(Model):
     gzip: bool = True
     username: str | None = None
     password: SecretStr | None = None
-    password_file: Path | None = None
+    password_file: ConfigPath | None = None
     token: SecretStr | None = None
-    token_file: Path | None = None
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
+    token_file: ConfigPath | None = None
+    tls_cert: ConfigPath | None = None
+    tls_key: ConfigPath | None = None
     # None: three quarters of the open-file limit (telemon.server.max_connections).
     max_connections: PositiveInt | None = None
     idle_timeout: Duration = 15.0
@@ -127,30 +134,46 @@ class HttpConfig(Model):
     _ssl_context: ssl.SSLContext | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
-    def _check_auth(self) -> HttpConfig:
+    def _check(self) -> HttpConfig:
+        # Both checked, whatever the first finds: `telemon check` reports every problem.
+        raise_problems([*self._auth_problems(), *self._tls_problems()])
+        return self
+
+    def _auth_problems(self) -> list[str]:
+        problems = []
         for name in ("username", "password", "token"):
             value = getattr(self, name)
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
             if value is not None and not value.strip():
-                raise ValueError(f"{name} must not be empty (leave it out to disable auth)")
+                problems.append(f"{name} must not be empty (leave it out to disable auth)")
         if self.username is not None and ":" in self.username:
-            raise ValueError("username must not contain ':' (it separates user and password)")
-        password = secret_or_file("password", self.password, self.password_file)
-        self._token = secret_or_file("token", self.token, self.token_file)
-        if (self.username is None) != (password is None):
-            raise ValueError("basic auth needs both username and password (or password_file)")
-        self._password = password
-        return self
+            problems.append("username must not contain ':' (it separates user and password)")
+        try:
+            self._password = secret_or_file("password", self.password, self.password_file)
+        except ValueError as exc:
+            problems.append(str(exc))
+        try:
+            self._token = secret_or_file("token", self.token, self.token_file)
+        except ValueError as exc:
+            problems.append(str(exc))
+        has_password = self.password is not None or self.password_file is not None
+        if (self.username is None) == has_password:
+            problems.append("basic auth needs both username and password (or password_file)")
+        return problems
 
-    @model_validator(mode="after")
-    def _load_tls(self) -> HttpConfig:
+    def _tls_problems(self) -> list[str]:
         if (self.tls_cert is None) != (self.tls_key is None):
-            raise ValueError("TLS needs both tls_cert and tls_key")
+            return ["TLS needs both tls_cert and tls_key"]
         if self.tls_cert is not None and self.tls_key is not None:
             # Built now, once: `telemon check` refuses what `serve` would, and `serve` uses it.
-            self._ssl_context = server_context(self.tls_cert, self.tls_key)
-        return self
+            try:
+                self._ssl_context = server_context(self.tls_cert, self.tls_key)
+            except ValueError as exc:
+                return [str(exc)]
+            except OSError as exc:
+                return [f"cannot read {exc.filename or 'tls_cert/tls_key'}: {exc.strerror or exc}"]
+        return []
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """The server's TLS context when `tls_cert`/`tls_key` are set (built by the check)."""
@@ -186,60 +209,247 @@ class Config(Model):
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
 
     @model_validator(mode="after")
-    def _check_sink_paths(self) -> Config:
+    def _check_across_sections(self) -> Config:
+        raise_problems([
+            *self._sink_path_problems(),
+            *self._docker_stats_timeout_problems(),
+            *self._output_timestamp_problems(),
+        ])
+        return self
+
+    def _sink_path_problems(self) -> list[str]:
         reserved = {self.http.path: "http.path", "/healthz": "/healthz"}
-        for path in self.sink.paths if self.sink.enabled else ():
-            if path in reserved:
-                raise ValueError(f"sink.paths: {path!r} is already {reserved[path]}")
-        return self
+        return [
+            f"sink.paths: {path!r} is already {reserved[path]}"
+            for path in (self.sink.paths if self.sink.enabled else ())
+            if path in reserved
+        ]
 
-    @model_validator(mode="after")
-    def _check_docker_stats_timeouts(self) -> Config:
+    def _docker_stats_timeout_problems(self) -> list[str]:
         # The docker table checks its own timeout; the agent's it cannot see.
-        for index, docker in enumerate(self.inputs.docker):
-            if docker.timeout is None and docker.stats_timeout >= self.agent.timeout:
-                raise ValueError(
-                    f"inputs.docker.{index}.stats_timeout must be shorter than agent.timeout"
-                    " (or set the table's own timeout)"
-                )
-        return self
+        return [
+            f"inputs.docker.{index}.stats_timeout must be shorter than agent.timeout"
+            " (or set the table's own timeout)"
+            for index, docker in enumerate(self.inputs.docker)
+            if docker.timeout is None and docker.stats_timeout >= self.agent.timeout
+        ]
 
-    @model_validator(mode="after")
-    def _check_output_timestamps(self) -> Config:
+    def _output_timestamp_problems(self) -> list[str]:
         # Spooled lines are written late: without timestamps they would be dated on arrival.
         if self.outputs.configured and self.agent.omit_timestamp:
-            raise ValueError("outputs need timestamps: set agent.omit_timestamp = false")
-        return self
+            return ["outputs need timestamps: set agent.omit_timestamp = false"]
+        return []
 
 
-def _location(loc: tuple[int | str, ...]) -> str:
+Loc = tuple[int | str, ...]
+
+
+def _is_tag(part: int | str) -> bool:
     # pydantic adds the name of a validator or union member to the location;
     # users only know the keys they wrote.
-    parts = [str(part) or '""' for part in loc]
-    return ".".join(p for p in parts if p != "[key]" and not p.startswith(("function-", "tagged-")))
+    return isinstance(part, str) and (part == "[key]" or part.startswith(("function-", "tagged-")))
 
 
-def _message(error: Mapping[str, Any]) -> str:
+def _clean(loc: Loc) -> Loc:
+    return tuple(part for part in loc if not _is_tag(part))
+
+
+def _location(loc: Loc) -> str:
+    return ".".join(str(part) or '""' for part in _clean(loc))
+
+
+def _sections(loc: Loc) -> tuple[str, str] | None:
+    """("input", "inputs") or ("output", "outputs") when `loc` is `inputs.NAME`/`outputs.NAME`."""
+    if len(loc) == 2 and loc[0] in ("inputs", "outputs"):
+        return ("input", "inputs") if loc[0] == "inputs" else ("output", "outputs")
+    return None
+
+
+def _model_at(loc: Loc) -> type[BaseModel] | None:
+    """The config model holding the last key of `loc` (None if the path leaves the models)."""
+    model: type[BaseModel] = Config
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        inner = _inner_model(field.annotation) if field is not None else None
+        if inner is None:
+            return None
+        model = inner
+    return model
+
+
+def _inner_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        if (inner := _inner_model(arg)) is not None:
+            return inner
+    return None
+
+
+def _did_you_mean(key: int | str, known: list[str]) -> str:
+    close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _unknown(loc: Loc) -> str:
+    model = _model_at(loc)
+    known = list(model.model_fields) if model is not None else []
+    if (kind := _sections(loc)) is not None:
+        hint = _did_you_mean(loc[-1], known)
+        return f"unknown {kind[0]}; known {kind[1]}: {', '.join(known)}{hint}"
+    return f"unknown key{_did_you_mean(loc[-1], known)}"
+
+
+def _messages(error: Mapping[str, Any]) -> list[str]:
+    """The error's message(s): a model validator's problems come one per line."""
     if error["type"] == "extra_forbidden":
-        if len(error["loc"]) == 2 and error["loc"][0] == "inputs":
-            return f"unknown input; known inputs: {', '.join(InputsConfig.model_fields)}"
-        return "unknown key"
+        return [_unknown(_clean(error["loc"]))]
     if error["type"] == "missing":
-        return "required key is missing"
+        return ["required key is missing"]
+    if (
+        error["type"] == "list_type"
+        and isinstance(error["input"], dict)
+        and _sections(_clean(error["loc"]))
+    ):
+        name = ".".join(map(str, _clean(error["loc"])))
+        return [f"expected an array of tables: write [[{name}]], not [{name}]"]
+    if (expected := _EXPECTED.get(error["type"])) is not None:
+        return [f"expected {expected}, got {_toml(error['input'])}"]
     message = re.sub(r" or instance of \w+", "", str(error["msg"]))
-    return message.removeprefix("Value error, ")
+    return message.removeprefix("Value error, ").splitlines()
+
+
+_EXPECTED = {
+    "bool_type": "a boolean (true or false)",
+    "int_type": "an integer",
+    "float_type": "a number",
+    "string_type": "a string",
+    "list_type": "an array",
+    "dict_type": "a table",
+    "model_type": "a table",
+    "model_attributes_type": "a table",
+    "tuple_type": "an array",
+}
+"""Type errors in TOML's words (the model is strict: `gzip = "yes"` is not guessed at)."""
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"' if len(value) <= 40 else "a string"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, dict):
+        return "a table"
+    return "an array" if isinstance(value, list) else type(value).__name__
+
+
+def _mentions(message: str, key: int | str) -> bool:
+    return re.search(rf"(?<![\w]){re.escape(str(key))}(?![\w])", message) is not None
+
+
+class _Pruned:
+    """The document with what failed taken out, so that another pass checks the rest.
+
+    pydantic runs a model's own checks only once its keys are valid, and the
+    whole file's checks once every section is: each pass takes out the keys
+    (or tables) that failed, so the checks they blocked run in the next one.
+    Locations are given in the file's terms (a table taken out of a list
+    leaves the following ones their index in the file).
+    """
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self.document: dict[str, Any] = copy.deepcopy(dict(data))
+        self.removed: list[Loc] = []
+        self._kept: dict[Loc, list[int]] = {}  # a list's remaining items' indices in the file
+
+    def original(self, loc: Loc) -> Loc:
+        """`loc` (in the pruned document) in the file's terms."""
+        out: list[int | str] = []
+        for part in _clean(loc):
+            kept = self._kept.get(tuple(out))
+            out.append(kept[part] if isinstance(part, int) and kept and part < len(kept) else part)
+        return tuple(out)
+
+    def follows_from_removed(self, loc: Loc, message: str) -> bool:
+        """Whether an error is only the consequence of taking a key out."""
+        for removed in self.removed:
+            if loc[: len(removed)] == removed:  # missing now, or inside
+                return True
+            names = [part for part in removed[len(loc) :] if isinstance(part, str)]
+            if removed[: len(loc)] == loc and names and _mentions(message, names[-1]):
+                return True  # a check of the model holding it, now run with its default
+        return False
+
+    def prune(self, locs: list[Loc]) -> bool:
+        """Take out what each failed location names; False when there is nothing to take out."""
+        targets = {t for loc in locs if (t := self._target(_clean(loc)))}
+        for target in sorted(targets, reverse=True):  # later list items first
+            if any(other != target and target[: len(other)] == other for other in targets):
+                continue
+            self.removed.append(self.original(target))
+            parent = self._node(target[:-1])
+            if isinstance(parent, list):
+                kept = self._kept.setdefault(self.original(target[:-1]), list(range(len(parent))))
+                del kept[int(target[-1])]
+            del parent[target[-1]]
+        return bool(targets)
+
+    def _node(self, loc: Loc) -> Any:
+        node: Any = self.document
+        for part in loc:
+            node = node[part]
+        return node
+
+    def _target(self, loc: Loc) -> Loc | None:
+        """The key (or the table in a list) of the document that `loc` falls in."""
+        node: Any = self.document
+        found: list[int | str] = []
+        for part in loc:
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+            elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+                node = node[part]
+            else:
+                break  # a missing key: its table is what failed
+            found.append(part)
+        while found and isinstance(found[-1], int) and not isinstance(node, dict):
+            found.pop()  # a bad item of a list of values: the key holding the list
+            node = self._node(tuple(found))
+        return tuple(found) or None
+
+
+_MAX_PASSES = 20
 
 
 def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
-    """Validate an already-parsed TOML document."""
-    try:
-        return Config.model_validate(data)
-    except ValidationError as exc:
-        details = [(_location(e["loc"]), _message(e)) for e in exc.errors()]
-        raise ConfigError(source, details) from None
-    except OSError as exc:  # a validator's file check that did not say which key
-        reason = f"cannot read {exc.filename}: {exc.strerror}" if exc.filename else str(exc)
-        raise ConfigError(source, [("", reason)]) from None
+    """Validate an already-parsed TOML document; ConfigError lists every problem found."""
+    pruned = _Pruned(data)
+    details: list[tuple[str, str]] = []
+    for _ in range(_MAX_PASSES):
+        try:
+            config = Config.model_validate(pruned.document)
+        except ValidationError as exc:
+            errors = exc.errors()
+            for error in errors:
+                loc = pruned.original(error["loc"])
+                for message in _messages(error):
+                    if not pruned.follows_from_removed(loc, message):
+                        details.append((_location(loc), message))
+            if not pruned.prune([e["loc"] for e in errors]):
+                break
+        except OSError as exc:  # a validator's file check that did not say which key
+            reason = f"cannot read {exc.filename}: {exc.strerror}" if exc.filename else str(exc)
+            details.append(("", reason))
+            break
+        else:
+            if not details:
+                return config
+            break
+    raise ConfigError(source, list(dict.fromkeys(details)))
 
 
 def read_config_data(path: Path | None) -> dict[str, Any]:

@@ -5,24 +5,27 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import SplitResult, urlsplit
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, SecretStr
 
 __all__ = [
+    "ConfigPath",
     "Duration",
     "FieldName",
     "MeasurementName",
     "Model",
     "TagKey",
     "Tags",
+    "TomlTuple",
     "WebURL",
     "check_readable_file",
     "check_url_port",
     "check_web_url",
     "display_url",
     "parse_duration",
+    "raise_problems",
     "read_secret",
     "secret_or_file",
     "url_has_credentials",
@@ -30,9 +33,46 @@ __all__ = [
 
 
 class Model(BaseModel):
-    """Base of every config model: unknown keys are errors, objects are immutable."""
+    """Base of every config model: unknown keys are errors, objects are immutable.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Strict: a boolean must be a TOML boolean and an integer a TOML integer
+    (`gzip = "yes"` or `gzip = 1` is a mistake to report, not to guess at);
+    a float accepts an integer. Types that TOML cannot write (paths, tuples)
+    are converted by their own validators (`ConfigPath`, `Field(strict=False)`).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def raise_problems(problems: list[str]) -> None:
+    """ValueError holding every problem, one per line, if any.
+
+    A model validator checks everything it can and reports it all at once:
+    `parse_config` turns each line into one error at the model's key path.
+    """
+    if problems:
+        raise ValueError("\n".join(problems))
+
+
+def _path(value: Any) -> Any:
+    if isinstance(value, str):
+        return Path(value)
+    if isinstance(value, Path):
+        return value
+    raise ValueError("expected a path (a string)")
+
+
+ConfigPath = Annotated[Path, BeforeValidator(_path)]
+"""A file or directory path, written as a TOML string."""
+
+
+def _tuple(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+_T = TypeVar("_T")
+TomlTuple = Annotated[tuple[_T, ...], BeforeValidator(_tuple)]
+"""`TomlTuple[T]`: a tuple of T written as a TOML array (strict mode wants a tuple)."""
 
 
 def read_secret(path: Path, key: str) -> SecretStr:

@@ -13,7 +13,7 @@ from typing import Self
 
 from pydantic import PrivateAttr, model_validator
 
-from telemon.schema import Model, check_readable_file
+from telemon.schema import ConfigPath, Model, check_readable_file
 
 __all__ = [
     "ClientCertTLS",
@@ -79,7 +79,7 @@ class ClientTLS(Model):
     hands out that one object, however many connections use it.
     """
 
-    tls_ca: Path | None = None
+    tls_ca: ConfigPath | None = None
     insecure_skip_verify: bool = False
 
     _tls_context: ssl.SSLContext | None = PrivateAttr(default=None)
@@ -103,8 +103,8 @@ class ClientTLS(Model):
 class ClientCertTLS(ClientTLS):
     """`ClientTLS` plus a client certificate, `tls_cert` and `tls_key`."""
 
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
+    tls_cert: ConfigPath | None = None
+    tls_key: ConfigPath | None = None
 
     def _client_certificate(self) -> tuple[Path | None, Path | None]:
         if (self.tls_cert is None) != (self.tls_key is None):

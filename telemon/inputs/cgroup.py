@@ -26,7 +26,7 @@ from telemon.inputs.cgroup_files import (
     v2_fields,
 )
 from telemon.metric import Metric
-from telemon.schema import MeasurementName
+from telemon.schema import ConfigPath, MeasurementName
 
 __all__ = ["COUNTER_FIELDS", "REFERENCE", "SAMPLE_CONFIG", "CgroupConfig", "CgroupTarget"]
 
@@ -39,7 +39,7 @@ class CgroupConfig(InputConfig):
 
     measurement: MeasurementName = "cgroup"
     # `root` comes before `path`: the check of `path` needs it.
-    root: Path = DEFAULT_ROOT
+    root: ConfigPath = DEFAULT_ROOT
     path: str | None = None
 
     @field_validator("path")

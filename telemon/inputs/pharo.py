@@ -13,7 +13,6 @@ from __future__ import annotations
 import ssl
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -34,6 +33,7 @@ from telemon.inputs.pharo_formats import (
 )
 from telemon.metric import FieldValue, Metric
 from telemon.schema import (
+    ConfigPath,
     MeasurementName,
     WebURL,
     display_url,
@@ -77,7 +77,7 @@ class PharoConfig(InputConfig, ClientTLS):
     username: str | None = None
     password: SecretStr | None = None
     token: SecretStr | None = None
-    token_file: Path | None = None
+    token_file: ConfigPath | None = None
     max_body_size: int = Field(default=1024 * 1024, gt=0)
 
     _token: SecretStr | None = PrivateAttr(default=None)

@@ -19,7 +19,7 @@ from pydantic import AfterValidator, model_validator
 
 from telemon.inputs.base import InputConfig, InputContext, InputError, Target
 from telemon.metric import FieldValue, Metric
-from telemon.schema import MeasurementName
+from telemon.schema import ConfigPath, MeasurementName
 
 __all__ = [
     "COUNTER_FIELDS",
@@ -61,7 +61,7 @@ class ProcessConfig(InputConfig):
 
     measurement: MeasurementName = "process"
     pattern: Annotated[str, AfterValidator(_compile)] | None = None
-    pid_file: Path | None = None
+    pid_file: ConfigPath | None = None
     pid_tag: bool = False
 
     @model_validator(mode="after")

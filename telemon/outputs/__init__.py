@@ -29,6 +29,7 @@ from telemon.outputs.influxdb import InfluxDBSender
 from telemon.outputs.influxdb_v2 import InfluxDBv2Sender
 from telemon.outputs.spool import Spool
 from telemon.schema import (
+    ConfigPath,
     Duration,
     Model,
     WebURL,
@@ -67,7 +68,7 @@ class OutputConfig(ClientTLS):
     timeout: Duration = 5.0
     content_encoding: Literal["gzip", "identity"] = "gzip"
     max_retry_interval: Duration = 60.0
-    spool_dir: Path | None = None
+    spool_dir: ConfigPath | None = None
     spool_max_bytes: PositiveInt = 100 * MIB
 
 
@@ -80,7 +81,7 @@ class InfluxDBConfig(OutputConfig):
     skip_database_creation: bool = False
     username: str | None = None
     password: SecretStr | None = None
-    password_file: Path | None = None
+    password_file: ConfigPath | None = None
 
     _password: SecretStr | None = PrivateAttr(default=None)
 
@@ -124,7 +125,7 @@ class InfluxDBv2Config(OutputConfig):
     org: str = ""
     bucket: str
     token: SecretStr | None = None
-    token_file: Path | None = None
+    token_file: ConfigPath | None = None
 
     _token: SecretStr | None = PrivateAttr(default=None)
 
