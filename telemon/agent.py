@@ -177,7 +177,12 @@ class Agent:
             runner.start()
 
     async def stop(self) -> None:
-        """Stop collecting first, so that the outputs' last write holds every collection."""
+        """Stop collecting first, so that the outputs' last write holds every collection.
+
+        Each output first takes one last push (lazy fields, the sink's lines,
+        self-metrics), so nothing that arrived since its last flush is lost.
+        """
+        await asyncio.gather(*(runner.take_last_push() for runner in self.outputs))
         await self.collector.stop()
         await asyncio.gather(*(runner.stop() for runner in self.outputs))
 

@@ -15,13 +15,22 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from helpers import WAIT_S, Clocks, FakeTarget, lines_of, status_of, without_self_line
+from helpers import (
+    WAIT_S,
+    Clocks,
+    FakeTarget,
+    lines_of,
+    status_of,
+    wait_until,
+    without_self_line,
+)
 
 from telemon.agent import SELF_METRICS_MAX_AGE_S, Agent, Settings
 from telemon.collector import TargetState
 from telemon.config import parse_config
 from telemon.inputs.base import Target
 from telemon.lazy import Telemon
+from telemon.lpparse import parse_lines
 from telemon.metric import Metric
 from telemon.server import create_app
 from telemon.simulator.app import start_simulator
@@ -459,3 +468,28 @@ async def test_values_a_pharo_payload_leaves_out_are_logged_and_counted(
     body = await agent.scrape()
     assert status_of(body, "telemon_input", input="pharo")["values_dropped"] == 2
     await agent.stop()
+
+
+async def test_lines_pushed_to_the_sink_reach_the_outputs_at_stop(tmp_path: Any) -> None:
+    """A line the sink took after the last flush is written or spooled when telemon stops."""
+    config = parse_config(
+        {
+            "inputs": {},
+            "agent": HOUR,
+            "sink": {"enabled": True},
+            "outputs": {
+                "influxdb": [
+                    {"urls": ["http://127.0.0.1:9"], "spool_dir": str(tmp_path), "timeout": "1s"}
+                ]
+            },
+        }
+    )
+    agent = Agent(config)
+    await agent.start()
+    [runner] = agent.outputs
+    await wait_until(lambda: runner.up is False)  # its first flush is behind it
+    result = await agent.sink.write_in_steps(parse_lines("relay value=42i 1\n"))
+    assert result.kept == 1
+    await agent.stop()
+    spooled = b"".join(path.read_bytes() for path in tmp_path.rglob("*.lp"))
+    assert b"relay value=42i" in spooled
