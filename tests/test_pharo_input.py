@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -384,3 +386,74 @@ def test_uptime_is_clamped_for_a_start_a_moment_ahead_and_dropped_for_nonsense()
     assert uptime_for(smalltalk_now_us - 5_000_000) == 5000
     assert uptime_for(smalltalk_now_us + 2_000) == 0
     assert uptime_for(smalltalk_now_us + 3600 * 1_000_000) is None
+
+
+async def test_urls_differing_only_in_their_query_get_it_in_instance(
+    aiohttp_client: Any, simulator: str
+) -> None:
+    """`?vm=a` and `?vm=b` are two series; a parameter named like a credential never shows."""
+    a, b = f"{simulator}/metrics?vm=a", f"{simulator}/metrics?vm=b"
+    secret = f"{simulator}/metrics?token=s3cret&vm=c"
+    other_path = f"{simulator}/stats.json"
+    body = await scrape_once(aiohttp_client, {"pharo": [{"urls": [a, b, secret, other_path]}]})
+    host_port = a.split("/")[2]
+    instances = sorted(line.tags["instance"] for line in lines_of(body, "pharo"))
+    assert instances == sorted(
+        [
+            f"{host_port}/metrics?vm=a",
+            f"{host_port}/metrics?vm=b",
+            f"{host_port}/metrics?vm=c",
+            f"{host_port}/stats.json",
+        ]
+    )
+    assert not [line for line in lines_of(body, "pharo") if "s3cret" in repr(line)]
+
+
+@pytest.mark.parametrize(
+    ("urls", "instances", "message"),
+    [
+        (["http://a/x", "http://a/x"], {}, "urls: urls.1 repeats urls.0"),
+        (
+            ["http://a/x", "http://b/y"],
+            {"http://a/x": "blog", "http://b/y": "blog"},
+            "instances: urls.0 and urls.1 would both be instance 'blog';",
+        ),
+        (
+            ["http://a/m?token=1", "http://a/m?token=2"],
+            {},
+            "instances: urls.0 and urls.1 would both be instance 'a:80/m';",
+        ),
+        (
+            ["http://a:8079/m", "http://b/m"],
+            {"http://b/m": "a:8079"},
+            "instances: urls.0 and urls.1 would both be instance 'a:8079';",
+        ),
+    ],
+)
+def test_urls_that_would_share_an_instance_are_a_config_error(
+    urls: list[str], instances: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"inputs": {"pharo": [{"urls": urls, "instances": instances}]}})
+    [(where, what)] = info.value.details
+    assert where == "inputs.pharo.0" and what.startswith(message), what
+    assert "\n" not in what
+
+
+def test_telemon_check_refuses_two_urls_of_one_instance(tmp_path: Path) -> None:
+    path = tmp_path / "t.toml"
+    path.write_text(
+        '[[inputs.pharo]]\nurls = ["http://a/m?key=1", "http://a/m?key=2"]\n', encoding="utf-8"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "telemon", "check", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 2, result
+    assert result.stderr.strip().splitlines() == [
+        f"{path}: inputs.pharo.0: instances: urls.0 and urls.1 would both be instance"
+        " 'a:80/m'; give them different names in instances"
+    ]

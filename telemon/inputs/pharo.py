@@ -5,16 +5,19 @@ to `max_body_size`, parsed by `pharo_formats` (every format a Pharo image
 serves its VM figures in) and written as the `pharo` measurement with an
 `instance` tag naming the target: the name `instances` gives the URL, else
 host:port, or host:port/path when another unnamed URL of the same table has
-that host:port (several images behind one server).
+that host:port (several images behind one server), or host:port/path?query
+when another has that host:port/path too (see `_default_instances`). Two URLs
+of a table that would still share an instance are a config error.
 """
 
 from __future__ import annotations
 
+import re
 import ssl
 import time
 from collections import Counter
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote_plus, urlsplit
 
 import aiohttp
 from pydantic import Field, PrivateAttr, SecretStr, model_validator
@@ -92,6 +95,8 @@ class PharoConfig(InputConfig, ClientTLS):
         # Read now, so `telemon check` refuses an empty or unreadable file.
         self._token = secret_or_file("token", self.token, self.token_file)
         self._one_authorization()
+        if clash := _instance_clash(self.urls, _default_instances(self.urls, self.instances)):
+            raise ValueError(clash)
         return self
 
     def _one_authorization(self) -> None:
@@ -238,24 +243,62 @@ def _with_uptime(fields: dict[str, FieldValue], now_ns: int) -> dict[str, FieldV
 
 
 def _default_instances(urls: list[str], named: dict[str, str]) -> dict[str, str]:
-    """The `instance` tag of each URL: its name, else host:port, else host:port/path.
+    """The `instance` tag of each URL: its name, else the shortest that tells it apart.
 
-    The path is added only where host:port alone would merge the series of
-    several images served by one server. The query is never added: it may
-    hold a token.
+    host:port; host:port/path where unnamed URLs share the host:port (images
+    behind one server); host:port/path?query where they share that too. The
+    query keeps its text but for parameters named like credentials (a tag is
+    stored for good): URLs differing only in one are refused by
+    `_instance_clash`.
     """
-    unnamed = {url for url in urls if not named.get(url)}
-    sharing = Counter(_host_port(url) for url in unnamed)
+    unnamed = [url for url in urls if not named.get(url)]
+    by_host = Counter(_host_port(url) for url in unnamed)
+    by_path = Counter(_host_port(url) + _path(url) for url in unnamed)
     instances = {}
     for url in urls:
-        host_port = _host_port(url)
         if named.get(url):
             instances[url] = named[url]
-        elif sharing[host_port] > 1:
-            instances[url] = host_port + (urlsplit(url).path or "/")
-        else:
+        elif by_host[host_port := _host_port(url)] == 1:
             instances[url] = host_port
+        elif by_path[with_path := host_port + _path(url)] == 1:
+            instances[url] = with_path
+        else:
+            instances[url] = with_path + _shown_query(url)
     return instances
+
+
+def _instance_clash(urls: list[str], instances: dict[str, str]) -> str | None:
+    """Why two URLs would write the same series (one line naming the key), or None."""
+    first: dict[str, int] = {}
+    for index, url in enumerate(urls):
+        earlier = first.setdefault(instances[url], index)
+        if earlier == index:
+            continue
+        if urls[earlier] == url:
+            return f"urls: urls.{index} repeats urls.{earlier}"
+        return (
+            f"instances: urls.{earlier} and urls.{index} would both be instance"
+            f" {instances[url]!r}; give them different names in instances"
+        )
+    return None
+
+
+def _path(url: str) -> str:
+    return urlsplit(url).path or "/"
+
+
+# Query parameters kept out of an instance tag: a tag is stored for good.
+_CREDENTIAL = re.compile(r"token|secret|pass|pwd|auth|key|sig|session|credential|jwt", re.I)
+
+
+def _shown_query(url: str) -> str:
+    """The query as written, without parameters named like credentials; "" when none is left."""
+    kept = [
+        part
+        for part in urlsplit(url).query.split("&")
+        if part and not _CREDENTIAL.search(unquote_plus(part.partition("=")[0]))
+    ]
+    return "?" + "&".join(kept) if kept else ""
 
 
 def _host_port(url: str) -> str:
@@ -312,8 +355,10 @@ SAMPLE_CONFIG = """\
 #   ##   insecure_skip_verify = true to skip verification (testing only).
 #   insecure_skip_verify = false
 #
-#   ## The instance tag is host:port of the URL (host:port/path when several
-#   ## unnamed URLs share it) unless named here.
+#   ## The instance tag: the name given here, else host:port of the URL;
+#   ## host:port/path where unnamed URLs share the host:port, and
+#   ## host:port/path?query where they share the path too (parameters named
+#   ## like credentials left out). URLs that would share one are refused.
 #   instances = { "http://127.0.0.1:8079/metrics" = "blog" }
 #
 #   ## Extra request headers.
@@ -333,8 +378,7 @@ REFERENCE = """**`[[inputs.pharo]]`** - a Pharo image's VM statistics, polled ov
   # format = "auto"          # or influx, json, labels, parameters, report
   # measurement = "pharo"
   # max_body_size = 1048576  # bytes; a larger body marks the target down
-  instances = { "http://blog:8079/metrics" = "blog" }   # else host:port (host:port/path
-                                                         # when unnamed URLs share a host:port)
+  instances = { "http://blog:8079/metrics" = "blog" }   # else host:port, see below
   # headers = { X-Api = "..." }
   # username = "..."                       # with password = "...", or instead:
   # token = "..."                          # or token_file = "/run/secrets/pharo_token"
@@ -367,6 +411,16 @@ target down (`telemon_input` `up=0i`, the reason in the log and on `/`);
 polls never overlap, failing targets back off (doubling, capped at 5
 minutes) and recover on their own, and the start of many targets is spread
 over the interval.
+
+**The instance tag** tells a table's targets apart: the name `instances`
+gives a URL, else the shortest of host:port (`blog:8079`), host:port/path
+where unnamed URLs share the host:port (`blog:8079/2/stats.json`: images
+behind one server), host:port/path?query where they share the path too
+(`blog:8079/metrics?vm=a`). The query is shown as written but for its
+parameters named like credentials (`token`, `api_key`, `password`, `sig`,
+...), which a tag, stored for good, never holds. Two URLs of a table that
+would still get the same instance (the same URL twice, URLs differing only in
+a credential, two URLs given one name) are refused by `telemon check`.
 
 **One name, one type, one unit per figure.** Every figure telemon knows is
 in one table (below, generated from `telemon/inputs/pharo_figures.py`).
