@@ -170,6 +170,30 @@ def test_a_line_too_long_is_refused_before_its_fields_exist() -> None:
     assert peak < 100_000  # the error, not 200k fields
 
 
+@pytest.mark.parametrize(
+    "line",
+    [
+        'm s="{big}"',
+        'm s="{escaped}"',
+        "{big} v=1",
+        "m,t={big} v=1",
+        "m {big}=1",
+    ],
+    ids=["string", "escaped-string", "measurement", "tag-value", "field-key"],
+)
+def test_reading_a_long_line_takes_memory_in_proportion_to_it(line: str) -> None:
+    """Was: a regex kept ~150 bytes of backtracking state per character (8 MiB: 1 GB)."""
+    text = line.format(big="x" * MIB, escaped="\\\\" * (MIB // 2)) + "\n"
+    tracemalloc.start()
+    try:
+        [(parsed, errors)] = list(iter_lines_partial(text, limits=Limits(2 * MIB)))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (len(parsed), errors) == (1, [])
+    assert peak < 8 * MIB  # a few copies of the 1 MiB name or value (was 150 MiB)
+
+
 # --- item 2: the store is bounded by bytes too ------------------------------------------
 
 
