@@ -220,7 +220,8 @@ class Limits:
 def iter_lines_partial(
     text: str, *, precision: str = "ns", limits: Limits | None = None, batch: int = 500
 ) -> Iterator[tuple[list[ParsedLine], list[LineProtocolError]]]:
-    """`parse_lines_partial` in batches of at most `batch` records (lines and errors)."""
+    """`parse_lines_partial` in batches of at most `batch` records (lines, errors, and
+    the blank and comment lines between them)."""
     reader = _Reader(text, _multiplier(precision), tolerant=False, partial=True, limits=limits)
     return reader.read_batches(batch)
 
@@ -336,19 +337,22 @@ class _Reader:
     def read_batches(
         self, batch: int
     ) -> Iterator[tuple[list[ParsedLine], list[LineProtocolError]]]:
-        """`read_all` in pieces of at most `batch` records (parsed lines plus errors)."""
+        """`read_all` in pieces of at most `batch` records (blank and comment lines count:
+        a body of empty lines is read in pieces too)."""
         lines: list[ParsedLine] = []
         errors: list[LineProtocolError] = []
         pos = 0
+        records = 0
         while pos < len(self.text):
             parsed, end = self._next(pos, errors)
             if parsed is not None:
                 lines.append(parsed)
             self._advance(end)
             pos = end
-            if len(lines) + len(errors) >= batch:
+            records += 1
+            if records >= batch:
                 yield lines, errors
-                lines, errors = [], []
+                lines, errors, records = [], [], 0
         if lines or errors:
             yield lines, errors
 

@@ -270,6 +270,14 @@ def test_a_write_holds_its_text_and_one_step_of_parsed_lines() -> None:
     assert peak < len(text) // 2
 
 
+def test_blank_and_comment_lines_are_read_in_steps_too() -> None:
+    """A body of 10 MiB of empty lines must not hold the event loop for one long step."""
+    text = "\n" * 1000 + "# comment\n" * 1000 + "m v=1\n"
+    batches = list(iter_lines_partial(text, batch=100))
+    assert len(batches) == 21
+    assert [len(parsed) for parsed, _ in batches] == [0] * 20 + [1]
+
+
 def test_the_text_of_a_body_is_never_larger_than_the_body() -> None:
     """Decoded as UTF-8, one emoji in 1 MiB of ASCII makes the text 4 MiB."""
     body = b"m v=1\n" * (MIB // 6) + 'e,t=\U0001f600 s="é"\n'.encode()
