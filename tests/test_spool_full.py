@@ -269,3 +269,19 @@ async def test_an_output_at_spool_max_bytes_keeps_the_newest_and_says_so(
     spool = Spool(tmp_path / "spool", 10 * len(batch(0).data))
     runner = await _runner(aiohttp_server, db, spool, clocks)
     await _drops_logged_once_and_counted(runner, db, clocks, caplog, MAX_BYTES_REACHED)
+
+
+def test_batches_dropped_at_start_for_a_smaller_bound_are_logged_and_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "telemon.outputs")
+    spool = Spool(tmp_path, ROOMY)
+    for n in range(4):
+        spool.append(batch(n))
+    smaller = Spool(tmp_path, 2 * len(batch(3).data))
+    [warning] = _messages(caplog, logging.WARNING, "left by the last run")
+    assert f"dropped the oldest {2 * LINES} lines" in warning and str(tmp_path) in warning
+    sender = InfluxDBSender("http://127.0.0.1:9", "db", create_database=False)
+    options = RunOptions(flush_interval=1.0, batch_size=LINES, max_retry_interval=5.0, timeout=5)
+    runner = OutputRunner(Source(), sender, smaller, options)
+    assert runner.status_metric(0).fields["dropped"] == 2 * LINES

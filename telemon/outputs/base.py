@@ -256,7 +256,7 @@ class OutputRunner:
         self.sender = sender
         self.spool = spool
         self.options = options
-        self.stats = OutputStats()
+        self.stats = OutputStats(dropped=spool.dropped_lines)  # at its start (a smaller bound)
         self.up: bool | None = None  # None: nothing written or tried yet
         self.last_error: str | None = None  # why it is down (None while up)
         self.last_success_ns: int | None = None  # wall clock of the last stored batch

@@ -112,7 +112,11 @@ class Spool:
             self._add(entry)
         self._next_seq = max((e.seq for e in found), default=-1) + 1
         # A smaller bound than the last run's: drop the oldest now.
-        self._make_room(0)
+        if dropped := self._make_room(0):
+            _log.warning(
+                "spool %s: dropped the oldest %d lines left by the last run (%s)",
+                directory, dropped, MAX_BYTES_REACHED,
+            )  # fmt: skip
 
     def append(self, batch: Batch) -> Appended:
         """Queue `batch` last, dropping the oldest batches to make room (see the module).
@@ -243,6 +247,16 @@ def _write_atomically(directory: Path, name: str, data: bytes) -> None:
         with contextlib.suppress(OSError):
             temp.unlink()
         raise
+    try:
+        _fsync_directory(directory)
+    except OSError:
+        # Not kept, so not left for the next start either: it is counted as dropped.
+        with contextlib.suppress(OSError):
+            (directory / name).unlink()
+        raise
+
+
+def _fsync_directory(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
