@@ -57,7 +57,7 @@ _CHART_INPUTS = {
 }
 _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 _WIDTH, _HEIGHT = 520, 170
-_LEFT, _RIGHT, _TOP, _BOTTOM = 64, 8, 8, 20
+_LEFT, _RIGHT, _TOP, _BOTTOM = 72, 8, 8, 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +123,10 @@ def format_value(value: float, unit: str) -> str:
             if abs(value) >= size:
                 return f"{value / size:.1f} {suffix}"
         return f"{value:.0f} B"
-    return f"{value:.3g} {unit}" if abs(value) < 1000 else f"{value:,.0f} {unit}"
+    for suffix, size in (("M", 1e6), ("k", 1e3)):  # short enough for the axis: "12k ms/min"
+        if abs(value) >= size:
+            return f"{value / size:.3g}{suffix} {unit}"
+    return f"{value:.3g} {unit}"
 
 
 def _cut(text: str | None) -> str:
@@ -201,7 +204,7 @@ _EMPTY_SVG = (
 
 
 def _svg(spec: ChartSpec, views: Sequence[SeriesView], now_s: float) -> str:
-    top = _nice_ceiling(max(value for view in views for _, value in view.points))
+    top = _nice_ceiling(max(value for view in views for _, value in view.points), spec.unit)
     plot_w, plot_h = _WIDTH - _LEFT - _RIGHT, _HEIGHT - _TOP - _BOTTOM
     start = now_s - WINDOW_S
 
@@ -251,10 +254,14 @@ def _axes(spec: ChartSpec, top: float, plot_w: float, plot_h: float) -> Iterable
         )
 
 
-def _nice_ceiling(value: float) -> float:
-    """The smallest of 1, 2, 5 times a power of ten that is at least `value` (> 0)."""
+def _nice_ceiling(value: float, unit: str) -> float:
+    """The smallest of 1, 2, 5 times a power of ten that is at least `value` (> 0); for
+    bytes, in the binary multiple they are shown in (so the axis reads 500 MiB)."""
     if value <= 0:
         return 1.0
+    if unit == "bytes":
+        multiple = 1 << 10 * min(3, max(0, (int(value).bit_length() - 1) // 10))
+        return _nice_ceiling(value / multiple, "") * multiple
     scale = 10.0 ** int(f"{value:e}".split("e")[1])
     for step in (1, 2, 5, 10):
         if value <= step * scale:

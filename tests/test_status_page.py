@@ -18,6 +18,8 @@ from telemon.agent import Agent, AgentStatus
 from telemon.collector import TargetState
 from telemon.config import parse_config
 from telemon.history import (
+    DOCKER_CPU,
+    DOCKER_MEMORY,
     MAX_SERIES,
     PHARO_GC,
     PHARO_MEMORY,
@@ -155,6 +157,26 @@ def test_history_caps_the_number_of_series() -> None:
     history.record_collection(state)  # and the input's collection time: one more series
     assert sum(len(s) for s in history.series.values()) == MAX_SERIES
     assert history.left_out == 6
+
+
+def test_history_keeps_each_containers_cpu_and_memory() -> None:
+    """docker_container_cpu (cpu-total only) and docker_container_mem's working set, by name."""
+    history = History(Clock())
+    state = TargetState("docker", FakeTarget("unix:///run/docker.sock"), 10.0, 5.0)
+    name = {"container_name": "shop"}
+    state.metrics = [
+        Metric("docker_container_cpu", {**name, "cpu": "cpu-total"}, {"usage_percent": 12.5}),
+        Metric("docker_container_cpu", {**name, "cpu": "cpu0"}, {"usage_percent": 99.0}),
+        Metric("docker_container_mem", name, {"working_set": 4096, "usage": 8192}),
+    ]
+    history.record_collection(state)
+    [cpu], _ = history.view(DOCKER_CPU.key, NOW_S, 8)
+    [memory], _ = history.view(DOCKER_MEMORY.key, NOW_S, 8)
+    assert (cpu.label, cpu.points[0][1]) == ("shop", 12.5)
+    assert (memory.label, memory.points[0][1]) == ("shop", 4096.0)
+    page = render_status_page(status_for([state], history), CONTEXT)
+    assert re.search(r'id="chart-docker_cpu" data-series="1" data-points="1"', page)
+    assert "12.5 %" in page and "4.0 KiB" in page
 
 
 # --- the pure rendering ----------------------------------------------------------------------
