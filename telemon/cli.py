@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import difflib
 import json
 import logging
 import os
 import signal
 import socket
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
@@ -25,6 +27,7 @@ from telemon.config import (
     listen_address,
     parse_config,
     read_config_data,
+    summary,
 )
 from telemon.logs import setup_logging
 
@@ -36,45 +39,163 @@ EXIT_FAILED, EXIT_CONFIG = 1, 2
 _SIMULATED_FORMATS = ("influx", "json", "labels", "parameters", "report")
 
 
+_CONFIG_HELP = (
+    "TOML configuration file (default: $TELEMON_CONFIG, else ./telemon.toml if it exists,"
+    " else the built-in defaults: telemon's own process and Python VM on 127.0.0.1:8080)"
+)
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+_FAULT_HELP = {
+    "none": "serve normally (lifts --fault for one request with ?fault=none)",
+    "hang": "never answer, until the client gives up",
+    "slow": "answer after 2 s (?delay=SECONDS for one request)",
+    "500": "answer 500 with an HTML error page, as Zinc does on an unhandled error",
+    "truncate": "announce the whole body, send half of it, close the connection",
+    "garbage": "random bytes instead of the figures (from --seed)",
+    "html": "a login page (text/html) instead of the figures, as a proxy in the way would",
+    "huge": "the figures padded to 8 MiB (?size=BYTES for one request)",
+    "wrongtype": "the right body with Content-Type text/html",
+    "empty": "an empty body",
+    "restart": "restart the VM first (counters and uptime start again), then serve normally",
+}
+_EXIT_STATUS = "exit status: 2 when the configuration (file or options) is refused"
+_ONCE_EPILOG = (
+    "exit status: 0 when every target answered; 1 when one did not (its error on stderr,"
+    " the lines of the others still printed); 2 when the configuration is refused"
+)
+_CHECK_EPILOG = (
+    "On success, one line on stdout: FILE: ok: N inputs (N targets), N outputs (N URLs),"
+    " the sink's paths. Otherwise every problem found, one line each on stderr"
+    " (FILE: key.path: message), and exit status 2."
+)
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Help as written (the fault list keeps its lines), wider option column."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=30)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="telemon",
         description="Serve Pharo VM, container and process metrics as InfluxDB line protocol.",
+        epilog=textwrap.fill(
+            "Without a command, telemon serves. Options go before or after the command:"
+            " `telemon -c FILE check` is `telemon check -c FILE` (or `telemon check FILE`)."
+            " `telemon COMMAND --help` tells more.", 78,
+        ),
+        formatter_class=_Formatter,
     )
-    parser.add_argument("--version", action="version", version=f"telemon {__version__}")
+    parser.add_argument(
+        "-V", "--version", action="version", version=f"telemon {__version__}",
+        help="print telemon's version and exit",
+    )
+    _config_option(parser)
+    _log_options(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    serve = commands.add_parser("serve", help="collect and serve metrics (the default)")
-    once = commands.add_parser("once", help="collect once, print line protocol, exit")
-    check = commands.add_parser("check", help="validate the configuration and exit")
+    serve = _command(commands, "serve", "collect and serve metrics (the default command)",
+                     _EXIT_STATUS + "; 1 when the address cannot be bound", config=True, logs=True)
+    once = _command(commands, "once", "collect once, print the line protocol, exit", _ONCE_EPILOG,
+                    config=True)  # fmt: skip
+    check = _command(commands, "check", "validate the configuration and exit", _CHECK_EPILOG,
+                     config=True)  # fmt: skip
     for sub in (serve, once, check):
-        sub.add_argument("-c", "--config", metavar="FILE", help="TOML configuration file")
-    serve.add_argument("--listen", metavar="HOST:PORT", help="overrides http.listen")
+        sub.add_argument("file", nargs="?", metavar="FILE", help="the same as -c FILE")
+    serve.add_argument(
+        "--listen", metavar="HOST:PORT",
+        help="address to serve on, overrides [http] listen (default 127.0.0.1:8080;"
+        " :PORT is every interface, port 0 any free port)",
+    )
     for sub in (serve, once):  # `once` shows what `serve` with the same flags would serve
         sub.add_argument(
             "--tag", action="append", default=[], metavar="KEY=VALUE",
-            help="a global tag (repeatable)",
+            help="a global tag added to every line, as [global_tags] (repeatable; default none)",
         )
-    demo = commands.add_parser("demo", help="a simulated Pharo VM scraped by telemon")
-    demo.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT")
-    sample = commands.add_parser("config", help="print a sample configuration file, every option")
+    demo = _command(
+        commands, "demo",
+        "a simulated fleet of Pharo VMs (one per format, Spur and classic) scraped by telemon",
+        "It prints the URLs to open. Stop it with Ctrl-C.", logs=True,
+    )
+    demo.add_argument(
+        "--listen", default="127.0.0.1:8080", metavar="HOST:PORT",
+        help="telemon's address (default 127.0.0.1:8080; the simulator takes a free port)",
+    )
+    sample = _command(commands, "config", "print a sample configuration file, every option")
     # For maintainers: rewrite the input reference of the README named.
     sample.add_argument("--readme", metavar="FILE", help=argparse.SUPPRESS)
-    simulate = commands.add_parser("simulate", help="serve a simulated Pharo VM's statistics")
-    simulate.add_argument("--listen", default="127.0.0.1:8079", metavar="HOST:PORT")
-    simulate.add_argument("--format", choices=_SIMULATED_FORMATS, help="what / serves")
-    simulate.add_argument("--fault", help="misbehave on every request: hang, slow, 500, ...")
-    simulate.add_argument("--vms", type=int, default=1, help="VMs served at /<n>/... (default 1)")
-    simulate.add_argument("--seed", type=int, default=1)
+    _simulate_options(_command(
+        commands, "simulate", "serve a simulated Pharo VM's statistics (for tests and demos)",
+        "faults (--fault, or ?fault=NAME on one request):\n" + "\n".join(
+            f"  {name:<10} {text}" for name, text in _FAULT_HELP.items()
+        ), logs=True,
+    ))
+    return parser
+
+
+def _command(
+    commands: Any, name: str, text: str, epilog: str | None = None,
+    *, config: bool = False, logs: bool = False,
+) -> argparse.ArgumentParser:
+    if epilog is not None and "\n" not in epilog:  # the formatter keeps text as written
+        epilog = textwrap.fill(epilog, 78)
+    sub: argparse.ArgumentParser = commands.add_parser(
+        name, help=text, description=text[:1].upper() + text[1:] + ".", epilog=epilog,
+        formatter_class=_Formatter,
+    )
+    if config:
+        _config_option(sub)
+    if logs:
+        _log_options(sub)
+    return sub
+
+
+# Accepted before and after the command. No parser sets a default (`_parse`
+# does): a command's default would overwrite what was given before the command.
+
+
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c", "--config", metavar="FILE", default=argparse.SUPPRESS, help=_CONFIG_HELP
+    )
+
+
+def _log_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-level", default=argparse.SUPPRESS, choices=_LOG_LEVELS,
+        help="the least severe messages logged, on stderr (default info; debug adds each poll)",
+    )
+    parser.add_argument(
+        "--log-format", default=argparse.SUPPRESS, choices=("text", "json"),
+        help="text lines, or one JSON object a line (default text)",
+    )
+
+
+def _simulate_options(simulate: argparse.ArgumentParser) -> None:
+    simulate.add_argument(
+        "--listen", default="127.0.0.1:8079", metavar="HOST:PORT",
+        help="address to serve on (default 127.0.0.1:8079): VM 0 answers at /metrics,"
+        " /stats.json, /stats/labels, /vm/parameters and /vm/report, VM n under /<n>/;"
+        " / lists them",
+    )
+    simulate.add_argument(
+        "--format", choices=_SIMULATED_FORMATS,
+        help="make / (and /<n>/) serve this format instead of the index (default: the index)",
+    )
+    simulate.add_argument(
+        "--fault", choices=tuple(_FAULT_HELP), metavar="FAULT",
+        help="misbehave on every request, as listed below (default none)",
+    )
+    simulate.add_argument("--vms", type=int, default=1, help="how many VMs (default 1)")
+    simulate.add_argument(
+        "--seed", type=int, default=1,
+        help="the seed of the VMs' figures, ages and garbage: the same seed gives the same"
+        " fleet, run after run (default 1)",
+    )
     simulate.add_argument(
         "--vm", choices=("spur", "classic"), default="spur",
         help="Spur (Pharo 5+) or classic (pre-Spur) VMs (default spur)",
     )
-    for sub in (serve, demo, simulate):
-        sub.add_argument(
-            "--log-level", default="info", choices=["debug", "info", "warning", "error"]
-        )
-        sub.add_argument("--log-format", default="text", choices=["text", "json"])
-    return parser
 
 
 def _load(args: argparse.Namespace) -> Config:
@@ -87,6 +208,10 @@ def _document(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     source = str(path) if path else "<defaults>"
     data: dict[str, Any] = read_config_data(path)
     if getattr(args, "listen", None):
+        try:
+            listen_address(args.listen)
+        except ValueError as exc:  # said of the option, not of the file it overrides
+            raise ConfigError("command line", [("--listen", str(exc))]) from None
         _table(data, "http", source)["listen"] = args.listen
     for tag in getattr(args, "tag", []):
         key, sep, value = tag.partition("=")
@@ -103,12 +228,57 @@ def _table(data: dict[str, Any], key: str, source: str) -> dict[str, Any]:
     return table if isinstance(table, dict) else {}
 
 
+def _value_options(parser: argparse.ArgumentParser) -> set[str]:
+    """The option strings, of the parser and its commands, that take a value."""
+    found: set[str] = set()
+    for action in parser._actions:  # argparse has no public walk of its options
+        if action.option_strings and action.nargs != 0:
+            found.update(action.option_strings)
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found |= _value_options(sub)
+    return found
+
+
+def _with_command(tokens: list[str], parser: argparse.ArgumentParser) -> list[str]:
+    """`tokens` with `serve` in front when they name no command (options may come first)."""
+    takes_value = _value_options(parser)
+    index = 0
+    while index < len(tokens):
+        token = tokens[index]
+        if token in ("-h", "--help", "-V", "--version") or token in _COMMANDS:
+            return tokens
+        if token == "--" or not token.startswith("-"):
+            break
+        index += 2 if token in takes_value else 1
+    else:
+        return ["serve", *tokens]
+    word = tokens[index + 1] if token == "--" and index + 1 < len(tokens) else token
+    if word.endswith(".toml") or os.path.isfile(word):  # `telemon FILE` serves FILE
+        return ["serve", *tokens]
+    close = difflib.get_close_matches(word, _COMMANDS, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    parser.error(f"unknown command {word!r}{hint} (commands: {', '.join(_COMMANDS)})")
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = _parser()
+    args = parser.parse_args(_with_command(argv, parser))
+    for name, default in (("config", None), ("log_level", "info"), ("log_format", "text")):
+        if not hasattr(args, name):
+            setattr(args, name, default)
+    if getattr(args, "file", None) is not None:
+        if args.config is not None and args.config != args.file:
+            print(f"command line: FILE: {args.file} and -c {args.config}: give one file",
+                  file=sys.stderr)  # fmt: skip
+            raise SystemExit(EXIT_CONFIG)
+        args.config = args.file
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
-    args_list = list(sys.argv[1:] if argv is None else argv)
-    if not args_list or args_list[0] not in (*_COMMANDS, "-h", "--help", "--version"):
-        args_list.insert(0, "serve")
-    args = _parser().parse_args(args_list)
+    args = _parse(list(sys.argv[1:] if argv is None else argv))
     if args.command == "config":
         return _config(args.readme)
     if args.command in ("simulate", "demo"):
@@ -122,6 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n".join(exc.lines()), file=sys.stderr)
         return EXIT_CONFIG
     if args.command == "check":
+        print(f"{_document_source(args)}: ok: {summary(config)}")
         return 0
     if args.command == "once":
         setup_logging("error")
@@ -152,8 +323,18 @@ def _listen_address(value: str) -> tuple[str, int] | None:
     try:
         return listen_address(value)  # the rule of [http] listen: a bare port is refused
     except ValueError as exc:
-        print(f"--listen: {exc}", file=sys.stderr)
+        print(f"command line: --listen: {exc}", file=sys.stderr)
         return None
+
+
+def _bind_error(exc: OSError) -> str:
+    # aiohttp's own message repeats the address; errno alone says what went wrong.
+    return os.strerror(exc.errno) if exc.errno else str(exc)
+
+
+def _port_taken_hint(command: str, host: str, port: int) -> str:
+    other = f"{host}:{port + 1 if 0 < port < 65535 else 0}"
+    return f"; pick another address with --listen, e.g. telemon {command} --listen {other}"
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -170,26 +351,37 @@ def _simulate(args: argparse.Namespace) -> int:
         print(f"telemon simulate: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except OSError as exc:
-        _log.error("cannot listen on %s: %s", args.listen, exc.strerror or exc)
+        _log.error("cannot listen on %s: %s%s", args.listen, _bind_error(exc),
+                   _port_taken_hint("simulate", *address))  # fmt: skip
         return EXIT_FAILED
     return 0
 
 
 def _demo(listen: str) -> int:
-    from telemon.demo import demo_app
+    from telemon.demo import DEMO_PATHS, SIMULATOR_URL, demo_app
 
     address = _listen_address(listen)
     if address is None:
         return EXIT_CONFIG
+    app = demo_app(listen)
 
     def listening(_: str) -> None:  # aiohttp calls it once the socket is bound
-        _log.info("telemon demo: Pharo VM lines at http://%s:%d/metrics", *address)
+        shown = f"[{address[0]}]" if ":" in address[0] else address[0]
+        base = f"http://{shown}:{address[1]}"
+        print(
+            f"telemon demo: telemon scraping {len(DEMO_PATHS)} simulated Pharo VMs\n"
+            f"  status page  {base}/\n"
+            f"  metrics      {base}/metrics\n"
+            f"  simulator    {app[SIMULATOR_URL]}\n"
+            "Stop with Ctrl-C.",
+            flush=True,
+        )
 
     try:
-        web.run_app(demo_app(listen), host=address[0], port=address[1], print=listening,
-                    access_log=None)
+        web.run_app(app, host=address[0], port=address[1], print=listening, access_log=None)
     except OSError as exc:
-        _log.error("cannot listen on %s: %s", listen, exc.strerror or exc)
+        _log.error("cannot listen on %s: %s%s", listen, _bind_error(exc),
+                   _port_taken_hint("demo", *address))  # fmt: skip
         return EXIT_FAILED
     return 0
 

@@ -29,7 +29,7 @@ from pydantic import (
 )
 
 from telemon.envsubst import SubstitutionError, substitute
-from telemon.inputs import InputsConfig
+from telemon.inputs import InputContext, InputsConfig
 from telemon.outputs import OutputsConfig
 from telemon.schema import ConfigPath, Duration, Model, Tags, raise_problems, secret_or_file
 from telemon.sink import SinkConfig
@@ -46,6 +46,7 @@ __all__ = [
     "load_config",
     "parse_config",
     "read_config_data",
+    "summary",
 ]
 
 
@@ -87,6 +88,9 @@ def listen_address(value: Any) -> tuple[str, int]:
         raise ValueError('expected a string "HOST:PORT"')
     host, sep, port = value.rpartition(":")
     host = host.strip("[]")
+    if not sep and value.isascii() and value.isdigit():
+        raise ValueError(f'{value!r} has no host: write "127.0.0.1:{value}" (":{value}" is every'
+                         " interface)")  # fmt: skip
     if not sep or not port:
         raise ValueError(f'{value!r} has no port: expected "HOST:PORT"')
     if not (port.isascii() and port.isdigit()):
@@ -450,6 +454,26 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
                 return config
             break
     raise ConfigError(source, list(dict.fromkeys(details)))
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
+def summary(config: Config) -> str:
+    """One line of what a valid configuration runs: inputs and targets, outputs, the sink."""
+    tables = config.inputs.configured()
+    # Building targets does no I/O; discovered containers are found only when running.
+    targets = sum(len(table.build(InputContext())) for _, table in tables)
+    outputs = config.outputs
+    urls = sum(len(o.urls) for o in outputs.influxdb) + len(outputs.influxdb_v2)
+    output_count = len(outputs.influxdb) + len(outputs.influxdb_v2)
+    parts = [
+        f"{_count(len(tables), 'input')} ({_count(targets, 'target')})",
+        f"{_count(output_count, 'output')} ({_count(urls, 'URL')})" if urls else "no outputs",
+        f"sink on {' '.join(config.sink.paths)}" if config.sink.enabled else "no sink",
+    ]
+    return ", ".join(parts)
 
 
 def read_config_data(path: Path | None) -> dict[str, Any]:

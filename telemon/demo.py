@@ -16,7 +16,7 @@ from telemon.config import Config, parse_config
 from telemon.server import create_app
 from telemon.simulator.app import start_simulator
 
-__all__ = ["CLASSIC_VMS", "DEMO_PATHS", "demo_app", "demo_config"]
+__all__ = ["CLASSIC_VMS", "DEMO_PATHS", "SIMULATOR_URL", "demo_app", "demo_config"]
 
 DEMO_PATHS = {
     "influx": "/1/metrics",
@@ -32,6 +32,8 @@ DEMO_PATHS = {
 }
 """Instance name (after ``demo-``) -> the simulator's path; VMs 6-10 are classic."""
 CLASSIC_VMS = range(6, 11)
+SIMULATOR_URL = web.AppKey("simulator_url", str)
+"""The demo app's simulator, `http://127.0.0.1:PORT/` (its index lists the VMs)."""
 
 
 def demo_config(listen: str, simulator_port: int, interval: str = "5s") -> Config:
@@ -58,6 +60,7 @@ def demo_app(listen: str) -> web.Application:
     """The telemon app, with the simulator started and stopped alongside it."""
     simulator_port = _free_port()
     app = create_app(demo_config(listen, simulator_port))
+    app[SIMULATOR_URL] = f"http://127.0.0.1:{simulator_port}/"
 
     async def simulator_ctx(app: web.Application) -> AsyncIterator[None]:
         runner, _ = await start_simulator(

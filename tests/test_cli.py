@@ -208,12 +208,14 @@ def serve(tmp_path: Path, env: dict[str, str]) -> Iterator[Any]:
 
 def test_check_example_file(tmp_path: Path, env: dict[str, str]) -> None:
     result = run("check", "-c", str(EXAMPLE), cwd=tmp_path, env=env)
-    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    summary = f"{EXAMPLE}: ok: 2 inputs (2 targets), no outputs, no sink\n"
+    assert (result.returncode, result.stdout, result.stderr) == (0, summary, "")
 
 
 def test_check_without_file_uses_defaults(tmp_path: Path, env: dict[str, str]) -> None:
     result = run("check", cwd=tmp_path, env=env)
-    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    summary = "<defaults>: ok: 2 inputs (2 targets), no outputs, no sink\n"
+    assert (result.returncode, result.stdout, result.stderr) == (0, summary, "")
 
 
 BAD_CONFIG = """\
@@ -251,12 +253,12 @@ def test_check_bad_file_lists_every_problem(tmp_path: Path, env: dict[str, str])
         f"{path}: global_tags.time: tag key 'time' is reserved by InfluxDB",
         f"{path}: agent.interval: invalid duration '10x': use units ns, us, ms, s, m, h (\"10s\")",
         f"{path}: agent.precision: Input should be 'ns', 'us', 'ms' or 's'",
-        f"{path}: http.listen: invalid listen address 'nowhere': expected \"HOST:PORT\"",
+        f"{path}: http.listen: 'nowhere' has no port: expected \"HOST:PORT\"",
         f"{path}: inputs.process.0.pattern: "
         "invalid regular expression: missing ), unterminated subpattern at position 5",
-        f"{path}: inputs.process.1.patern: unknown key",
+        f"{path}: inputs.process.1.patern: unknown key; did you mean 'pattern'?",
         f"{path}: inputs.procstat: unknown input; "
-        "known inputs: cgroup, docker, fields, pharo, process, python",
+        "known inputs: cgroup, docker, fields, pharo, process, python; did you mean 'process'?",
     ]
     lines = result.stderr.splitlines()
     assert sorted(lines) == sorted(expected)
@@ -583,7 +585,8 @@ def test_serve_port_taken(serve: Any) -> None:
         pytest.param(
             "[inputs.process]\n",
             [],
-            ["{path}: inputs.process: Input should be a valid list"],
+            ["{path}: inputs.process: expected an array of tables: write [[inputs.process]],"
+             " not [inputs.process]"],
             id="table-instead-of-array",
         ),
         pytest.param(
@@ -597,13 +600,13 @@ def test_serve_port_taken(serve: Any) -> None:
         pytest.param(
             "global_tags = 'dc=eu'\n",
             ["--tag", "k=v"],
-            ["{path}: global_tags: Input should be a valid dictionary"],
+            ["{path}: global_tags: expected a table, got \"dc=eu\""],
             id="global_tags-not-a-table-with-tag",
         ),
         pytest.param(
             "http = 8080\n",
             [],
-            ["{path}: http: Input should be a valid dictionary"],
+            ["{path}: http: expected a table, got 8080"],
             id="http-not-a-table-with-listen",
         ),
     ],
@@ -632,8 +635,9 @@ def test_serve_bad_listen_flag(tmp_path: Path, env: dict[str, str]) -> None:
     result = run("serve", "--listen", "nowhere", cwd=tmp_path, env=env)
     assert result.returncode == 2
     assert_no_traceback(result.stderr)
-    assert result.stderr.endswith(
-        "http.listen: invalid listen address 'nowhere': expected \"HOST:PORT\"\n"
+    # Said of the option, not of the file or the defaults it overrides.
+    assert result.stderr == (
+        "command line: --listen: 'nowhere' has no port: expected \"HOST:PORT\"\n"
     )
 
 
@@ -645,7 +649,10 @@ def test_bare_port_is_refused_not_bound_to_every_interface(
     result = run(command, "--listen", "8080", cwd=tmp_path, env=env)
     assert result.returncode == 2
     assert_no_traceback(result.stderr)
-    assert result.stderr == "--listen: invalid listen address '8080': expected \"HOST:PORT\"\n"
+    assert result.stderr == (
+        "command line: --listen: '8080' has no host: write \"127.0.0.1:8080\""
+        " (\":8080\" is every interface)\n"
+    )
 
 
 def test_serve_log_level(serve: Any) -> None:
