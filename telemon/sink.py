@@ -74,7 +74,7 @@ from telemon.lpparse import (
     iter_lines_partial,
 )
 from telemon.metric import FieldValue, Metric
-from telemon.schema import Duration, Model
+from telemon.schema import Duration, Model, TomlTuple
 
 if TYPE_CHECKING:
     from telemon.config import Config
@@ -113,7 +113,7 @@ class SinkConfig(Model):
     """`[sink]`: accepting line protocol pushed by Telegraf or InfluxDB clients."""
 
     enabled: bool = False
-    paths: tuple[Annotated[str, AfterValidator(_check_sink_path)], ...] = DEFAULT_PATHS
+    paths: TomlTuple[Annotated[str, AfterValidator(_check_sink_path)]] = DEFAULT_PATHS
     ttl: Duration | None = None
     max_body_size: PositiveInt = 10 * MIB
     max_series: PositiveInt = 100_000
