@@ -23,6 +23,7 @@ __all__ = [
     "check_readable_file",
     "check_url_port",
     "check_web_url",
+    "CREDENTIAL_NAME",
     "display_url",
     "parse_duration",
     "raise_problems",
@@ -213,12 +214,29 @@ def url_has_credentials(url: str) -> bool:
     return parts is not None and (bool(parts.username) or parts.password is not None)
 
 
+CREDENTIAL_NAME = re.compile(r"token|secret|pass|pwd|auth|key|sig|session|credential|jwt", re.I)
+"""Query parameters named like credentials: never shown in a tag or a log line."""
+
+
 def display_url(url: str) -> str:
-    """The URL without user:password, for logs and the `url` tag."""
+    """The URL without user:password, and with the values of query parameters
+    named like credentials (`?token=...`) masked, for logs and tags."""
     # By hand rather than urlsplit, which raises on some malformed URLs and
     # normalizes others: this must show any string, changed only where it must.
     scheme, sep, rest = url.partition("://")
     end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
-    if not sep or "@" not in rest[:end]:
-        return url
-    return f"{scheme}{sep}{rest[:end].rpartition('@')[2]}{rest[end:]}"
+    if sep and "@" in rest[:end]:
+        rest = rest[:end].rpartition("@")[2] + rest[end:]
+    return f"{scheme}{sep}{_masked_query(rest)}" if sep else url
+
+
+def _masked_query(rest: str) -> str:
+    head, mark, query = rest.partition("?")
+    if not mark:
+        return rest
+    query, hash_mark, fragment = query.partition("#")
+    parts = []
+    for part in query.split("&"):
+        name, equals, _ = part.partition("=")
+        parts.append(f"{name}=***" if equals and CREDENTIAL_NAME.search(name) else part)
+    return f"{head}?{'&'.join(parts)}{hash_mark}{fragment}"

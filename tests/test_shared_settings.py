@@ -380,3 +380,18 @@ async def test_the_server_context_serves_after_the_files_are_gone(tmp_path: Path
             assert await response.text() == "ok"
     finally:
         await runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://u:p@h:1/m?vm=a&token=xyz", "http://h:1/m?vm=a&token=***"),
+        ("https://h/stats?api_key=k&x=1#top", "https://h/stats?api_key=***&x=1#top"),
+        ("http://h/m?vm=a", "http://h/m?vm=a"),
+        ("not a url", "not a url"),
+    ],
+)
+def test_display_url_hides_credentials_in_the_userinfo_and_the_query(url: str, shown: str) -> None:
+    from telemon.schema import display_url
+
+    assert display_url(url) == shown

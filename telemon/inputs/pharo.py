@@ -12,7 +12,6 @@ of a table that would still share an instance are a config error.
 
 from __future__ import annotations
 
-import re
 import ssl
 import time
 from collections import Counter
@@ -36,6 +35,7 @@ from telemon.inputs.pharo_formats import (
 )
 from telemon.metric import FieldValue, Metric
 from telemon.schema import (
+    CREDENTIAL_NAME,
     ConfigPath,
     MeasurementName,
     WebURL,
@@ -287,16 +287,12 @@ def _path(url: str) -> str:
     return urlsplit(url).path or "/"
 
 
-# Query parameters kept out of an instance tag: a tag is stored for good.
-_CREDENTIAL = re.compile(r"token|secret|pass|pwd|auth|key|sig|session|credential|jwt", re.I)
-
-
 def _shown_query(url: str) -> str:
     """The query as written, without parameters named like credentials; "" when none is left."""
     kept = [
         part
         for part in urlsplit(url).query.split("&")
-        if part and not _CREDENTIAL.search(unquote_plus(part.partition("=")[0]))
+        if part and not CREDENTIAL_NAME.search(unquote_plus(part.partition("=")[0]))
     ]
     return "?" + "&".join(kept) if kept else ""
 
