@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import ipaddress
+import os
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, TypeGuard, get_args
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from telemon.inputs import docker_stats as ds
 from telemon.inputs.base import Discovered, InputConfig, InputContext, InputError, Target
@@ -41,14 +42,43 @@ Device = Literal["cpu", "blkio", "network"]
 PHARO_LABEL = "telemon.pharo."
 # Discovered images are polled with the defaults of an `[[inputs.pharo]]` table.
 DISCOVERED_PHARO_MEASUREMENT: str = PharoConfig.model_fields["measurement"].default
+LOCAL_ENDPOINT = "unix:///var/run/docker.sock"
+ENV_ENDPOINT = "ENV"
+"""Telegraf's `endpoint = "ENV"`: the engine `$DOCKER_HOST` names, as the docker CLI does."""
+
+
+class _FromDockerHost(str):
+    """An endpoint read from `$DOCKER_HOST` (its errors say so)."""
+
+    __slots__ = ()
+
+
+def _default_endpoint() -> str:
+    """`$DOCKER_HOST`, else the local socket: read when the configuration is checked."""
+    host = os.environ.get("DOCKER_HOST", "").strip()
+    return _FromDockerHost(host) if host else LOCAL_ENDPOINT
+
+
+def _resolve_endpoint(value: object) -> object:
+    if value == ENV_ENDPOINT:
+        value = _default_endpoint()
+    if not isinstance(value, _FromDockerHost):
+        return value
+    try:
+        return check_url_port(check_endpoint(str(value)))
+    except ValueError as exc:
+        raise ValueError(f"from DOCKER_HOST: {exc}") from None
 
 
 class DockerConfig(InputConfig, ClientCertTLS):
     """Which engine, which containers, which labels become tags."""
 
-    endpoint: Annotated[str, AfterValidator(check_endpoint), AfterValidator(check_url_port)] = (
-        "unix:///var/run/docker.sock"
-    )
+    endpoint: Annotated[
+        str,
+        BeforeValidator(_resolve_endpoint),
+        AfterValidator(check_endpoint),
+        AfterValidator(check_url_port),
+    ] = Field(default_factory=_default_endpoint, validate_default=True)
     container_name_include: list[str] = Field(default_factory=list)
     container_name_exclude: list[str] = Field(default_factory=list)
     container_state_include: list[ContainerState] = Field(default_factory=list)
@@ -419,6 +449,9 @@ SAMPLE_CONFIG = """\
 #   timeout = "5s"
 #
 #   ## The engine: unix:///path/to.sock, tcp://host:port or http(s)://host:port.
+#   ## Left out, or "ENV" (as in Telegraf): $DOCKER_HOST when it is set, read
+#   ## when the file is checked (TLS settings are not read from DOCKER_CERT_PATH:
+#   ## set the tls_ keys below). Otherwise the local socket:
 #   endpoint = "unix:///var/run/docker.sock"
 #
 #   ## Containers by name (globs; an empty include list means all).
@@ -474,7 +507,8 @@ names of Telegraf's `inputs.docker`, so existing dashboards and queries work.
 
 ```toml
 [[inputs.docker]]
-  endpoint = "unix:///var/run/docker.sock"   # or tcp://host:2375, http(s)://...
+  endpoint = "unix:///var/run/docker.sock"   # or tcp://host:2375, http(s)://...; "ENV"
+                                             # or left out: $DOCKER_HOST if set
   # container_name_include = ["pharo-*"]     # globs; empty = all
   # container_name_exclude = []
   # container_state_include = []             # empty (and no exclude) = running only
