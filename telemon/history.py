@@ -158,6 +158,8 @@ class History:
             return
         total = (full or 0.0) + (incremental or 0.0)
         before = self._gc_last.get(label)
+        if before is not None and 0 <= now - before[0] < STEP_S and total >= before[1]:
+            return  # a rate over one step at least: one GC in a 1 s poll is not a trend
         self._gc_last[label] = (now, total)
         # A restarted VM starts its counters again: no point for that step.
         if before is not None and now > before[0] and total >= before[1]:

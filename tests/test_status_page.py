@@ -117,11 +117,14 @@ def test_history_derives_used_memory_and_gc_per_minute() -> None:
     clock = Clock()
     history = History(clock)
     history.record_collection(pharo_state("blog", 1000, 400, 100))
-    clock.now += 30
+    clock.now += 1
+    history.record_collection(pharo_state("blog", 1000, 300, 105))  # within a step: no rate
+    assert history.view(PHARO_GC.key, clock.now, 8) == ([], 0)
+    clock.now += 29
     history.record_collection(pharo_state("blog", 1000, 300, 110))  # +20 ms in 30 s
     [memory], _ = history.view(PHARO_MEMORY.key, clock.now, 8)
     assert memory.label == "blog"
-    assert [v for _, v in memory.points] == [600.0, 700.0]
+    assert [v for _, v in memory.points] == [700.0, 700.0]  # a step keeps its maximum
     [gc], _ = history.view(PHARO_GC.key, clock.now, 8)
     assert [v for _, v in gc.points] == [40.0]
     clock.now += 30
