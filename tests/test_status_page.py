@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from dockerd import DockerEngine
 from helpers import FakeTarget, require_executable, wait_until
 
 from telemon import __version__
@@ -278,31 +281,65 @@ def test_ages_read_as_a_person_would() -> None:
 # --- a real browser against a real telemon polling the simulator -------------------------------
 
 
-@pytest.fixture
-async def served(tmp_path: Path) -> AsyncIterator[tuple[str, Agent]]:
-    """telemon on loopback polling the simulator every 0.2 s; its URL and agent."""
-    simulator, sim_port = await start_simulator("127.0.0.1", 0, vms=2, seed=3)
+@contextlib.asynccontextmanager
+async def serving(inputs: dict[str, Any], config_path: Path) -> AsyncIterator[tuple[str, Agent]]:
+    """telemon on loopback with `inputs`, polled every 0.2 s by default; its URL and agent."""
     config = parse_config(
         {
             "agent": {"interval": "0.2s", "timeout": "1s"},
-            "inputs": {
-                "pharo": [{"urls": [f"http://127.0.0.1:{sim_port}/{vm}/metrics" for vm in (0, 1)]}]
-            },
+            "inputs": inputs,
             "http": {"listen": "127.0.0.1:0"},
         }
     )
-    path = tmp_path / "telemon.toml"
-    agent = Agent(config, config_path=str(path))
+    agent = Agent(config, config_path=str(config_path))
     runner = web.AppRunner(create_app(config, agent=agent), access_log=None)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        yield f"http://127.0.0.1:{port}", agent
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}", agent
     finally:
         await runner.cleanup()
-        await simulator.cleanup()
+
+
+@pytest.fixture
+async def simulator_port() -> AsyncIterator[int]:
+    """A simulator of two Pharo VMs on loopback; its port."""
+    runner, port = await start_simulator("127.0.0.1", 0, vms=2, seed=3)
+    yield port
+    await runner.cleanup()
+
+
+async def charted(url: str, agent: Agent, charts: dict[str, set[str]]) -> None:
+    """Scrape `/metrics` (the scrape chart's points) until each chart has those series."""
+    async with aiohttp.ClientSession() as session:
+
+        async def ready() -> bool:
+            await (await session.get(f"{url}/metrics")).read()
+            now = agent.clock() / 1e9
+            return all(
+                wanted <= {view.label for view in agent.history.view(chart, now, 100)[0]}
+                for chart, wanted in charts.items()
+            )
+
+        await wait_until(ready, timeout=30, every=0.1, what=f"points in {sorted(charts)}")
+
+
+async def page_in_browser(url: str, tmp_path: Path) -> str:
+    """The page's DOM in chromium, checked for console errors and points in every chart;
+    a screenshot written to `tmp_path`."""
+    binary = require_executable("chromium", "chromium")
+    dom, log = await _chromium(binary, tmp_path / "profile", "--dump-dom", url + "/")
+    assert "CONSOLE" not in log and "Uncaught" not in log, log
+    figures = re.findall(r'<figure class="chart" id="chart-(\w+)" data-series="(\d+)"'
+                         r' data-points="(\d+)"', dom)  # fmt: skip
+    assert figures
+    for name, series, points in figures:
+        assert int(series) >= 1 and int(points) >= 1, name
+    screenshot = tmp_path / "status-page.png"
+    _, log = await _chromium(binary, tmp_path / "profile", f"--screenshot={screenshot}", url + "/")
+    assert "CONSOLE" not in log, log
+    assert screenshot.stat().st_size > 10_000
+    return dom
 
 
 async def _chromium(binary: str, profile: Path, *args: str) -> tuple[str, str]:
@@ -319,32 +356,56 @@ async def _chromium(binary: str, profile: Path, *args: str) -> tuple[str, str]:
     return out.decode(errors="replace"), err.decode(errors="replace")
 
 
-async def test_the_page_in_a_real_browser(served: tuple[str, Agent], tmp_path: Path) -> None:
+async def test_the_page_in_a_real_browser(simulator_port: int, tmp_path: Path) -> None:
     """Chromium loads the page without console errors, every chart has points after a few
     collections and scrapes, and a screenshot is written."""
-    binary = require_executable("chromium", "chromium")
-    url, agent = served
-    async with aiohttp.ClientSession() as session:
-
-        async def charted() -> bool:
-            await (await session.get(f"{url}/metrics")).read()  # the scrape chart's points
-            now = agent.clock() / 1e9
-            gc, _ = agent.history.view(PHARO_GC.key, now, 8)
-            return len(gc) == 2
-
-        await wait_until(charted, what="two Pharo VMs with a GC point")
-    dom, log = await _chromium(binary, tmp_path / "profile", "--dump-dom", url + "/")
-    assert "CONSOLE" not in log and "Uncaught" not in log, log
-    figures = re.findall(r'<figure class="chart" id="chart-(\w+)" data-series="(\d+)"'
-                         r' data-points="(\d+)"', dom)  # fmt: skip
-    assert {name for name, _, _ in figures} == {"pharo_memory", "pharo_gc", "telemon_durations"}
-    for name, series, points in figures:
-        assert int(series) >= 1 and int(points) >= 1, name
-    assert len(re.findall(r'<polyline class="series" data-points="[1-9]', dom)) >= 6
+    urls = [f"http://127.0.0.1:{simulator_port}/{vm}/metrics" for vm in (0, 1)]
+    config_path = tmp_path / "telemon.toml"
+    async with serving({"pharo": [{"urls": urls}]}, config_path) as (url, agent):
+        instances = {f"127.0.0.1:{simulator_port}/0/metrics host=pharo-0",
+                     f"127.0.0.1:{simulator_port}/1/metrics host=pharo-1"}  # fmt: skip
+        durations = {"scrape", "collection: pharo"}
+        wanted = {PHARO_MEMORY.key: instances, PHARO_GC.key: instances,
+                  TELEMON_DURATIONS.key: durations}  # fmt: skip
+        await charted(url, agent, wanted)
+        dom = await page_in_browser(url, tmp_path)
+    charts = re.findall(r'<figure class="chart" id="chart-(\w+)"', dom)
+    assert charts == ["pharo_memory", "pharo_gc", "telemon_durations"]
+    assert len(re.findall(r'<polyline class="series" data-points="[1-9]', dom)) == 6
     assert "<td>pharo</td><td>127.0.0.1:" in dom  # the instance
     assert f"listening on <code>{url.removeprefix('http://')}</code>" in dom  # the port bound
-    assert str(tmp_path / "telemon.toml") in dom
-    screenshot = tmp_path / "status-page.png"
-    _, log = await _chromium(binary, tmp_path / "profile", f"--screenshot={screenshot}", url + "/")
-    assert "CONSOLE" not in log, log
-    assert screenshot.stat().st_size > 10_000
+    assert str(config_path) in dom
+
+
+async def test_containers_and_a_discovered_pharo_in_a_real_browser(
+    docker_engine: DockerEngine, simulator_port: int, tmp_path: Path
+) -> None:
+    """With a docker input: the containers' CPU and memory charts, and a discovered Pharo
+    target named by its container, in the table and in the Pharo charts."""
+    prefix = f"tm-{docker_engine.run_id}-{uuid.uuid4().hex[:6]}"
+    name = f"{prefix}-pharo"
+    docker_engine.run(
+        "sleep 600",
+        name=name,
+        labels={"telemon.pharo.port": str(simulator_port)},
+        options=["--network", "host"],
+    )
+    docker = {
+        "endpoint": docker_engine.endpoint,
+        "discover_pharo": True,
+        "container_name_include": [f"{prefix}-*"],
+        "interval": "1s",
+        "timeout": "5s",
+    }
+    try:
+        async with serving({"docker": [docker]}, tmp_path / "t.toml") as (url, agent):
+            pharo = {f"{name} host=pharo-0"}
+            await charted(url, agent, {DOCKER_CPU.key: {name}, DOCKER_MEMORY.key: {name},
+                                       PHARO_MEMORY.key: pharo, PHARO_GC.key: pharo})  # fmt: skip
+            dom = await page_in_browser(url, tmp_path)
+    finally:
+        docker_engine.remove(name)
+    charts = re.findall(r'<figure class="chart" id="chart-(\w+)"', dom)
+    assert charts == ["pharo_memory", "pharo_gc", "docker_cpu", "docker_memory",
+                      "telemon_durations"]  # fmt: skip
+    assert f"<tr><td>pharo</td><td>{name}</td>" in dom  # a discovered target's instance
