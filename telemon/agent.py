@@ -8,7 +8,9 @@ It holds the running parts, each with its own health and self-metrics:
 * one output runner per output URL (`telemon.outputs`), each with a
   `telemon_output` line;
 * the encoder, whose field-type table the inputs' declarations fill before
-  anything is written, and the `telemon` line of its counters.
+  anything is written, and the `telemon` line of its counters;
+* the status page's `history` (`telemon.history`), fed after each polled
+  collection (`Collector.observers`) and each scrape.
 
 `start` and `stop` keep the order (collection stops before the outputs'
 last write, so that write holds every collection). The HTTP app

@@ -123,9 +123,9 @@ def format_value(value: float, unit: str) -> str:
             if abs(value) >= size:
                 return f"{value / size:.1f} {suffix}"
         return f"{value:.0f} B"
-    for suffix, size in (("M", 1e6), ("k", 1e3)):  # short enough for the axis: "12k ms/min"
-        if abs(value) >= size:
-            return f"{value / size:.3g}{suffix} {unit}"
+    for prefix, scale in (("M", 1e6), ("k", 1e3)):  # short enough for the axis: "12k ms/min"
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{prefix} {unit}"
     return f"{value:.3g} {unit}"
 
 
