@@ -154,7 +154,7 @@ def _about(status: AgentStatus, context: PageContext, now_ns: int) -> str:
     metrics = _e(context.metrics_path)
     health = _e(context.health_path)
     return (
-        f"<p>up {uptime} &middot; config <code>{_e(status.config_path or '(defaults)')}</code>"
+        f"<p>up {uptime} &middot; config <code>{_e(status.config_path or '(not given)')}</code>"
         f" &middot; listening on <code>{_e(context.listen)}</code></p>\n"
         f'<p><a href="{metrics}">{metrics}</a> (line protocol) &middot; '
         f'<a href="{metrics}?format=prometheus">Prometheus format</a> &middot; '
