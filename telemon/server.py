@@ -7,6 +7,7 @@ import functools
 import logging
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -117,7 +118,8 @@ async def metrics_handler(request: web.Request) -> web.Response:
             # serving (the metrics are snapshots nobody changes); stopped when
             # its client goes away.
             try:
-                body = await _unless_gone(request, asyncio.to_thread(render))
+                lock = _render_lock(request.app)
+                body = await _unless_gone(request, _render_alone(lock, render))
             finally:
                 abandoned.set()
         response = await _respond(request, body, gzip=config.http.gzip)
@@ -125,6 +127,25 @@ async def metrics_handler(request: web.Request) -> web.Response:
         return response
     except ClientGone:
         return web.Response(status=499)  # nginx's "client closed request"; nobody reads it
+
+
+_RENDER_LOCKS: weakref.WeakKeyDictionary[web.Application, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _render_lock(app: web.Application) -> asyncio.Lock:
+    """One large rendering at a time per app: more would only compete for the GIL
+    (and with the event loop); the others wait, and leave if their client does."""
+    lock = _RENDER_LOCKS.get(app)
+    if lock is None:
+        lock = _RENDER_LOCKS[app] = asyncio.Lock()
+    return lock
+
+
+async def _render_alone(lock: asyncio.Lock, render: Callable[[], bytes]) -> bytes:
+    async with lock:
+        return await asyncio.to_thread(render)
 
 
 def _until(abandoned: threading.Event, metrics: Sequence[Metric]) -> Iterator[Metric]:
