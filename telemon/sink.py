@@ -248,6 +248,7 @@ class SeriesStore:
         self._due: list[tuple[int, int, _Series]] = []
         self._queued = 0  # tie-breaker of heap entries with equal due times
         self._changed: list[_Series] = []
+        self._served: bytes | None = None  # the last body served, until something changes
 
     def __len__(self) -> int:
         return len(self._series)
@@ -337,30 +338,40 @@ class SeriesStore:
         return True
 
     def serve(self, now_ns: int | None = None) -> bytes:
-        """Every series that has not expired, as encoded lines."""
-        return b"".join([series.line for series in self._current(now_ns)])
+        """Every series that has not expired, as encoded lines (joined again only
+        after a change: scrapes between two writes share one body)."""
+        current, whole = self._current(now_ns)
+        if whole and self._served is not None:
+            return self._served
+        body = b"".join([series.line for series in current])
+        if whole:
+            self._served = body
+        return body
 
     def served_metrics(self, now_ns: int | None = None) -> list[Metric]:
         """The metrics `serve` encodes (global tags added), shared: never change them."""
-        return [series.metric for series in self._current(now_ns) if series.metric is not None]
+        current, _ = self._current(now_ns)
+        return [series.metric for series in current if series.metric is not None]
 
-    def _current(self, now_ns: int | None) -> Iterable[_Series]:
-        """The series to serve, after a purge in a bounded step.
+    def _current(self, now_ns: int | None) -> tuple[Iterable[_Series], bool]:
+        """The series to serve, after a purge in a bounded step, and whether they are
+        the whole store (nothing left due).
 
-        When series are still due after it, each is brought up to date (or
-        left out, expired whole) as it is met: a scrape never waits for a
+        When series are still due after the step, each is brought up to date
+        (or left out, expired whole) as it is met: a scrape never waits for a
         purge of the whole store.
         """
         now_ns = self.clock() if now_ns is None else now_ns
         self.refresh()
         if self.purge(now_ns, limit=PURGE_STEP):
-            return self._series.values()
+            return self._series.values(), True
         horizon = now_ns - self.ttl_ns
-        return [
+        current = [
             series
             for series in list(self._series.values())
             if series.oldest_seen_ns > horizon or self._expire(series, horizon)
         ]
+        return current, False
 
     def reencode(self) -> None:
         """Encode every series again (the encoding changed, e.g. the global tags)."""
@@ -381,6 +392,7 @@ class SeriesStore:
             del fields[name]
         if not fields:
             del self._series[(series.measurement, series.tags)]
+            self._served = None
             self.bytes -= series.size
             series.alive = False
             return False
@@ -393,6 +405,7 @@ class SeriesStore:
         metric = _metric(series)
         series.line = self.encode(metric)
         series.metric = metric
+        self._served = None
         self._count(series, _series_cost(series) - series.size)
 
     def _count(self, series: _Series, grown: int) -> None:

@@ -358,6 +358,19 @@ def test_series_are_encoded_when_they_arrive_not_at_each_scrape() -> None:
     assert b"m,i=3 v=-3i " in sink.serve()
 
 
+def test_scrapes_between_two_changes_share_one_body() -> None:
+    clock = Clocks()
+    sink = make_sink(clock)
+    sink.write(*parse_lines_with_defaults(lines(10)))
+    first = sink.serve()
+    assert sink.serve() is first
+    sink.write(*parse_lines_with_defaults("m,i=3 v=-3i\n"))
+    second = sink.serve()
+    assert second is not first and b"m,i=3 v=-3i " in second
+    clock.advance(TTL_S)
+    assert sink.serve() == b""
+
+
 def test_an_expired_field_leaves_the_served_line() -> None:
     clock = Clocks()
     sink = make_sink(clock)
