@@ -295,6 +295,26 @@ class Agent:
                 metric.tags = {**tags, **metric.tags}
         return metrics
 
+    # --- start-up log ----------------------------------------------------------------
+
+    def describe(self) -> list[str]:
+        """What runs, one line per input table, output and the sink (logged at start,
+        as Telegraf's "Loaded inputs"): targets and schedule, URLs and flush interval,
+        paths and ttl."""
+        lines = [_input_line(name, states) for name, states in _by_schedule(self.collector.states)]
+        lines += [
+            f"output {runner.name}: {runner.sender.url} every {runner.options.flush_interval:g}s"
+            f" (batches of {runner.options.batch_size} lines)"
+            for runner in self.outputs
+        ]
+        if self.sink is not None:
+            paths = ", ".join(self.sink.config.paths)
+            lines.append(f"sink: {paths} (series kept {self.sink.ttl:g}s)")
+        if self.settings.global_tags:
+            tags = ",".join(f"{k}={v}" for k, v in sorted(self.settings.global_tags.items()))
+            lines.append(f"global tags: {tags}")
+        return lines
+
     # --- health ----------------------------------------------------------------------
 
     def status(self) -> AgentStatus:
@@ -311,6 +331,32 @@ class Agent:
             history=self.history,
             now_ns=self.clock(),
         )
+
+
+DESCRIBED_TARGETS = 10
+"""Targets named in an input's start-up line; the others are counted."""
+
+
+def _by_schedule(states: Sequence[TargetState]) -> list[tuple[str, list[TargetState]]]:
+    """The targets grouped by input and schedule (two tables of one input may differ)."""
+    groups: dict[tuple[str, bool, float, float], list[TargetState]] = {}
+    for state in states:
+        key = (state.input, state.target.lazy, state.interval, state.timeout)
+        groups.setdefault(key, []).append(state)
+    return [(key[0], group) for key, group in groups.items()]
+
+
+def _input_line(name: str, states: list[TargetState]) -> str:
+    first = states[0]
+    count = f"{len(states)} target{'s' if len(states) != 1 else ''}"
+    if first.target.lazy:
+        when = "evaluated at each scrape and push"
+    else:
+        when = f"every {first.interval:g}s (timeout {first.timeout:g}s)"
+    shown = [s.target.target for s in states[:DESCRIBED_TARGETS]]
+    more = len(states) - len(shown)
+    targets = ", ".join(shown) + (f" and {more} more" if more else "")
+    return f"input {name}: {count} {when}: {targets}"
 
 
 def _distinct_names(states: list[TargetState]) -> None:

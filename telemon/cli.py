@@ -579,6 +579,7 @@ def _serve(config: Config, reloader: _Reloader | None = None) -> int:
 async def _run_server(config: Config, reloader: _Reloader | None) -> bool:
     """Serve until SIGTERM or SIGINT (False) or a SIGHUP with a valid file (True)."""
     from telemon.server import (
+        AGENT_KEY,
         SHUTDOWN_TIMEOUT_S,
         ConnectionCap,
         RepeatedErrorFilter,
@@ -605,13 +606,16 @@ async def _run_server(config: Config, reloader: _Reloader | None) -> bool:
     if reloader is not None:
         reloader.wake(wake)
     http = config.http
+    app = create_app(config)
     runner = web.AppRunner(
-        create_app(config),
+        app,
         access_log=None,
         keepalive_timeout=http.idle_timeout,  # also bounds the wait for a request's headers
         shutdown_timeout=SHUTDOWN_TIMEOUT_S,
     )
     await runner.setup()  # starts the agent
+    for line in app[AGENT_KEY].describe():  # as Telegraf's "Loaded inputs"
+        _log.info("%s", line)
     listening: asyncio.Server | None = None
     try:
         assert runner.server is not None

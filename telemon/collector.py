@@ -121,6 +121,8 @@ class Collector:
         """Collect one polled target now and encode what it gave; never raises."""
         now_ns = self.clock()
         metrics = await self._gather(state, now_ns, with_timeout=True)
+        if _log.isEnabledFor(logging.DEBUG):
+            _log_poll(state)
         state.status = self.encoder.encode_all([self.status_metric(state, now_ns)])
         self._snapshot = None
         for listener in self.listeners:
@@ -334,6 +336,13 @@ class Collector:
             "duration_ms": round(state.duration_ms, 3),
         }
         return Metric("telemon_input", tags, fields, now_ns)
+
+
+def _log_poll(state: TargetState) -> None:
+    """`--log-level debug`: each poll, with its duration and lines (failures also warn)."""
+    outcome = "up" if state.health.up else f"failed: {state.health.last_error}"
+    _log.debug("%s: polled in %.1f ms, %d lines, %s",
+               state.source, state.duration_ms, state.lines, outcome)  # fmt: skip
 
 
 def _reason(exc: BaseException, timeout: float) -> str:

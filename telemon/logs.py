@@ -8,13 +8,13 @@ import sys
 import time
 from typing import Literal
 
-__all__ = ["LogFormat", "OnceLogger", "setup_logging"]
+__all__ = ["LogFormat", "OnceLogger", "escape_text", "setup_logging"]
 
 LogFormat = Literal["text", "json"]
 
 
 class _TextFormatter(logging.Formatter):
-    """`2026-01-02T03:04:05Z level logger: message`, never more than one line."""
+    """`2026-01-02T03:04:05Z level logger: message`, one line of printable characters."""
 
     converter = staticmethod(time.gmtime)
 
@@ -22,7 +22,7 @@ class _TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%SZ")
 
     def format(self, record: logging.LogRecord) -> str:
-        return _one_line(super().format(record))
+        return escape_text(super().format(record))
 
 
 class _JsonFormatter(logging.Formatter):
@@ -33,15 +33,36 @@ class _JsonFormatter(logging.Formatter):
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created)),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": escape_text(record.getMessage()),
         }
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            entry["exception"] = escape_text(self.formatException(record.exc_info))
         return json.dumps(entry, ensure_ascii=False)
 
 
-def _one_line(text: str) -> str:
-    return text.replace("\r", "\\r").replace("\n", "\\n")
+# Upstream bodies, pushed lines and request paths reach log messages (in
+# error reasons): escaped here, in the one place every record passes, so no
+# call site can put a terminal escape sequence, a line break or raw binary
+# into the log.
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escaped(char: str) -> str:
+    code = ord(char)
+    if char in _ESCAPES:
+        return _ESCAPES[char]
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def escape_text(text: str) -> str:
+    """`text` on one line of printable characters: each control or other
+    non-printable character (line breaks, tabs, C0/C1 controls, lone
+    surrogates, invisible separators) as a Python-style escape."""
+    if text.isprintable():  # the common case: no copy
+        return text
+    return "".join(char if char.isprintable() else _escaped(char) for char in text)
 
 
 def setup_logging(level: str = "info", log_format: LogFormat = "text") -> None:

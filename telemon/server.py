@@ -57,6 +57,8 @@ def create_app(
         if credentials.required
         else []
     )
+    if _request_log.isEnabledFor(logging.DEBUG):  # no cost unless asked for
+        middlewares = [request_log_middleware(config.http.path), *middlewares]
     # The sink inflates gzip bodies itself, in bounded steps; aiohttp's own
     # inflating would keep decompressing a refused gzip bomb while draining it.
     app = web.Application(middlewares=middlewares, handler_args={"auto_decompress": False})
@@ -68,6 +70,47 @@ def create_app(
         setup_sink(app, agent.sink)
     app.cleanup_ctx.append(_agent_ctx)
     return app
+
+
+_request_log = logging.getLogger("telemon.http")
+MAX_LOGGED_REASON = 200
+"""Characters of a refusal's reason (its body's first line) in the debug log."""
+
+
+def request_log_middleware(metrics_path: str) -> Any:
+    """`--log-level debug`: each scrape (client, bytes, duration), each refused
+    request (status, path, reason) and any other request. Only the path, never
+    the query or a header, so no credential is logged."""
+
+    @web.middleware
+    async def log_request(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        started = time.perf_counter()
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            _log_refused(request, exc.status, exc.text or exc.reason)
+            raise
+        if response.status >= 400:
+            body = response.body if isinstance(response, web.Response) else None
+            text = body.decode("utf-8", "replace") if isinstance(body, bytes) else ""
+            _log_refused(request, response.status, text or response.reason)
+            return response
+        what = "scrape" if request.path == metrics_path else f"{request.method} {request.path}"
+        _request_log.debug("%s from %s: %d, %s bytes in %.1f ms", what, request.remote,
+                           response.status, response.content_length,
+                           (time.perf_counter() - started) * 1000)  # fmt: skip
+        return response
+
+    return log_request
+
+
+def _log_refused(request: web.Request, status: int, text: str) -> None:
+    reason = text.strip().partition("\n")[0].removeprefix(f"{status}: ")[:MAX_LOGGED_REASON]
+    _request_log.debug("refused %s %s from %s: %d %s",
+                       request.method, request.path[:MAX_LOGGED_REASON], request.remote,
+                       status, reason)  # fmt: skip
 
 
 async def _agent_ctx(app: web.Application) -> AsyncIterator[None]:
