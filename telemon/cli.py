@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import difflib
+import errno
 import json
 import logging
 import os
@@ -334,7 +335,8 @@ def _bind_error(exc: OSError) -> str:
 
 def _port_taken_hint(command: str, host: str, port: int) -> str:
     other = f"{host}:{port + 1 if 0 < port < 65535 else 0}"
-    return f"; pick another address with --listen, e.g. telemon {command} --listen {other}"
+    where = " (or [http] listen)" if command == "serve" else ""
+    return f"; pick another address with --listen{where}, e.g. telemon {command} --listen {other}"
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -351,8 +353,8 @@ def _simulate(args: argparse.Namespace) -> int:
         print(f"telemon simulate: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except OSError as exc:
-        _log.error("cannot listen on %s: %s%s", args.listen, _bind_error(exc),
-                   _port_taken_hint("simulate", *address))  # fmt: skip
+        hint = _port_taken_hint("simulate", *address) if exc.errno == errno.EADDRINUSE else ""
+        _log.error("cannot listen on %s: %s%s", args.listen, _bind_error(exc), hint)
         return EXIT_FAILED
     return 0
 
@@ -380,8 +382,8 @@ def _demo(listen: str) -> int:
     try:
         web.run_app(app, host=address[0], port=address[1], print=listening, access_log=None)
     except OSError as exc:
-        _log.error("cannot listen on %s: %s%s", listen, _bind_error(exc),
-                   _port_taken_hint("demo", *address))  # fmt: skip
+        hint = _port_taken_hint("demo", *address) if exc.errno == errno.EADDRINUSE else ""
+        _log.error("cannot listen on %s: %s%s", listen, _bind_error(exc), hint)
         return EXIT_FAILED
     return 0
 
@@ -571,7 +573,8 @@ def _serve(config: Config, reloader: _Reloader | None = None) -> int:
     try:
         restart = asyncio.run(_run_server(config, reloader))
     except OSError as exc:
-        _log.error("cannot listen on %s:%d: %s", host, port, exc.strerror or exc)
+        hint = _port_taken_hint("serve", host, port) if exc.errno == errno.EADDRINUSE else ""
+        _log.error("cannot listen on %s:%d: %s%s", host, port, _bind_error(exc), hint)
         return EXIT_FAILED
     return _RESTART if restart else 0
 

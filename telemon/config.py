@@ -396,6 +396,11 @@ class _Pruned:
                 continue
             self.removed.append(self.original(target))
             parent = self._node(target[:-1])
+            if isinstance(parent, list) and parent[int(target[-1])] != {}:
+                # First an empty table (its defaults): `outputs need timestamps` still sees
+                # an output; taken out only if even that fails (a required key).
+                parent[int(target[-1])] = {}
+                continue
             if isinstance(parent, list):
                 kept = self._kept.setdefault(self.original(target[:-1]), list(range(len(parent))))
                 del kept[int(target[-1])]

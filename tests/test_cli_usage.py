@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -230,3 +231,20 @@ def test_demo_prints_its_urls_and_a_taken_port_says_what_to_do(tmp_path: Path) -
         demo.send_signal(signal.SIGINT)
         demo.communicate(timeout=30)
     assert demo.returncode == 0
+
+
+def test_serve_on_a_taken_port_says_how_to_pick_another(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "TELEMON_CONFIG"}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "telemon", "--listen", f"127.0.0.1:{port}"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+        )
+    assert done.returncode == 1
+    assert done.stderr.rstrip().endswith(
+        f"cannot listen on 127.0.0.1:{port}: Address already in use; pick another address with"
+        f" --listen (or [http] listen), e.g. telemon serve --listen 127.0.0.1:{port + 1}"
+    )

@@ -78,6 +78,18 @@ def test_a_check_is_not_run_on_a_default_standing_in_for_a_bad_key() -> None:
     ]
 
 
+def test_a_broken_output_still_counts_as_an_output() -> None:
+    data = {
+        "agent": {"omit_timestamp": True},
+        "outputs": {"influxdb": [{"username": "u"}]},
+    }
+    assert errors(data) == [
+        ("outputs.influxdb.0",
+         "basic auth needs both username and password (or password_file)"),
+        ("", "outputs need timestamps: set agent.omit_timestamp = false"),
+    ]
+
+
 def test_tables_after_a_removed_one_keep_their_index() -> None:
     pharo = [{"urls": ["http://a/"], "format": "nope"}, {}, {"urls": ["http://b/"], "x": 1}]
     found = errors({"inputs": {"pharo": pharo}})
