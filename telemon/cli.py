@@ -299,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         setup_logging("error")
         return asyncio.run(_once(config))
     setup_logging(args.log_level, args.log_format)
-    status = _serve(config, reloader)
+    status = _serve(config, reloader, config_path=_document_source(args))
     if reloader is None:
         return status
     if status == _RESTART:
@@ -568,10 +568,12 @@ def _document_source(args: argparse.Namespace) -> str:
     return str(path) if path else "<defaults>"
 
 
-def _serve(config: Config, reloader: _Reloader | None = None) -> int:
+def _serve(
+    config: Config, reloader: _Reloader | None = None, *, config_path: str | None = None
+) -> int:
     host, port = config.http.listen
     try:
-        restart = asyncio.run(_run_server(config, reloader))
+        restart = asyncio.run(_run_server(config, reloader, config_path))
     except OSError as exc:
         hint = _port_taken_hint("serve", host, port) if exc.errno == errno.EADDRINUSE else ""
         _log.error("cannot listen on %s:%d: %s%s", host, port, _bind_error(exc), hint)
@@ -579,7 +581,9 @@ def _serve(config: Config, reloader: _Reloader | None = None) -> int:
     return _RESTART if restart else 0
 
 
-async def _run_server(config: Config, reloader: _Reloader | None) -> bool:
+async def _run_server(
+    config: Config, reloader: _Reloader | None, config_path: str | None = None
+) -> bool:
     """Serve until SIGTERM or SIGINT (False) or a SIGHUP with a valid file (True)."""
     from telemon.server import (
         AGENT_KEY,
@@ -609,7 +613,7 @@ async def _run_server(config: Config, reloader: _Reloader | None) -> bool:
     if reloader is not None:
         reloader.wake(wake)
     http = config.http
-    app = create_app(config)
+    app = create_app(config, agent=Agent(config, config_path=config_path))
     runner = web.AppRunner(
         app,
         access_log=None,
