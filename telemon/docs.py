@@ -341,3 +341,198 @@ def with_inputs_reference(readme: str) -> str:
         raise ValueError(f"expected one {README_BEGIN!r} line before one {README_END!r} line")
     end += len(README_END) + 1  # and its newline
     return readme[:begin] + inputs_reference() + readme[end:]
+
+
+# --- docs/measurements.md: what telemon writes --------------------------------------------
+#
+# Generated from what the code declares (the inputs' `field_types()`, Pharo's
+# `FIGURES` with their units, the self-metrics' values), so that it cannot drift;
+# tests/test_reference.py compares it with what a full `telemon once` prints.
+# Tags are not declared anywhere else: they are listed here, and the test
+# fails when an input writes a tag missing from this table.
+
+MEASUREMENTS_FILE = "docs/measurements.md"
+
+TAGS: dict[str, dict[str, str]] = {
+    "pharo": {
+        "instance": "the target's name: `instances`, a discovered container's name, or "
+        "host:port[/path][?query] of its URL",
+        "host": "the image's own tag, as the Telemon package's `influx` lines carry it "
+        "(any other tag of those lines is kept as well)",
+        "container_name": "discovered by the docker input (`discover_pharo`)",
+    },
+    "cgroup": {"cgroup": "the cgroup's path", "version": "`1` or `2`"},
+    "process": {
+        "process_name": "the process's name",
+        "pattern": "with `pattern`",
+        "pidfile": "with `pid_file`",
+        "pid": "with `pid`",
+    },
+    "python": {"implementation": "`cpython`, `pypy`...", "python_version": "e.g. `3.11.7`"},
+    "docker": {"engine_host": "the engine's host name", "server_version": "the engine's version"},
+    "docker_container": {
+        "engine_host": "the engine's host name",
+        "server_version": "the engine's version",
+        "container_name": "the container's name",
+        "container_image": "its image, without the tag",
+        "container_version": "the image's tag",
+        "container_status": "`running`, `exited`...",
+        "*": "the container's labels (`docker_label_include` / `_exclude`)",
+    },
+    "docker_container_cpu": {"cpu": "`cpu-total`, or `cpu0`, `cpu1`... per CPU"},
+    "docker_container_net": {"network": "the interface, or `total`"},
+    "docker_container_blkio": {"device": "major:minor, or `total`"},
+    "telemon_input": {"input": "the input's name", "target": "the target's name"},
+    "telemon_output": {"output": "`influxdb` or `influxdb_v2`", "url": "the output's URL"},
+}
+"""The tags each input writes, by measurement (`docker_container`: every `docker_container_*`)."""
+
+_UNITS: dict[str, dict[str, str]] = {
+    "process": {"pid": "id", "created_at": "ns since the epoch", "cpu_time_user": "s",
+                "cpu_time_system": "s", "cpu_usage": "%"},
+    "python": {"uptime": "ms"},
+    "cgroup": {"memory_usage_percent": "%", "cpu_quota_cores": "cores"},
+    "docker": {"memory_total": "bytes"},
+    "docker_container_status": {"pid": "id", "exitcode": "code", "started_at": "ns since the epoch",
+                                "finished_at": "ns since the epoch"},
+    "docker_container_blkio": {"io_time_recursive": "ms", "sectors_recursive": "sectors"},
+    "docker_container_cpu": {"usage_total": "ns", "usage_in_usermode": "ns",
+                             "usage_in_kernelmode": "ns", "usage_system": "ns"},
+    "telemon_input": {"up": "1 or 0"},
+    "telemon_output": {"up": "1 or 0"},
+    "telemon_sink": {"up": "1 or 0"},
+}  # fmt: skip
+"""Units the names do not tell (the others: see `_unit`)."""
+
+_COUNTS = ("fail", "pg", "periods", "count", "streak", "oom_kill", "dropped", "errors", "packets")
+
+
+def _unit(measurement: str, field: str, kind: str) -> str:
+    """A field's unit: declared in `_UNITS`, else told by its name; counts by default."""
+    explicit = _UNITS.get(measurement, {}).get(field)
+    if explicit is not None:
+        return explicit
+    if kind in ("s", "b"):
+        return "-"
+    if field.endswith("_ns") or "_time" in field and measurement.startswith("docker_container"):
+        return "ns"
+    if field.endswith("_ms"):
+        return "ms"
+    if field.endswith("_s"):
+        return "s"
+    if "percent" in field:
+        return "%"
+    if any(word in field for word in _COUNTS) or field.startswith(("io_", "n_", "pids_")):
+        return "bytes" if "bytes" in field else "count"
+    if "bytes" in field or field.startswith("memory") or measurement == "docker_container_mem":
+        return "bytes"
+    return "count"
+
+
+def _self_metric_kinds() -> dict[str, dict[str, str]]:
+    """The self-metrics' fields and kinds, read from an agent (never started) that has
+    every part: their types are those of the values the code writes."""
+    from telemon.agent import Agent
+    from telemon.collector import STATUS_FIELD_TYPES
+    from telemon.config import parse_config
+
+    config = parse_config(
+        {
+            "inputs": {"process": [{}]},
+            "outputs": {"influxdb": [{"urls": ["http://127.0.0.1:8086"]}]},
+            "sink": {"enabled": True},
+        }
+    )
+    kinds = {"telemon_input": dict(STATUS_FIELD_TYPES)}
+    for metric in Agent(config)._self_metrics(0):
+        kinds[metric.measurement] = {key: _kind_of(value) for key, value in metric.fields.items()}
+    return kinds
+
+
+def _kind_of(value: object) -> str:
+    if isinstance(value, bool):
+        return "b"
+    return {int: "i", float: "f", str: "s"}[type(value)]
+
+
+def declared_measurements() -> dict[str, tuple[str, dict[str, str]]]:
+    """Every measurement telemon declares: {measurement: (input, {field: kind})}, by input."""
+    from telemon.inputs.cgroup import CgroupConfig
+    from telemon.inputs.docker import DockerConfig
+    from telemon.inputs.pharo import TELEMON_FIELD_TYPES
+    from telemon.inputs.process import ProcessConfig
+    from telemon.inputs.python import PythonConfig
+
+    pharo = "pharo, and docker for the Pharo containers it discovers (`discover_pharo`)"
+    tables: dict[str, tuple[str, dict[str, str]]] = {"pharo": (pharo, dict(TELEMON_FIELD_TYPES))}
+    for name, config in (
+        ("docker", DockerConfig()),
+        ("cgroup", CgroupConfig()),
+        ("process", ProcessConfig()),
+        ("python", PythonConfig()),
+    ):
+        for measurement, kinds in config.field_types().items():
+            tables.setdefault(measurement, (name, dict(kinds)))
+    for measurement, kinds in _self_metric_kinds().items():
+        tables[measurement] = ("telemon itself (self-metrics)", kinds)
+    return tables
+
+
+_KIND_WORDS = {"i": "integer", "u": "unsigned", "f": "float", "b": "boolean", "s": "string"}
+
+_MEASUREMENTS_HEAD = """\
+# What telemon writes
+
+<!-- generated by telemon.docs.measurements_reference() from what the code declares:
+     run `python -m telemon.docs > docs/measurements.md`; tests/test_reference.py fails
+     when this file or a full `telemon once` differs from it -->
+
+Every measurement, tag and field telemon writes, with its line-protocol type,
+its unit and the input that writes it. Types are fixed: a field is always
+written with the type listed (an integer is `42i`; with `[agent] integer_type
+= "unsigned"` integers are written as unsigned, `42u`). Besides the tags
+listed, every line carries the `[global_tags]` and its input table's `tags`.
+The measurement names are the defaults; `measurement = "..."` renames those
+of cgroup, process, python and pharo.
+
+`[[inputs.fields]]` writes the measurement and fields you name, each field
+with the type of its first value (bool, int, float or string), and the tags
+you give.
+"""
+
+
+def measurements_reference() -> str:
+    """docs/measurements.md: one section per measurement, its tags and its fields."""
+    from telemon.inputs.pharo_figures import FIGURES
+
+    parts = [_MEASUREMENTS_HEAD]
+    for measurement, (input_name, kinds) in declared_measurements().items():
+        parts.append(f"\n## `{measurement}`\n\nWritten by: {input_name}.\n")
+        tags = _tags_of(measurement)
+        if tags:
+            parts.append("\n| tag | value |\n|---|---|\n")
+            parts.extend(f"| `{tag}` | {meaning} |\n" for tag, meaning in tags.items())
+        parts.append("\n| field | type | unit |" + (" meaning |" if measurement == "pharo" else ""))
+        parts.append("\n|---|---|---|" + ("---|" if measurement == "pharo" else "") + "\n")
+        for field, kind in kinds.items():
+            if measurement == "pharo":
+                figure = FIGURES[field]
+                parts.append(f"| `{field}` | {_KIND_WORDS[kind]} | {figure.unit} "
+                             f"| {figure.meaning} |\n")  # fmt: skip
+            else:
+                parts.append(
+                    f"| `{field}` | {_KIND_WORDS[kind]} | {_unit(measurement, field, kind)} |\n"
+                )
+    return "".join(parts)
+
+
+def _tags_of(measurement: str) -> dict[str, str]:
+    if measurement.startswith("docker_container_"):
+        return {**TAGS["docker_container"], **TAGS.get(measurement, {})}
+    return TAGS.get(measurement, {})
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.stdout.write(measurements_reference())
