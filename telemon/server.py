@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequen
 from typing import Any, TypeVar
 
 from aiohttp import hdrs, web
+from aiohttp.typedefs import Middleware
 from aiohttp.web_protocol import RequestHandler
 
 from telemon.agent import Agent
@@ -77,7 +78,7 @@ MAX_LOGGED_REASON = 200
 """Characters of a refusal's reason (its body's first line) in the debug log."""
 
 
-def request_log_middleware(metrics_path: str) -> Any:
+def request_log_middleware(metrics_path: str) -> Middleware:
     """`--log-level debug`: each scrape (client, bytes, duration), each refused
     request (status, path, reason) and any other request. Only the path, never
     the query or a header, so no credential is logged."""
