@@ -30,7 +30,7 @@ from telemon.config import (
     read_config_data,
     summary,
 )
-from telemon.logs import setup_logging
+from telemon.logs import escape_text, setup_logging
 
 __all__ = ["main"]
 
@@ -315,7 +315,8 @@ async def _once(config: Config) -> int:
         sys.stdout.buffer.write(state.body)
         if not state.health.up:
             failed = True
-            print(f"{state.source}: {state.health.last_error}", file=sys.stderr)
+            # The reason may quote what the target answered: escaped, as in the logs.
+            print(escape_text(f"{state.source}: {state.health.last_error}"), file=sys.stderr)
     sys.stdout.flush()
     return EXIT_FAILED if failed else 0
 

@@ -256,3 +256,24 @@ async def test_serve_at_debug_logs_polls_scrapes_and_no_raw_bytes_of_a_garbage_b
     assert re.search(rf"target {re.escape(urls[0])}: polled in [\d.]+ ms, 0 lines, failed: ", text)
     assert "INFO telemon: input pharo: 4 targets every 1s (timeout 5s): " in text
     assert "INFO telemon: sink: /telegraf, /write, /api/v2/write (series kept 2s)" in text
+
+
+def test_once_prints_a_failed_targets_reason_escaped(tmp_path: Path) -> None:
+    """`telemon once` prints each failed target's reason on stderr: escaped as the logs are."""
+    (tmp_path / "noisy.py").write_text(
+        'def fail():\n    raise ValueError("\\x1b[2Jupstream\\r\\nsays\\x07")\n', encoding="utf-8"
+    )
+    config = tmp_path / "telemon.toml"
+    config.write_text(
+        '[[inputs.fields]]\nmeasurement = "app"\n[inputs.fields.fields]\nx = "noisy:fail"\n',
+        encoding="utf-8",
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TELEMON_CONFIG"}
+    env["PYTHONPATH"] = str(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "telemon", "once", "-c", str(config)],
+        capture_output=True, env=env, cwd=tmp_path, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert not RAW_CONTROL.search(done.stderr), done.stderr
+    assert b"\\x1b[2Jupstream\\r\\nsays\\x07" in done.stderr
