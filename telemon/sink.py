@@ -32,6 +32,18 @@ The sink answers as InfluxDB 1.x does, so that clients written for InfluxDB
   are still kept) and the answer is 503 with Retry-After: series expire after
   the TTL, so room comes back. Refusing, rather than evicting, keeps one
   client's cardinality explosion from pushing out everyone else's series.
+  `max_bytes` bounds the store's estimated memory the same way (new series
+  and new fields dropped, 503).
+* A line longer than `max_line_bytes` or with more than `max_fields_per_line`
+  fields is refused unread (``line exceeds ...``, as an unparsable line); a
+  name or tag value with a control character is refused (``control
+  character ...``): the encoder would remove it and merge two series.
+* At most `max_concurrent_writes` writes run at once (another is a 503 with
+  Retry-After before its body is read). A write holds its body, its text (a
+  latin-1 view: one character per byte) and one step of parsed lines; it
+  stops when its client goes away.
+* Each series' line is encoded when the series changes and kept: a scrape
+  joins bytes (`Sink.serve`), whatever the store's size.
 * Authentication is the `[http]` one, also as InfluxDB clients send it:
   `Authorization: Token T` (v2) counts as a bearer token, `?u=U&p=P` (v1) as
   basic credentials, and `?p=T` as the token. A request without valid
