@@ -235,6 +235,9 @@ async def test_serve_at_debug_logs_polls_scrapes_and_no_raw_bytes_of_a_garbage_b
             async with session.get(f"http://127.0.0.1:{port}/metrics", headers=plain) as response:
                 assert response.status == 200
                 scraped = len(await response.read())
+            # A path is the client's text: its escape sequence reaches the refusal's line.
+            async with session.get(f"http://127.0.0.1:{port}/x%1b[2J%07y") as r:
+                assert r.status == 404
             path = "/write?" + urllib.parse.urlencode({"db": "x"})
             async with session.post(f"http://127.0.0.1:{port}{path}", data=b"m\x1b v=\x07") as r:
                 assert r.status == 400
@@ -254,6 +257,7 @@ async def test_serve_at_debug_logs_polls_scrapes_and_no_raw_bytes_of_a_garbage_b
     assert f"scrape from 127.0.0.1: 200, {scraped} bytes in " in text
     assert re.search(rf"target {re.escape(urls[3])}: polled in [\d.]+ ms, \d+ lines, up", text)
     assert re.search(rf"target {re.escape(urls[0])}: polled in [\d.]+ ms, 0 lines, failed: ", text)
+    assert "refused GET /x\\x1b[2J\\x07y from 127.0.0.1: 404 Not Found" in text
     assert "INFO telemon: input pharo: 4 targets every 1s (timeout 5s): " in text
     assert "INFO telemon: sink: /telegraf, /write, /api/v2/write (series kept 2s)" in text
 
