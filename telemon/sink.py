@@ -410,6 +410,8 @@ class SeriesStore:
             return False
         if expired:
             self._encode(series)
+        else:  # read from the fields: a due time in the past would be popped forever
+            series.oldest_seen_ns = min(field.seen_ns for field in fields.values())
         return True
 
     def _encode(self, series: _Series) -> None:

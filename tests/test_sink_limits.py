@@ -383,6 +383,21 @@ def test_an_expired_field_leaves_the_served_line() -> None:
     assert sink.store.bytes < before
 
 
+def test_a_series_updated_since_it_was_queued_expires_ttl_after_its_update() -> None:
+    clock = Clocks()
+    sink = make_sink(clock)
+    sink.write(*parse_lines_with_defaults("m a=1i 5\n"))
+    clock.advance(TTL_S / 2)
+    sink.write(*parse_lines_with_defaults("m a=2i 6\n"))
+    clock.advance(TTL_S / 2)  # due as first queued: looked at, queued again
+    assert served(sink) == [ParsedLine("m", {}, {"a": 2}, 6)]
+    clock.advance(TTL_S / 2 - 1)
+    assert len(served(sink)) == 1
+    clock.advance(1)
+    assert served(sink) == []
+    assert (len(sink.store), sink.store.bytes) == (0, 0)
+
+
 def test_a_scrape_never_waits_for_a_whole_purge(monkeypatch: pytest.MonkeyPatch) -> None:
     """Expired series left after a bounded purge step are left out all the same."""
     monkeypatch.setattr("telemon.sink.PURGE_STEP", 10)
