@@ -164,7 +164,8 @@ def _config_option(parser: argparse.ArgumentParser) -> None:
 def _log_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-level", default=argparse.SUPPRESS, choices=_LOG_LEVELS,
-        help="the least severe messages logged, on stderr (default info; debug adds each poll)",
+        help="the least severe messages logged, on stderr (default info; debug adds each poll,"
+        " scrape and refused request)",
     )
     parser.add_argument(
         "--log-format", default=argparse.SUPPRESS, choices=("text", "json"),
