@@ -383,7 +383,7 @@ class Influx:
 
     def database(self) -> str:
         self.count += 1
-        return self.client.create_database(f"abuse{self.count}")
+        return str(self.client.create_database(f"abuse{self.count}"))
 
     def rss_mib(self, key: str = "VmRSS") -> float:
         return _common.rss_kib(self.pid, key) / 1024
