@@ -132,7 +132,12 @@ class Agent:
         )
         self.sink = (
             Sink(
-                config.sink, self.encoder, settings.credentials, ttl=settings.sink_ttl, clock=clock
+                config.sink,
+                self.encoder,
+                settings.credentials,
+                ttl=settings.sink_ttl,
+                clock=clock,
+                global_tags=settings.global_tags,  # lines encoded once, with them
             )
             if config.sink.enabled
             else None
