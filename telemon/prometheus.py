@@ -15,13 +15,18 @@ Pure: no I/O, no clock. `render_prometheus` turns `Metric`s into one body:
   contiguous; a name + label set seen twice keeps the last value.
 * `COUNTERS` says which fields are cumulative (``counter``); the rest are
   ``gauge``. Inputs declare theirs (`COUNTER_FIELDS` in their modules).
+
+`render_steps` gives the same bytes in steps (a generator: the caller lets
+others run between two steps), from each metric's sample text prepared once
+and kept in a `SampleCache` while the metric is served again: a scrape of a
+large store that did not change joins prepared text.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from telemon.inputs import InputsConfig
@@ -30,10 +35,12 @@ from telemon.metric import FieldValue, Metric
 __all__ = [
     "CONTENT_TYPE",
     "COUNTERS",
+    "SampleCache",
     "is_counter",
     "label_name",
     "metric_name",
     "render_prometheus",
+    "render_steps",
     "wants_prometheus",
 ]
 
@@ -172,6 +179,134 @@ def _sample(name: str, labels: Labels, value: str, time_ms: int | None) -> str:
         text += "{" + inner + "}"
     suffix = f" {time_ms}" if time_ms is not None else ""
     return f"{text} {value}{suffix}\n"
+
+
+# --- in steps, from prepared samples ------------------------------------------------------
+
+Prepared = tuple[tuple[str, str, str, str], ...]
+"""A metric's samples, in field order: (name, name and labels, value text and
+newline, the name's HELP and TYPE lines)."""
+
+NAMES_KEPT = 20_000
+"""(measurement, field) names and headers remembered (as the encoder's caches stop)."""
+
+_names: dict[tuple[str, str], tuple[str, str]] = {}
+
+
+@dataclass(slots=True)
+class _Entry:
+    """A metric's prepared samples, and what they were prepared from."""
+
+    metric: Metric  # held: its id cannot be reused while the entry lives
+    tags: dict[str, str]
+    fields: dict[str, FieldValue]
+    time_ns: int | None
+    samples: Prepared
+
+
+@dataclass
+class SampleCache:
+    """Prepared samples of the metrics of the last complete rendering, by identity.
+
+    Metrics handed to a scrape are snapshots nobody changes (the sink builds a
+    new one when its series changes, a poll builds new ones): a metric met
+    again with the same tags, fields and time objects is served as prepared.
+    Holds one rendering's metrics at most; the options it was prepared with.
+    """
+
+    options: tuple[bool, bool] = (False, False)
+    entries: dict[int, _Entry] = field(default_factory=dict)
+
+
+def render_steps(
+    metrics: Sequence[Metric],
+    *,
+    timestamps: bool = False,
+    string_as_label: bool = False,
+    cache: SampleCache | None = None,
+    step: int = 1000,
+) -> Generator[None, None, bytes]:
+    """`render_prometheus`'s bytes, yielding after about every `step` samples.
+
+    Metrics met in `cache` are not prepared again; once done, `cache` holds
+    this rendering's metrics (an abandoned rendering leaves it as it was).
+    """
+    cache = cache if cache is not None else SampleCache()
+    options = (timestamps, string_as_label)
+    old = cache.entries if cache.options == options else {}
+    entries: dict[int, _Entry] = {}
+    families: dict[str, dict[str, str]] = {}
+    headers: dict[str, str] = {}
+    done = 0
+    for metric in metrics:
+        entry = _prepared(metric, old, options)
+        entries[id(metric)] = entry
+        for name, key, value, header in entry.samples:
+            samples = families.get(name)
+            if samples is None:
+                samples = families[name] = {}
+                headers[name] = header
+            samples[key] = value
+        done += len(entry.samples) + 1
+        if done >= step:
+            done = 0
+            yield
+    parts: list[str] = []
+    for name, samples in families.items():
+        parts.append(headers[name])
+        for key, value in samples.items():
+            parts += (key, value)
+        if len(parts) >= 2 * step:
+            yield
+    cache.options, cache.entries = options, entries
+    return "".join(parts).encode("utf-8", "replace")
+
+
+def _prepared(metric: Metric, old: dict[int, _Entry], options: tuple[bool, bool]) -> _Entry:
+    entry = old.get(id(metric))
+    if (
+        entry is not None
+        and entry.metric is metric
+        and entry.tags is metric.tags
+        and entry.fields is metric.fields
+        and entry.time_ns == metric.time_ns
+    ):
+        return entry
+    samples = _prepare(metric, *options)
+    return _Entry(metric, metric.tags, metric.fields, metric.time_ns, samples)
+
+
+def _prepare(metric: Metric, timestamps: bool, string_as_label: bool) -> Prepared:
+    """`metric`'s samples as `render_prometheus` writes them."""
+    labels = _labels(metric, string_as_label)
+    inner = ",".join(f'{k}="{v.translate(_LABEL_ESCAPES)}"' for k, v in labels)
+    braced = "{" + inner + "}" if labels else ""
+    time_ms = metric.time_ns // 1_000_000 if timestamps and metric.time_ns is not None else None
+    suffix = f" {time_ms}\n" if time_ms is not None else "\n"
+    samples = []
+    for key, value in metric.fields.items():
+        text = format_value(value)
+        if text is None:
+            continue
+        name, header = _name_and_header(metric.measurement, key)
+        if name:
+            samples.append((name, name + braced, f" {text}{suffix}", header))
+    return tuple(samples)
+
+
+def _name_and_header(measurement: str, key: str) -> tuple[str, str]:
+    """The sample name and its HELP and TYPE lines (remembered: few names recur)."""
+    found = _names.get((measurement, key))
+    if found is None:
+        if len(_names) >= NAMES_KEPT:
+            _names.clear()
+        name = metric_name(measurement, key)
+        family = _new_family(Metric(measurement), key)
+        header = (
+            f"# HELP {name} {family.help.translate(_HELP_ESCAPES)}\n# TYPE {name} {family.type}\n"
+        )
+        found = _names[(measurement, key)] = (name, header)
+    return found
 
 
 def wants_prometheus(format_param: str | None, accept: str | None) -> bool:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
 from typing import Any, TypeVar
 
 from aiohttp import hdrs, web
@@ -19,9 +17,8 @@ from telemon.agent import Agent
 from telemon.auth import auth_middleware
 from telemon.config import Config
 from telemon.lazy import Telemon
-from telemon.metric import Metric
 from telemon.prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
-from telemon.prometheus import render_prometheus, wants_prometheus
+from telemon.prometheus import SampleCache, render_steps, wants_prometheus
 from telemon.respond import accepts_gzip, gzip_bytes, line_protocol_response
 from telemon.sink import ClientGone, client_gone, open_paths, setup_sink
 from telemon.status_page import PageContext, render_status_page
@@ -124,10 +121,8 @@ GONE_POLL_S = 0.05
 """How often a running scrape looks whether its client went away."""
 LARGE_BODY = 256 * 1024
 """Bodies larger than this are gzipped off the event loop (7 MB take ~100 ms)."""
-LARGE_SCRAPE = 5000
-"""Metrics beyond which the Prometheus text is rendered off the event loop."""
 RENDER_STEP = 1000
-"""Metrics rendered between two looks at whether the scrape was abandoned."""
+"""Samples rendered between two turns of the event loop (a few ms at most)."""
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
@@ -148,24 +143,15 @@ async def metrics_handler(request: web.Request) -> web.Response:
             return await _respond(request, body, gzip=config.http.gzip)
         options = config.prometheus
         metrics = await _unless_gone(request, agent.scrape_metrics())
-        abandoned = threading.Event()
-        render = functools.partial(
-            render_prometheus,
-            _until(abandoned, metrics),
+        lock, cache = _rendering(request.app)
+        steps = render_steps(
+            metrics,
             timestamps=options.timestamps,
             string_as_label=options.string_as_label,
+            cache=cache,
+            step=RENDER_STEP,
         )
-        if len(metrics) <= LARGE_SCRAPE:
-            body = render()
-        else:
-            # Rendering a full store takes a while: off the loop, which keeps
-            # serving (the metrics are snapshots nobody changes); stopped when
-            # its client goes away.
-            try:
-                lock = _render_lock(request.app)
-                body = await _unless_gone(request, _render_alone(lock, render))
-            finally:
-                abandoned.set()
+        body = await _unless_gone(request, _render_alone(lock, steps))
         response = await _respond(request, body, gzip=config.http.gzip)
         response.headers["Content-Type"] = PROMETHEUS_CONTENT_TYPE
         return response
@@ -173,31 +159,34 @@ async def metrics_handler(request: web.Request) -> web.Response:
         return web.Response(status=499)  # nginx's "client closed request"; nobody reads it
 
 
-_RENDER_LOCKS: weakref.WeakKeyDictionary[web.Application, asyncio.Lock] = (
+_RENDERINGS: weakref.WeakKeyDictionary[web.Application, tuple[asyncio.Lock, SampleCache]] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def _render_lock(app: web.Application) -> asyncio.Lock:
-    """One large rendering at a time per app: more would only compete for the GIL
-    (and with the event loop); the others wait, and leave if their client does."""
-    lock = _RENDER_LOCKS.get(app)
-    if lock is None:
-        lock = _RENDER_LOCKS[app] = asyncio.Lock()
-    return lock
+def _rendering(app: web.Application) -> tuple[asyncio.Lock, SampleCache]:
+    """The app's Prometheus rendering lock and prepared samples. One rendering at a
+    time: more would only compete for the loop; the others wait, and leave if their
+    client does. Metrics served again (the sink's, the last poll's) are not prepared
+    again."""
+    found = _RENDERINGS.get(app)
+    if found is None:
+        found = _RENDERINGS[app] = (asyncio.Lock(), SampleCache())
+    return found
 
 
-async def _render_alone(lock: asyncio.Lock, render: Callable[[], bytes]) -> bytes:
+async def _render_alone(lock: asyncio.Lock, steps: Generator[None, None, bytes]) -> bytes:
+    """Run `steps` on the loop, letting others run between two: a thread would hold
+    the GIL for long stretches and keep the loop waiting. Cancelled (abandoned) at
+    any step."""
     async with lock:
-        return await asyncio.to_thread(render)
-
-
-def _until(abandoned: threading.Event, metrics: Sequence[Metric]) -> Iterator[Metric]:
-    """`metrics`, cut short (`ClientGone`) once `abandoned` is set."""
-    for start in range(0, len(metrics), RENDER_STEP):
-        if abandoned.is_set():
-            raise ClientGone("scrape abandoned")
-        yield from metrics[start : start + RENDER_STEP]
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                body: bytes = done.value
+                return body
+            await asyncio.sleep(0)
 
 
 async def _unless_gone(request: web.Request, work: Awaitable[_T]) -> _T:
