@@ -22,10 +22,17 @@ Strict mode is the line protocol InfluxDB and Telegraf accept:
   in nanoseconds it must lie within InfluxDB's range, `MIN_TIME_NS` to
   `MAX_TIME_NS` (int64 but its two lowest values and its highest): InfluxDB
   refuses the rest with ``time outside range``, and so does strict mode.
-* A repeated tag or field key keeps the last value.
+* A repeated tag key is an error (``duplicate tags``, InfluxDB's words); a
+  repeated field key keeps the last value (as InfluxDB keeps it).
+* With ``unsigned=False`` (`parse_lines_partial`, `iter_lines_partial`) a
+  ``u`` value is an error (`UNSIGNED_OFF`): InfluxDB 1.x, built without uint
+  support, refuses it (``invalid number``), and a sink whose encoder writes no
+  unsigned integers could only serve it changed.
 
 Tolerant mode reads what the original Telemon Pharo package served (no type
 suffixes, no escaping, no timestamp) and anything strict mode reads:
+
+* A repeated tag key keeps the last value.
 
 * A number without suffix that is only digits (optional sign) is an int
   (a float when outside int64, see `int64_or_float`); any other number is a
@@ -66,6 +73,8 @@ __all__ = [
     "MIN_TIME_NS",
     "PRECISION_MULTIPLIERS",
     "TIME_OUTSIDE_RANGE",
+    "DUPLICATE_TAGS",
+    "UNSIGNED_OFF",
     "LineProtocolError",
     "ParsedLine",
     "LIMIT_EXCEEDED",
@@ -75,6 +84,8 @@ __all__ = [
     "parse_lines",
     "parse_lines_partial",
     "parse_lines_tolerant",
+    "unescape_key",
+    "unescape_measurement",
 ]
 
 PRECISION_MULTIPLIERS: dict[str, int] = {
@@ -94,6 +105,10 @@ TIME_OUTSIDE_RANGE = f"time outside range {MIN_TIME_NS} - {MAX_TIME_NS}"
 """InfluxDB 1.x's reason for a timestamp it will not store (its own words)."""
 LIMIT_EXCEEDED = "line exceeds"
 """How the reason of a line refused for `Limits` starts."""
+DUPLICATE_TAGS = "duplicate tags"
+"""InfluxDB 1.x's reason for a line naming a tag key twice (its own words)."""
+UNSIGNED_OFF = "invalid number: unsigned integers are not accepted"
+"""The reason of a ``u`` value read with ``unsigned=False`` (InfluxDB 1.x: ``invalid number``)."""
 
 _WS = re.compile(r"[ \t]*")
 _SEPARATOR = re.compile(r"[ \t]+")
@@ -192,14 +207,16 @@ def parse_lines_tolerant(
 
 
 def parse_lines_partial(
-    text: str, *, precision: str = "ns"
+    text: str, *, precision: str = "ns", unsigned: bool = True
 ) -> tuple[list[ParsedLine], list[LineProtocolError]]:
     """The lines strict mode reads, and one error per line it cannot read.
 
     A bad line is skipped up to the end of the physical line where reading
     stopped; reading goes on after it. Never raises `LineProtocolError`.
+    Without `unsigned`, a ``u`` value makes its line unreadable (`UNSIGNED_OFF`).
     """
-    return _Reader(text, _multiplier(precision), tolerant=False, partial=True).read_all()
+    reader = _Reader(text, _multiplier(precision), tolerant=False, partial=True, unsigned=unsigned)
+    return reader.read_all()
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,12 +235,34 @@ class Limits:
 
 
 def iter_lines_partial(
-    text: str, *, precision: str = "ns", limits: Limits | None = None, batch: int = 500
+    text: str,
+    *,
+    precision: str = "ns",
+    limits: Limits | None = None,
+    batch: int = 500,
+    unsigned: bool = True,
 ) -> Iterator[tuple[list[ParsedLine], list[LineProtocolError]]]:
     """`parse_lines_partial` in batches of at most `batch` records (lines, errors, and
     the blank and comment lines between them)."""
-    reader = _Reader(text, _multiplier(precision), tolerant=False, partial=True, limits=limits)
+    reader = _Reader(
+        text,
+        _multiplier(precision),
+        tolerant=False,
+        partial=True,
+        limits=limits,
+        unsigned=unsigned,
+    )
     return reader.read_batches(batch)
+
+
+def unescape_measurement(written: str) -> str:
+    """A measurement as strict mode reads it back from its `written` (escaped) form."""
+    return _unescape(written, _MEASUREMENT_ESCAPES)
+
+
+def unescape_key(written: str) -> str:
+    """A tag key, tag value or field key as strict mode reads it back from `written`."""
+    return _unescape(written, _KEY_ESCAPES)
 
 
 def int64_or_float(raw: str) -> int | float:
@@ -310,9 +349,11 @@ class _Reader:
         tolerant: bool,
         partial: bool = False,
         limits: Limits | None = None,
+        unsigned: bool = True,
     ) -> None:
         self.text = text
         self.limits = limits or Limits()
+        self.unsigned = unsigned
         self.multiplier = multiplier
         self.tolerant = tolerant
         self.partial = partial  # strict, but a bad line is reported and skipped
@@ -482,7 +523,11 @@ class _Reader:
             if self.tolerant:
                 return pos + 1  # an empty tag value: leave the tag out
             _fail(pos + 1, "expected tag value")
-        tags[_unescape(key[0], _KEY_ESCAPES)] = _unescape(value[0], _KEY_ESCAPES)
+        name = _unescape(key[0], _KEY_ESCAPES)
+        if name in tags and not self.tolerant:
+            # InfluxDB refuses the line; keeping either value would store another series.
+            _fail(key.start(), DUPLICATE_TAGS)
+        tags[name] = _unescape(value[0], _KEY_ESCAPES)
         return value.end()
 
     def _separator(self, pos: int, reason: str) -> int:
@@ -543,6 +588,8 @@ class _Reader:
         if match is None:
             _fail(pos, "expected field value")
         raw = match[0]
+        if not self.unsigned and _UINT.fullmatch(raw):
+            _fail(pos, UNSIGNED_OFF)
         value = _loose_scalar(raw) if self.tolerant else _strict_scalar(raw)
         if isinstance(value, _Fail):
             _fail(pos, value.reason)

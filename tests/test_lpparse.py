@@ -14,12 +14,17 @@ from influx import CASES, Case, parse_line
 
 from telemon.lineprotocol import MAX_TIME_NS, MIN_TIME_NS, LineEncoder, _sanitize
 from telemon.lpparse import (
+    DUPLICATE_TAGS,
     TIME_OUTSIDE_RANGE,
+    UNSIGNED_OFF,
     LineProtocolError,
     ParsedLine,
+    iter_lines_partial,
     parse_lines,
     parse_lines_partial,
     parse_lines_tolerant,
+    unescape_key,
+    unescape_measurement,
 )
 from telemon.metric import Metric
 
@@ -96,7 +101,6 @@ def test_seed_line_tolerant_reads_integral_numbers_as_ints() -> None:
         ("m,t=a=b v=1", "m", {"t": "a=b"}),  # `=` in a tag value
         ('m"q,q="x" v=1', 'm"q', {"q": '"x"'}),  # quotes in names are literal
         ("温度,ключ=значение v=1", "温度", {"ключ": "значение"}),
-        ("m,b=1,a=2,b=3 v=1", "m", {"b": "3", "a": "2"}),  # a repeated tag: the last wins
         ("m,t=a\\nb v=1", "m", {"t": "a\\nb"}),  # a written `\n` stays two characters
     ],
 )
@@ -176,6 +180,43 @@ def test_bad_field_values(raw: str, reason: str) -> None:
 
 def test_duplicate_field_keys_keep_the_last_value() -> None:
     assert typed(one("m a=1i,b=2i,a=3i").fields) == [("a", "int", 3), ("b", "int", 2)]
+
+
+def test_a_repeated_tag_key_is_duplicate_tags_located_at_the_repeat() -> None:
+    """InfluxDB 1.x refuses the line (``duplicate tags``); keeping either value made another
+    series than the client's."""
+    error = error_of("m,b=1,a=2,b=3 v=1")
+    assert (error.reason, error.line_number, error.column) == (DUPLICATE_TAGS, 1, 11)
+    assert error_of("m,k\\ =1,k\\ =2 v=1").reason == DUPLICATE_TAGS  # as unescaped
+    lines, errors = parse_lines_partial("ok v=1\nm,t=a,t=a v=1\nok2 v=2\n")
+    assert [line.measurement for line in lines] == ["ok", "ok2"]
+    assert [(e.reason, e.line_number, e.column) for e in errors] == [(DUPLICATE_TAGS, 2, 7)]
+
+
+def test_tolerant_mode_keeps_the_last_of_a_repeated_tag() -> None:
+    [line] = parse_lines("m,b=1,a=2,b=3 v=1", tolerant=True)
+    assert line.tags == {"b": "3", "a": "2"}
+
+
+def test_unsigned_values_are_errors_when_unsigned_is_off() -> None:
+    body = "ok v=1\nu x=5u,y=1i\nok2 v=2\n"
+    lines, errors = parse_lines_partial(body, unsigned=False)
+    assert [line.measurement for line in lines] == ["ok", "ok2"]
+    assert [(e.reason, e.line_number, e.column) for e in errors] == [(UNSIGNED_OFF, 2, 5)]
+    [(batch, batch_errors)] = list(iter_lines_partial(body, unsigned=False))
+    assert ([line.measurement for line in batch], len(batch_errors)) == (["ok", "ok2"], 1)
+    assert parse_lines_partial(body)[0][1].fields == {"x": 5, "y": 1}  # on by default
+
+
+@pytest.mark.parametrize(
+    ("written", "measurement", "key"),
+    [("a\\,b\\ c", "a,b c", "a,b c"), ("k\\=v", "k\\=v", "k=v"), ("a\\\\b", "a\\\\b", "a\\\\b")],
+)
+def test_unescape_reads_names_as_lines_do(written: str, measurement: str, key: str) -> None:
+    assert unescape_measurement(written) == measurement
+    assert unescape_key(written) == key
+    assert one(f"{written},{written}=x v=1").measurement == measurement
+    assert one(f"m,{written}=x v=1").tags == {key: "x"}
 
 
 @pytest.mark.parametrize(
