@@ -38,6 +38,17 @@ The sink answers as InfluxDB 1.x does, so that clients written for InfluxDB
   fields is refused unread (``line exceeds ...``, as an unparsable line); a
   name or tag value with a control character is refused (``control
   character ...``): the encoder would remove it and merge two series.
+* A line is never stored to be served otherwise than it was sent:
+  ``refused_name`` counts lines with a measurement, tag key, tag value or
+  field key that the encoder writes as something else (what it writes does
+  not read back as the name: a reserved key such as the field key ``time``
+  renamed, a backslash removed, a leading ``#``), asked of the encoder's own
+  functions so the rule follows it; ``refused_duplicate_tags`` a tag key
+  named twice (lpparse's ``duplicate tags``); ``refused_unsigned`` a ``u``
+  value while the encoder writes no unsigned integers (``[agent]
+  uint_support = false``; InfluxDB 1.x refuses them too); and
+  ``refused_string_length`` a string the encoder would cut
+  (`truncate_string`, 64 KiB of UTF-8, InfluxDB's documented limit).
 * At most `max_concurrent_writes` writes run at once (another is a 503 with
   Retry-After before its body is read). A write holds its body, its text (a
   latin-1 view: one character per byte) and one step of parsed lines; it
@@ -76,14 +87,26 @@ from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import AfterValidator, PositiveInt, field_validator
 
 from telemon.auth import Credentials
-from telemon.lineprotocol import MAX_TIME_NS, MIN_TIME_NS, LineEncoder, escape_measurement
+from telemon.lineprotocol import (
+    MAX_TIME_NS,
+    MIN_TIME_NS,
+    LineEncoder,
+    escape_key,
+    escape_measurement,
+    truncate_string,
+)
 from telemon.lpparse import (
+    DUPLICATE_TAGS,
     LIMIT_EXCEEDED,
     TIME_OUTSIDE_RANGE,
+    UNSIGNED_OFF,
     Limits,
     LineProtocolError,
     ParsedLine,
     iter_lines_partial,
+    parse_lines,
+    unescape_key,
+    unescape_measurement,
 )
 from telemon.metric import FieldValue, Metric
 from telemon.schema import Duration, Model, TomlTuple
@@ -155,6 +178,10 @@ REFUSALS = (
     "max_bytes",
     "too_large",
     "control",
+    "name",
+    "duplicate_tags",
+    "unsigned",
+    "string_length",
     "parse",
     "invalid",
 )
@@ -164,6 +191,8 @@ MAX_LISTED = 100
 """Unparsed lines named in one answer at most (InfluxDB names them all)."""
 MAX_TEXT = 200
 """Characters of client-supplied text quoted in an answer or a log line."""
+MAX_NAMES = 10_000
+"""Tag and field keys remembered as written as sent or not (cleared when full)."""
 MAX_LOGGED = 1000
 """Distinct (reason, measurement, field) refusals remembered for logging once."""
 WRITE_STEP = 500
@@ -557,6 +586,7 @@ class Sink:
         self.up = True
         self.last_error: str | None = None
         self._logged: set[tuple[str, str, str]] = set()
+        self._keys_as_sent: dict[tuple[bool, str], str | None] = {}
 
     @property
     def refused_lines(self) -> int:
@@ -597,7 +627,13 @@ class Sink:
         result = WriteResult()
         now = self.clock()  # one arrival time for the body, as InfluxDB stamps a write
         try:
-            batches = iter_lines_partial(text, precision=precision, limits=self.limits, batch=step)
+            batches = iter_lines_partial(
+                text,
+                precision=precision,
+                limits=self.limits,
+                batch=step,
+                unsigned=self.encoder.options.uint_support,  # else served as int64, clamped
+            )
             for lines, errors in batches:
                 if utf8:
                     lines = [utf8_line(line) for line in lines]
@@ -733,6 +769,12 @@ class Sink:
         control = _control_in_names(line)
         if control is not None:
             return "control", control
+        renamed = self._renamed(line)
+        if renamed is not None:
+            return "name", renamed
+        cut = _cut_string(line)
+        if cut is not None:
+            return "string_length", cut
         try:
             self.store.check_room(line)
         except StoreFull as full:
@@ -743,6 +785,58 @@ class Sink:
             return None
         why = "type_conflict" if reason.startswith("field type conflict") else "invalid"
         return why, _printable(reason, 3 * MAX_TEXT)
+
+    def _renamed(self, line: ParsedLine) -> str | None:
+        """Why `line` is refused for a name the encoder would write otherwise, or None.
+
+        A name is served as sent when what the encoder writes for it reads
+        back as the name itself; a rewritten name (a reserved key renamed, a
+        backslash removed, a leading ``#``) would merge two pushed series or
+        fields, or serve what the client never sent.
+        """
+        measurement = line.measurement
+        name = _printable(measurement)
+        written = unescape_measurement(escape_measurement(measurement))
+        if written != measurement:
+            return f'invalid measurement: "{name}" would be served as "{_printable(written)}"'
+        for key, value in line.tags.items():
+            written_key = self._key_as_written(key, tag=True)
+            if written_key != key:
+                return _renamed_key("tag key", "tag", key, name, written_key)
+            written = unescape_key(escape_key(value))
+            if written != value:
+                return (
+                    f'invalid tag value: input tag "{_printable(key)}" on measurement "{name}"'
+                    f' has value "{_printable(value)}", which would be served as'
+                    f' "{_printable(written)}"'
+                )
+        for key in line.fields:
+            written_key = self._key_as_written(key, tag=False)
+            if written_key != key:
+                return _renamed_key("field name", "field", key, name, written_key)
+        return None
+
+    def _key_as_written(self, key: str, *, tag: bool) -> str | None:
+        """`key` as read back from a line the encoder writes with it (None: left out).
+
+        Asked of the encoder itself (a fresh one: no types are fixed), so the
+        rule follows the encoder's renaming of reserved keys as it changes.
+        """
+        cache = self._keys_as_sent
+        try:
+            return cache[tag, key]
+        except KeyError:
+            pass
+        if len(cache) >= MAX_NAMES:
+            cache.clear()
+        probe = Metric("m", {key: "v"}, {"f": 1}, None) if tag else Metric("m", {}, {key: 1}, None)
+        try:
+            [read] = parse_lines(LineEncoder().encode(probe))
+        except ValueError:  # nothing written (LineProtocolError is a ValueError)
+            read = ParsedLine("m", {}, {}, None)
+        names = list(read.tags if tag else read.fields)
+        cache[tag, key] = written = names[0] if len(names) == 1 else None
+        return written
 
     def _unparsed(self, result: WriteResult, errors: Sequence[LineProtocolError]) -> None:
         """Count the lines that could not be parsed (or were past `limits`) in `result`."""
@@ -773,6 +867,10 @@ class Sink:
 def _unparsed_why(reason: str) -> str:
     if reason == TIME_OUTSIDE_RANGE:
         return "time"
+    if reason == DUPLICATE_TAGS:
+        return "duplicate_tags"
+    if reason == UNSIGNED_OFF:
+        return "unsigned"
     return "too_large" if reason.startswith(LIMIT_EXCEEDED) else "parse"
 
 
@@ -793,6 +891,30 @@ def _control_in_names(line: ParsedLine) -> str | None:
             return (
                 f"control character {found[0]!r} in {where} of line"
                 f" '{_printable(series)}': it would be written without it, as another series"
+            )
+    return None
+
+
+def _renamed_key(what: str, kind: str, key: str, measurement: str, written: str | None) -> str:
+    """InfluxDB's words for a key it refuses (``invalid field name: input field "time" ...``),
+    and how telemon would have served it."""
+    served = "left out" if written is None else f'served as "{_printable(written)}"'
+    return (
+        f'invalid {what}: input {kind} "{_printable(key)}" on measurement "{measurement}"'
+        f" is invalid: it would be {served}"
+    )
+
+
+def _cut_string(line: ParsedLine) -> str | None:
+    """Why `line` is refused for a string the encoder would cut (`truncate_string`), or None."""
+    for key, value in line.fields.items():
+        if isinstance(value, str) and truncate_string(value) is not value:
+            size = len(value.encode("utf-8", "replace"))
+            kept = len(truncate_string(value).encode("utf-8"))
+            return (
+                f'string too long: input field "{_printable(key)}" on measurement'
+                f' "{_printable(line.measurement)}" is {size} bytes of UTF-8; telemon'
+                f" serves at most {kept}"
             )
     return None
 

@@ -18,7 +18,7 @@ from helpers import T0_NS, Clocks, basic_auth
 from telemon.auth import Credentials
 from telemon.config import ConfigError, parse_config
 from telemon.lineprotocol import LineEncoder
-from telemon.lpparse import TIME_OUTSIDE_RANGE, ParsedLine, parse_lines
+from telemon.lpparse import TIME_OUTSIDE_RANGE, UNSIGNED_OFF, ParsedLine, parse_lines
 from telemon.sink import BodyTooLarge, BoundedInflater, Sink, SinkConfig, setup_sink
 
 T0 = T0_NS  # the clocks' start: a line without a timestamp arrives then
@@ -130,6 +130,10 @@ async def test_status_metric_counts_the_sink(aiohttp_client: Any) -> None:
         "refused_max_bytes": 0,
         "refused_too_large": 0,
         "refused_control": 0,
+        "refused_name": 0,
+        "refused_duplicate_tags": 0,
+        "refused_unsigned": 0,
+        "refused_string_length": 0,
         "refused_parse": 0,
         "refused_invalid": 0,
         "bytes": sink.store.bytes,
@@ -230,7 +234,7 @@ HUGE = "9" * 5000  # past int()'s 4300-digit limit
     ("line", "where"),
     [
         (f"m f={HUGE}i", "integer out of range (line 2, column 5)"),
-        (f"m f={HUGE}u", "unsigned integer out of range (line 2, column 5)"),
+        (f"m f={HUGE}u", f"{UNSIGNED_OFF} (line 2, column 5)"),  # uint_support is off
         (f"m f=1 {HUGE}", f"{TIME_OUTSIDE_RANGE} (line 2, column 7)"),
         (f"m f={'9' * 400}", "float out of range (line 2, column 5)"),
     ],
