@@ -256,8 +256,10 @@ def render_steps(
         parts.append(headers[name])
         for key, value in samples.items():
             parts += (key, value)
-        if len(parts) >= 2 * step:
-            yield
+            done += 1
+            if done >= step:
+                done = 0
+                yield
     cache.options, cache.entries = options, entries
     return "".join(parts).encode("utf-8", "replace")
 
