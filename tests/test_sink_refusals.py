@@ -15,14 +15,16 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from influx import InfluxDB
 
 from telemon.auth import Credentials
 from telemon.inputs.pharo import TELEMON_FIELD_TYPES
-from telemon.lineprotocol import LineEncoder
+from telemon.lineprotocol import EncoderOptions, LineEncoder, truncate_string
 from telemon.lpparse import TIME_OUTSIDE_RANGE, ParsedLine, parse_lines, parse_lines_partial
 from telemon.metric import FieldValue, Metric
-from telemon.sink import RESERVED_MEASUREMENTS, Sink, SinkConfig, setup_sink
+from telemon.sink import RESERVED_MEASUREMENTS, SINK_KEY, Sink, SinkConfig, setup_sink
 
 T0 = 1_700_000_000_000_000_000
 CONFLICT = (
@@ -48,13 +50,19 @@ def make_sink(encoder: LineEncoder | None = None, **settings: Any) -> Sink:
 
 def push(sink: Sink, text: str) -> Any:
     """Write `text` as the HTTP handler does: strict, bad lines reported."""
-    lines, errors = parse_lines_partial(text)
+    lines, errors = parse_lines_partial(text, unsigned=sink.encoder.options.uint_support)
     return sink.write(lines, errors)
 
 
 def kept(sink: Sink) -> set[tuple[str, str, FieldValue]]:
     """(measurement, field, value) of everything the sink serves."""
     return {(m.measurement, k, v) for m in sink.metrics() for k, v in m.fields.items()}
+
+
+def kept_columns(sink: Sink) -> set[tuple[str, str, FieldValue]]:
+    """(measurement, field or tag, value) of everything the sink serves, as InfluxDB's
+    `SELECT *` gives them (see `influx_kept`)."""
+    return kept(sink) | {(m.measurement, k, v) for m in sink.metrics() for k, v in m.tags.items()}
 
 
 def sink_app(sink: Sink) -> web.Application:
@@ -376,6 +384,14 @@ SIDE_BY_SIDE = [
         id="conflict-and-parse-error",
     ),
     pytest.param([], "", id="empty"),
+    pytest.param([], "dupt,t=a,t=b f=1i\n", id="duplicate-tags"),
+    pytest.param([], "ok v=1\ndupt,t=a,t=b f=1i\nok2 v=2\n", id="duplicate-tags-among-good"),
+    pytest.param([], "u1 x=18446744073709551615u\n", id="uint-max"),
+    pytest.param([], "ok v=1\nu2 x=5u\nok2 v=2\n", id="uint-among-good-lines"),
+    pytest.param([], "tm time=5i\n", id="field-key-time"),
+    pytest.param([], "ok v=1\ntm time=5i\nok2 v=2\n", id="field-key-time-among-good"),
+    pytest.param([], "rt,time=a v=1\nok v=1\n", id="tag-key-time"),
+    pytest.param([], "dupf f=1i,f=2i\n", id="repeated-field-last-wins"),
 ]
 
 
@@ -395,7 +411,7 @@ async def test_same_answer_and_same_lines_kept_as_influxdb(
     influx_status, influx_text = influxdb.write(db, body.encode())
     response = await client.post("/write", data=body)
     assert response.status == influx_status, (influx_text, await response.text())
-    assert influx_kept(influxdb, db) == kept(sink)
+    assert influx_kept(influxdb, db) == kept_columns(sink)
     if influx_status == 204:
         return
     ours = (await response.json())["error"]
@@ -409,6 +425,222 @@ async def test_same_answer_and_same_lines_kept_as_influxdb(
         assert ours == theirs
     if TIME_OUTSIDE_RANGE in theirs:
         assert TIME_OUTSIDE_RANGE in ours
+
+
+async def write_both(
+    client: Any, influxdb: InfluxDB, body: str
+) -> tuple[tuple[int, str], Any, Sink, str]:
+    """`body` written to a fresh InfluxDB database and to the sink behind `client`."""
+    db = influxdb.create_database(f"sink_{uuid.uuid4().hex}")
+    assert influxdb.write(db, b"warm v=1i")[0] == 204  # the shard exists (see above)
+    assert (await client.post("/write", data="warm v=1i")).status == 204
+    theirs = influxdb.write(db, body.encode())
+    response = await client.post("/write", data=body)
+    return theirs, response, client.server.app[SINK_KEY], db
+
+
+# InfluxDB refuses these lines too, but as unparsable where the sink refuses them
+# after parsing (its parser reads a backslash before a backslash as Telegraf does):
+# the same status and lines kept, other words.
+SAME_CLASS = [
+    pytest.param("ok v=1\nbt,t=a\\\\ f=1i\nbt,t=a f=2i\n", id="tag-value-trailing-backslash"),
+    pytest.param("ok v=1\nbk,k\\\\=x v=1\n", id="tag-key-trailing-backslash"),
+    pytest.param("ok v=1\nbs\\\\ v=1\n", id="measurement-trailing-backslash"),
+    pytest.param("ok v=1\nfk k\\\\=1\n", id="field-key-trailing-backslash"),
+]
+
+
+@pytest.mark.parametrize("body", SAME_CLASS)
+async def test_lines_influxdb_cannot_parse_are_refused_and_the_rest_kept(
+    aiohttp_client: Any, influxdb: InfluxDB, body: str
+) -> None:
+    """Was: `bt,t=a\\\\ f=1i` was 204 and served as `bt,t=a`, merged with the real series."""
+    client = await aiohttp_client(sink_app(make_sink()))
+    (status, text), response, sink, db = await write_both(client, influxdb, body)
+    assert (status, response.status) == (400, 400), text
+    assert "unable to parse" in text
+    assert influx_kept(influxdb, db) == kept_columns(sink)
+    error = (await response.json())["error"]
+    assert error.startswith("partial write: invalid ") and error.endswith(" dropped=1")
+    assert sink.refused["name"] == 1
+
+
+# Lines InfluxDB 1.6.7 keeps, changed or whole, that telemon could only serve changed:
+# refused (400, the rest kept), where InfluxDB answers 204.
+KEPT_BY_INFLUXDB = [
+    # InfluxDB drops the field `time` silently and keeps the rest; the encoder would
+    # serve it as `time_`, merged with the real `time_`.
+    pytest.param("tm3 time_=1i,time=2i\n", [("tm3", "time_", 1)], "name", id="field-time-beside"),
+    # Tag keys InfluxDB 2.x reserves; the encoder writes them with a trailing `_`.
+    pytest.param(
+        "rt2,_field=a v=1\n",
+        [("rt2", "v", 1.0), ("rt2", "_field", "a")],
+        "name",
+        id="tag-key-_field",
+    ),
+    pytest.param(
+        "rt3,_measurement=a v=1\n",
+        [("rt3", "v", 1.0), ("rt3", "_measurement", "a")],
+        "name",
+        id="tag-key-_measurement",
+    ),
+    # InfluxDB stores the whole string; the encoder writes 64 KiB at most.
+    pytest.param(
+        's1 s="' + "a" * 70_000 + '"\n', [("s1", "s", "a" * 70_000)], "string_length", id="string"
+    ),
+]
+
+
+@pytest.mark.parametrize(("line", "influxdb_keeps", "why"), KEPT_BY_INFLUXDB)
+async def test_lines_telemon_would_serve_changed_are_refused_where_influxdb_keeps_them(
+    aiohttp_client: Any,
+    influxdb: InfluxDB,
+    line: str,
+    influxdb_keeps: list[tuple[str, str, FieldValue]],
+    why: str,
+) -> None:
+    client = await aiohttp_client(sink_app(make_sink()))
+    body = f"ok v=1\n{line}ok2 v=2\n"
+    (status, text), response, sink, db = await write_both(client, influxdb, body)
+    assert status == 204, text
+    good = {("warm", "v", 1), ("ok", "v", 1.0), ("ok2", "v", 2.0)}
+    assert influx_kept(influxdb, db) == good | set(influxdb_keeps)
+    assert response.status == 400
+    assert kept_columns(sink) == good
+    error = (await response.json())["error"]
+    assert error.startswith("partial write: ") and error.endswith(" dropped=1")
+    assert sink.refused[why] == 1
+    assert sink.status_metric(T0).fields[f"refused_{why}"] == 1
+
+
+async def test_each_new_refusal_is_counted_under_its_reason(aiohttp_client: Any) -> None:
+    sink = make_sink()
+    client = await aiohttp_client(sink_app(sink))
+    body = "".join(
+        [
+            "ok v=1\n",
+            "dupt,t=a,t=b f=1i\n",
+            "u1 x=5u\n",
+            "tm time=5i\n",
+            "bt,t=a\\\\ f=1i\n",
+            f's s="{"é" * 40_000}"\n',  # 80,000 bytes of UTF-8
+        ]
+    )
+    response = await client.post("/write", data=body.encode())
+    assert response.status == 400
+    error = (await response.json())["error"]
+    assert error.startswith(
+        'partial write: invalid field name: input field "time" on measurement "tm" is invalid'
+    )
+    assert error.endswith(" dropped=3")
+    assert kept(sink) == {("ok", "v", 1.0)}
+    fields = sink.status_metric(T0).fields
+    assert {k: v for k, v in fields.items() if k.startswith("refused_") and v} == {
+        "refused_lines": 5,
+        "refused_duplicate_tags": 1,
+        "refused_unsigned": 1,
+        "refused_name": 2,
+        "refused_string_length": 1,
+    }
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ("bt,t=a\\\\ f=1i", 'input tag "t" on measurement "bt" has value "a\\\\"'),
+        ("rt,time=a v=1", 'invalid tag key: input tag "time" on measurement "rt" is invalid'),
+        ("tm time=5i", 'invalid field name: input field "time" on measurement "tm" is invalid'),
+        ("fk k\\\\=1", 'invalid field name: input field "k\\\\" on measurement "fk"'),
+        ("bs\\\\ v=1", 'invalid measurement: "bs\\\\" would be served as "bs"'),
+        ("m,k\\\\=x v=1", 'invalid tag key: input tag "k\\\\" on measurement "m"'),
+    ],
+)
+def test_a_name_the_encoder_rewrites_is_refused_naming_it(line: str, reason: str) -> None:
+    sink = make_sink()
+    result = push(sink, f"{line}\nok v=1\n")
+    assert result.refused == {"name": 1}
+    assert result.first_refusal is not None and reason in result.first_refusal
+    assert kept(sink) == {("ok", "v", 1.0)}
+
+
+def test_a_leading_hash_in_a_measurement_is_refused() -> None:
+    """A body cannot start a measurement with `#` (a comment), a given line can."""
+    sink = make_sink()
+    result = sink.write(
+        [ParsedLine("#m", {}, {"v": 1.0}, None), ParsedLine("_m", {}, {"v": 2.0}, None)]
+    )
+    assert result.refused == {"name": 1}
+    assert result.first_refusal == 'invalid measurement: "#m" would be served as "_m"'
+    assert kept(sink) == {("_m", "v", 2.0)}
+
+
+def test_backslashes_the_encoder_keeps_are_kept() -> None:
+    sink = make_sink()
+    body = "b\\\\s,t=a\\\\b,C:\\dir=x k\\\\j=1i\n\\#m v=1\n"
+    assert push(sink, body).refused == {}
+    assert served_lines(sink) == sorted(
+        [
+            ParsedLine("b\\\\s", {"t": "a\\\\b", "C:\\dir": "x"}, {"k\\\\j": 1}, T0),
+            ParsedLine("\\#m", {}, {"v": 1.0}, T0),
+        ],
+        key=repr,
+    )
+
+
+def test_a_string_of_64_kib_is_kept_whole_and_one_byte_more_refused() -> None:
+    sink = make_sink()
+    limit = len(truncate_string("a" * 200_000))
+    assert push(sink, f's s="{"a" * limit}"\n').refused == {}
+    assert kept(sink) == {("s", "s", "a" * limit)}
+    result = push(sink, f's2 s="{"a" * (limit + 1)}"\n')
+    assert result.refused == {"string_length": 1}
+    assert result.first_refusal == (
+        f'string too long: input field "s" on measurement "s2" is {limit + 1} bytes of UTF-8;'
+        f" telemon serves at most {limit}"
+    )
+
+
+async def test_unsigned_values_are_kept_with_uint_support(aiohttp_client: Any) -> None:
+    encoder = LineEncoder(EncoderOptions(uint_support=True))
+    sink = make_sink(encoder)
+    client = await aiohttp_client(sink_app(sink))
+    top = "18446744073709551615"
+    assert (await client.post("/write", data=f"u1 x={top}u 5\n")).status == 204
+    assert sink.serve() == f"u1 x={top}u 5\n".encode()
+    response = await client.post("/write", data=f"u1 x={top}0u 6\n")
+    assert response.status == 400
+    assert "unsigned integer out of range" in (await response.json())["error"]
+    assert sink.refused["parse"] == 1
+
+
+NAME_PARTS = st.text(alphabet='ab#\\ ,=_"', max_size=6) | st.sampled_from(
+    ["time", "_field", "_measurement", "time_", "a\\", "#a"]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    measurement=NAME_PARTS.filter(bool),
+    tags=st.dictionaries(NAME_PARTS.filter(bool), NAME_PARTS.filter(bool), max_size=3),
+    keys=st.lists(NAME_PARTS.filter(bool), min_size=1, max_size=3, unique=True),
+)
+def test_a_kept_line_is_served_as_it_was_sent(
+    measurement: str, tags: dict[str, str], keys: list[str]
+) -> None:
+    """The rule: whatever the names, the sink keeps a line only if it serves it unchanged."""
+    sink = make_sink()
+    line = ParsedLine(measurement, tags, {key: 1 for key in keys}, 5)
+    result = sink.write([line])
+    if result.kept:
+        [served] = served_lines(sink)
+        assert served == ParsedLine(measurement, tags, {key: 1 for key in keys}, 5)
+    else:
+        assert set(result.refused) <= {"name", "reserved"}
+
+
+def served_lines(sink: Sink) -> list[ParsedLine]:
+    """What /metrics serves of the sink, read back (sorted, to compare)."""
+    return sorted(parse_lines(sink.serve().decode()), key=repr)
 
 
 def test_read_back_of_what_the_sink_serves_is_what_was_pushed() -> None:
