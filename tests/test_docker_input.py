@@ -836,3 +836,26 @@ async def fake_engine(
     app.router.add_get(f"/v{version}/containers/{container}/stats", stats)
     server = await aiohttp_server(app)
     return docker_target_at(f"tcp://127.0.0.1:{server.port}")
+
+
+async def test_discovery_honours_the_name_filters(
+    docker_engine: DockerEngine, prefix: str, simulator_port: int
+) -> None:
+    """A labelled container outside `container_name_include` is not polled (another
+    stack's Pharo images on the same engine stay out of this telemon's data)."""
+    labels = {"telemon.pharo.port": str(simulator_port)}
+    docker_engine.run(
+        "sleep 600", name=f"other-{prefix}", labels=labels, options=["--network", "host"]
+    )
+    docker_engine.run(
+        "sleep 600", name=f"{prefix}-mine", labels=labels, options=["--network", "host"]
+    )
+    agent = discovering_agent(docker_engine, prefix)
+    collector = agent.collector
+    try:
+        await collector.collect_all()
+        discovered = [s.target.instance for s in pharo_states(collector)]
+        assert discovered == [f"{prefix}-mine"]
+    finally:
+        await collector.stop()
+        docker_engine.remove(f"other-{prefix}")

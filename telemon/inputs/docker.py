@@ -339,6 +339,8 @@ class DockerTarget(Target):
             if item.get("State") != "running" or not _has_pharo_label(item):
                 continue
             name = ds.container_name(item.get("Names"))
+            if not self.config.wants_name(name):
+                continue  # the name filters choose the discovered containers too
             try:
                 url, data_format = pharo_endpoint(item)
             except PharoLabelError as exc:
@@ -561,7 +563,8 @@ input keeps serving. A container that times out is skipped and counted in
 `telemon_input` `errors`.
 
 **Pharo containers found by label.** With `discover_pharo = true`, every
-running container labelled `telemon.pharo.port` is polled as a
+running container labelled `telemon.pharo.port` (and passing
+`container_name_include`/`container_name_exclude`) is polled as a
 `[[inputs.pharo]]` target, tagged `container_name` and `instance` (the
 container's name), and dropped when the container goes away - the way
 caddy-docker-proxy configures itself from labels:
