@@ -23,6 +23,10 @@ Attacks (bounded loops; each prints held/broke with its figures):
   of line protocol and 5 of Prometheus text, one after another, and 4
   probes a second abandoned after 0.2 s for 5 s; the worst loop delay and
   the `/healthz` latency meanwhile.
+* `prometheus`: 100k series, then Prometheus scrapes with `/healthz` probed
+  every 20 ms meanwhile: the first scrape (every series prepared), 5 more of
+  the unchanged store, 5 each after 10k series changed; the worst loop delay,
+  the loop thread's CPU per tick, `/healthz` latency and RSS growth.
 
 Goals: peak RSS growth per concurrent write <= 3 x max_body_size; writes past
 max_concurrent_writes answered 503 with Retry-After; work stops when the
@@ -372,6 +376,78 @@ def full_store() -> Outcome:
     return Outcome("scrapes at 100k series", status == 204 and busy <= 50, figures)
 
 
+PROM_URL = "/metrics?format=prometheus"
+CHANGED = 10_000
+
+
+async def probed_scrapes(base: str, bodies: list[bytes | None]) -> tuple[list[float], float]:
+    """Prometheus scrapes one after another (each after posting its body, if any), with
+    `/healthz` probed every 20 ms meanwhile: each scrape's seconds, the slowest probe's."""
+    import aiohttp
+
+    slowest = 0.0
+    async with aiohttp.ClientSession() as session:
+        done = asyncio.Event()
+
+        async def probe() -> None:
+            nonlocal slowest
+            while not done.is_set():
+                start = time.perf_counter()
+                async with session.get(f"{base}/healthz") as response:
+                    await response.read()
+                slowest = max(slowest, time.perf_counter() - start)
+                await asyncio.sleep(0.02)
+
+        prober = asyncio.create_task(probe())
+        times = []
+        for body in bodies:
+            if body is not None:
+                async with session.post(f"{base}/write", data=body) as response:
+                    assert response.status == 204, response.status
+            start = time.perf_counter()
+            async with session.get(f"{base}{PROM_URL}") as response:
+                await response.read()
+            times.append(time.perf_counter() - start)
+        done.set()
+        await prober
+    return times, slowest
+
+
+def changed_body(round_: int) -> bytes:
+    return "".join(
+        f"cpu,host=h{i},region=r{i % 7} usage_idle={round_}.25,usage_user={round_}i,ok=false\n"
+        for i in range(round_ * CHANGED, (round_ + 1) * CHANGED)
+    ).encode()
+
+
+def prometheus() -> Outcome:
+    with Server(sink_config()) as server:
+        status = asyncio.run(timed_write(f"{server.url}/write", series_body()))[1]
+        rss = server.rss_mib()
+        lag_ms(server)
+        [first], first_health = asyncio.run(probed_scrapes(server.url, [None]))
+        first_lag = lag_ms(server)
+        rss_after = server.rss_mib()
+        same, same_health = asyncio.run(probed_scrapes(server.url, [None] * 5))
+        same_lag = lag_ms(server)
+        bodies: list[bytes | None] = [changed_body(r) for r in range(5)]
+        changed, changed_health = asyncio.run(probed_scrapes(server.url, bodies))
+        changed_lag = lag_ms(server)
+        size = len(_common.http_get(f"{server.url}{PROM_URL}", timeout=60)[1])
+    busy = max(first_lag[1], same_lag[1], changed_lag[1])
+    figures = (
+        f"write {status}; Prometheus body {size / 1e6:.1f} MB; first scrape"
+        f" {first * 1000:.0f} ms, worst loop delay {first_lag[0]:.0f} ms (busy"
+        f" {first_lag[1]:.0f}), /healthz at most {first_health * 1000:.0f} ms, RSS"
+        f" +{rss_after - rss:.0f} MiB; unchanged store: median {_common.median(same) * 1000:.0f}"
+        f" ms, worst loop delay {same_lag[0]:.0f} ms (busy {same_lag[1]:.0f}), /healthz at most"
+        f" {same_health * 1000:.0f} ms; after {CHANGED // 1000}k series changed: median"
+        f" {_common.median(changed) * 1000:.0f} ms, worst loop delay {changed_lag[0]:.0f} ms"
+        f" (busy {changed_lag[1]:.0f}), /healthz at most {changed_health * 1000:.0f} ms"
+    )
+    return Outcome("Prometheus scrapes at 100k series", status == 204 and busy <= 50, figures)
+
+
 # --- InfluxDB ---------------------------------------------------------------------------
 
 
@@ -422,6 +498,7 @@ ATTACKS: dict[str, Callable[[Any], Outcome]] = {
     "strings": strings,
     "wide-line": lambda influx: wide_line(),
     "full-store": lambda influx: full_store(),
+    "prometheus": lambda influx: prometheus(),
 }
 
 

@@ -183,25 +183,18 @@ def _sample(name: str, labels: Labels, value: str, time_ms: int | None) -> str:
 
 # --- in steps, from prepared samples ------------------------------------------------------
 
-Prepared = tuple[tuple[str, str, str, str], ...]
-"""A metric's samples, in field order: (name, name and labels, value text and
-newline, the name's HELP and TYPE lines)."""
+Prepared = tuple[int, int, int | None, tuple[str, ...]]
+"""A metric's samples: the ids of its tags and fields and its time as prepared, then
+for each sample in field order, flat: its name, its name and labels, its value text
+and newline, its name's HELP and TYPE lines. Tuples of numbers and strings: the
+garbage collector stops tracking them, so a large store's prepared samples do not
+lengthen its full collections (one took 380 ms at 100k series with an object per
+metric)."""
 
 NAMES_KEPT = 20_000
 """(measurement, field) names and headers remembered (as the encoder's caches stop)."""
 
 _names: dict[tuple[str, str], tuple[str, str]] = {}
-
-
-@dataclass(slots=True)
-class _Entry:
-    """A metric's prepared samples, and what they were prepared from."""
-
-    metric: Metric  # held: its id cannot be reused while the entry lives
-    tags: dict[str, str]
-    fields: dict[str, FieldValue]
-    time_ns: int | None
-    samples: Prepared
 
 
 @dataclass
@@ -210,12 +203,15 @@ class SampleCache:
 
     Metrics handed to a scrape are snapshots nobody changes (the sink builds a
     new one when its series changes, a poll builds new ones): a metric met
-    again with the same tags, fields and time objects is served as prepared.
-    Holds one rendering's metrics at most; the options it was prepared with.
+    again with the same tags and fields objects and time is served as prepared.
+    `held` keeps those metrics, tags and fields alive, so that no other object
+    takes their ids. Holds one rendering's metrics; the options they were
+    prepared with.
     """
 
     options: tuple[bool, bool] = (False, False)
-    entries: dict[int, _Entry] = field(default_factory=dict)
+    samples: dict[int, Prepared] = field(default_factory=dict)
+    held: list[object] = field(default_factory=list)
 
 
 def render_steps(
@@ -233,49 +229,49 @@ def render_steps(
     """
     cache = cache if cache is not None else SampleCache()
     options = (timestamps, string_as_label)
-    old = cache.entries if cache.options == options else {}
-    entries: dict[int, _Entry] = {}
+    old = cache.samples if cache.options == options else {}
+    prepared: dict[int, Prepared] = {}
+    held: list[object] = []
     families: dict[str, dict[str, str]] = {}
     headers: dict[str, str] = {}
     done = 0
     for metric in metrics:
-        entry = _prepared(metric, old, options)
-        entries[id(metric)] = entry
-        for name, key, value, header in entry.samples:
+        entry = old.get(id(metric))
+        if entry is None or not _same(entry, metric):
+            entry = _prepare(metric, timestamps, string_as_label)
+        if prepared.setdefault(id(metric), entry) is entry:
+            held += (metric, metric.tags, metric.fields)
+        texts = iter(entry[3])
+        for name, key, value, header in zip(texts, texts, texts, texts, strict=True):
             samples = families.get(name)
             if samples is None:
                 samples = families[name] = {}
                 headers[name] = header
             samples[key] = value
-        done += len(entry.samples) + 1
+        done += len(entry[3]) // 4 + 1
         if done >= step:
             done = 0
             yield
+    chunks: list[bytes] = []
     parts: list[str] = []
     for name, samples in families.items():
         parts.append(headers[name])
         for key, value in samples.items():
             parts += (key, value)
-            done += 1
-            if done >= step:
-                done = 0
+            if len(parts) >= 2 * step:
+                chunks.append("".join(parts).encode("utf-8", "replace"))
+                parts.clear()
                 yield
-    cache.options, cache.entries = options, entries
-    return "".join(parts).encode("utf-8", "replace")
+    chunks.append("".join(parts).encode("utf-8", "replace"))
+    cache.options, cache.samples, cache.held = options, prepared, held
+    return b"".join(chunks)
 
 
-def _prepared(metric: Metric, old: dict[int, _Entry], options: tuple[bool, bool]) -> _Entry:
-    entry = old.get(id(metric))
-    if (
-        entry is not None
-        and entry.metric is metric
-        and entry.tags is metric.tags
-        and entry.fields is metric.fields
-        and entry.time_ns == metric.time_ns
-    ):
-        return entry
-    samples = _prepare(metric, *options)
-    return _Entry(metric, metric.tags, metric.fields, metric.time_ns, samples)
+def _same(entry: Prepared, metric: Metric) -> bool:
+    """Whether `entry` was prepared from `metric` as it is (held: ids are still theirs)."""
+    return (
+        entry[0] == id(metric.tags) and entry[1] == id(metric.fields) and entry[2] == metric.time_ns
+    )
 
 
 def _prepare(metric: Metric, timestamps: bool, string_as_label: bool) -> Prepared:
@@ -285,15 +281,15 @@ def _prepare(metric: Metric, timestamps: bool, string_as_label: bool) -> Prepare
     braced = "{" + inner + "}" if labels else ""
     time_ms = metric.time_ns // 1_000_000 if timestamps and metric.time_ns is not None else None
     suffix = f" {time_ms}\n" if time_ms is not None else "\n"
-    samples = []
+    samples: list[str] = []
     for key, value in metric.fields.items():
         text = format_value(value)
         if text is None:
             continue
         name, header = _name_and_header(metric.measurement, key)
         if name:
-            samples.append((name, name + braced, f" {text}{suffix}", header))
-    return tuple(samples)
+            samples += (name, name + braced, f" {text}{suffix}", header)
+    return id(metric.tags), id(metric.fields), metric.time_ns, tuple(samples)
 
 
 def _name_and_header(measurement: str, key: str) -> tuple[str, str]:

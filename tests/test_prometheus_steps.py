@@ -90,14 +90,14 @@ def test_metrics_served_again_are_not_prepared_again() -> None:
     metrics = many(10)
     cache = SampleCache()
     drain(render_steps(metrics, cache=cache))
-    prepared = {key: entry.samples for key, entry in cache.entries.items()}
+    prepared = dict(cache.samples)
     fresh = Metric("m", {"h": "0"}, {"a": 7, "b": 1.5}, 0)
     body, _ = drain(render_steps([fresh, *metrics[1:]], cache=cache))
     assert body == render_prometheus([fresh, *metrics[1:]])
     for metric in metrics[1:]:
-        assert cache.entries[id(metric)].samples is prepared[id(metric)]
-    assert id(metrics[0]) not in cache.entries  # the replaced one is no longer held
-    assert cache.entries[id(fresh)].samples != prepared[id(metrics[0])]
+        assert cache.samples[id(metric)] is prepared[id(metric)]
+    assert id(metrics[0]) not in cache.samples  # the replaced one is no longer held
+    assert cache.samples[id(fresh)] != prepared[id(metrics[0])]
 
 
 def test_a_metric_whose_fields_were_replaced_is_prepared_again() -> None:
@@ -111,8 +111,8 @@ def test_a_metric_whose_fields_were_replaced_is_prepared_again() -> None:
 def test_an_abandoned_rendering_leaves_the_cache_as_it_was() -> None:
     cache = SampleCache()
     drain(render_steps(many(5), cache=cache))
-    before = dict(cache.entries)
+    before = dict(cache.samples)
     steps = render_steps(many(500), cache=cache, step=10)
     next(steps)
     steps.close()
-    assert cache.entries == before
+    assert cache.samples == before
