@@ -121,7 +121,7 @@ GONE_POLL_S = 0.05
 """How often a running scrape looks whether its client went away."""
 LARGE_BODY = 256 * 1024
 """Bodies larger than this are gzipped off the event loop (7 MB take ~100 ms)."""
-RENDER_STEP = 1000
+RENDER_STEP = 500
 """Samples rendered between two turns of the event loop (a few ms at most)."""
 
 
