@@ -142,32 +142,11 @@ class Collector:
         bodies, changed = [], False
         for state in self.lazy:
             was_up = state.health.up
-            now_ns = self.clock()
-            if not self._encode_now(state, now_ns):
-                # Lazy fields have their own timeouts; no timeout task per scrape.
-                await self._gather(state, now_ns, with_timeout=False)
+            # Lazy fields have their own timeouts; no timeout task per scrape.
+            await self._gather(state, self.clock(), with_timeout=False)
             bodies.append(state.body)
             changed = changed or state.health.up != was_up
         return b"".join(bodies), changed
-
-    def _encode_now(self, state: TargetState, now_ns: int) -> bool:
-        """A lazy target's scrape by its direct path (no `Metric`s); False if it has none."""
-        started = time.perf_counter()
-        partial_before = state.target.partial_errors
-        self.encoder.losses.source = state.source
-        try:
-            text = state.target.encode_now(self.encoder, now_ns, (self.global_tags, state.tags))
-        except Exception as exc:  # noqa: BLE001 - one target must not stop the rest
-            self._failed(state, _reason(exc, state.timeout))
-            state.body, state.lines = b"", 0
-            return True
-        if text is None:
-            return False
-        self._succeeded(state, now_ns, partial_before)
-        state.duration_ms = (time.perf_counter() - started) * 1000
-        state.body = text.encode("utf-8", "replace")
-        state.lines = 1 if text else 0
-        return True
 
     async def lazy_metrics(self) -> list[Metric]:
         """The lazy targets evaluated now, as metrics (for other exposition formats)."""

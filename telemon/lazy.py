@@ -37,7 +37,8 @@ FieldSource = Callable[[], Any] | FieldValue
 """A field: a value, or a callable (sync or async) returning one."""
 
 _USABLE = (bool, int, float, str)
-_USABLE_TYPES = frozenset(_USABLE)
+_all_usable = frozenset(_USABLE).issuperset
+"""True when every type given is one of `_USABLE` (subclasses are checked one by one)."""
 _log = OnceLogger(logging.getLogger("telemon.fields"))
 
 
@@ -65,16 +66,13 @@ class Telemon:
         self._threaded: set[str] = set()
         self._running: dict[str, concurrent.futures.Future[Any]] = {}
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._plain_keys: tuple[str, ...] = ()
-        self._plain_sources: tuple[FieldSource, ...] = ()
-        self._plain = False
+        # Each call is timed on its own in the first pass, and while a field is
+        # not a plain sync callable or after a pass overran (see _evaluate_sync).
+        self._careful = True
 
     async def collect(self, now_ns: int | None = None) -> Metric:
         """Evaluate every field now (async fields concurrently)."""
         now_ns = time.time_ns() if now_ns is None else now_ns
-        values = self._evaluate_plain()
-        if values is not None:
-            return Metric(self.measurement, dict(self.tags), values, now_ns)
         values, pending = self._evaluate_sync()
         if pending:
             values.update(await self._await_all(pending))
@@ -111,115 +109,84 @@ class Telemon:
         body = (await self.render_async()).encode("utf-8", "replace")
         return line_protocol_response(request, body)
 
-    def encode_now(self, encoder: LineEncoder, now_ns: int, tags: dict[str, str]) -> str | None:
-        """One evaluation written as a line with `tags`, without a `Metric` when it can.
-
-        For the collector's scrapes: the same values, checks and counters as
-        `collect` then `encoder.encode`. None when the fields need the careful
-        path (async fields, threads); the caller then uses `collect`.
-        """
-        evaluated = self._plain_results()
-        if evaluated is None:
-            return None
-        keys, results = evaluated
-        if set(map(type, results)) <= _USABLE_TYPES:
-            line = encoder.encode_known(self.measurement, tags, keys, tuple(results), now_ns)
-            if line is not None:
-                return line
-        return encoder.encode(Metric(self.measurement, tags, self._usable(keys, results), now_ns))
-
-    def _evaluate_plain(self) -> dict[str, Any] | None:
-        """The usual case in one pass: plain sync callables answering usable values.
-
-        None sends the render down the careful path (per-field timing, async
-        fields, threads).
-        """
-        evaluated = self._plain_results()
-        if evaluated is None:
-            return None
-        return self._usable(*evaluated)
-
-    def _plain_results(self) -> tuple[tuple[str, ...], list[Any]] | None:
-        """(keys, results) of calling every field once, or None when not all are plain.
-
-        A whole pass that overran the timeout switches the next renders to the
-        careful path, which then finds the slow field.
-        """
-        fields = self.fields
-        keys, sources = tuple(fields), tuple(fields.values())
-        if keys != self._plain_keys or sources != self._plain_sources:
-            self._plain_keys, self._plain_sources = keys, sources
-            self._plain = not self._threaded and all(
-                callable(f) and not inspect.iscoroutinefunction(f) for f in sources
-            )
-        if not self._plain:
-            return None
-        started = time.perf_counter()
-        results: list[Any] = []
-        append = results.append
-        # Only callables get here (`_plain` checked them).
-        callables: tuple[Callable[[], Any], ...] = sources  # type: ignore[assignment]
-        for source in callables:
-            try:
-                append(source())
-            except Exception as exc:  # noqa: BLE001 - user code may raise anything
-                self._fail(keys[len(results)], f"raised {type(exc).__name__}: {exc}")
-                append(None)
-        if time.perf_counter() - started > self.timeout:
-            self._plain = False
-        return keys, results
-
-    def _usable(self, keys: tuple[str, ...], results: list[Any]) -> dict[str, Any]:
-        """The values worth writing; an awaitable moves the next renders to the careful path."""
-        if set(map(type, results)) <= _USABLE_TYPES:
-            return dict(zip(keys, results, strict=True))  # the usual case, without checks
-        values: dict[str, Any] = {}
-        for key, result in zip(keys, results, strict=True):
-            if inspect.isawaitable(result):
-                _discard(result)
-                self._plain = False
-            else:
-                self._accept(key, result, values)
-        return values
-
     def _evaluate_sync(
         self, can_wait: bool = True
     ) -> tuple[dict[str, Any], dict[str, Awaitable[Any]]]:
+        """Every field evaluated once: the values, and the awaitables still to wait for.
+
+        A sync call cannot be interrupted, so its time is checked after it
+        returned. A careful pass times each call and moves one that overran to
+        a worker thread from then on; it is taken first, and whenever a field is
+        not a plain sync callable or a pass overran. Otherwise one clock covers
+        the whole pass, and the values are checked together at its end.
+        """
         values: dict[str, Any] = {}
         pending: dict[str, Awaitable[Any]] = {}
-        for key, source in list(self.fields.items()):
-            if not callable(source):
-                self._accept(key, source, values)
-            elif key in self._threaded and not can_wait:
-                self._fail(key, "runs in a thread (it overran its timeout): use render_async()")
-            elif key in self._threaded:
-                pending[key] = self._in_thread(key, source)
-            else:
-                self._call(key, source, values, pending)
+        careful, plain = self._careful, True
+        started = time.perf_counter()
+        for key, source in self.fields.copy().items():  # a field may change `fields`
+            if careful or not callable(source):
+                plain = self._evaluate_one(key, source, values, pending, can_wait) and plain
+                continue
+            try:
+                values[key] = source()
+            except Exception as exc:  # noqa: BLE001 - user code may raise anything
+                self._fail(key, f"raised {type(exc).__name__}: {exc}")
+        if not _all_usable(map(type, values.values())):
+            values = self._sort_out(values, pending)
+        if careful:
+            self._careful = not plain
+        elif not plain or time.perf_counter() - started > self.timeout:
+            self._careful = True  # the next pass finds the slow field
         return values, pending
 
-    def _call(
+    def _evaluate_one(
         self,
         key: str,
-        source: Callable[[], Any],
+        source: FieldSource,
         values: dict[str, Any],
         pending: dict[str, Awaitable[Any]],
-    ) -> None:
+        can_wait: bool,
+    ) -> bool:
+        """One field, its call timed; True when it is a plain sync callable that kept
+        to its timeout."""
+        if not callable(source):
+            self._accept(key, source, values)
+            return False
+        if key in self._threaded:
+            if can_wait:
+                pending[key] = self._in_thread(key, source)
+            else:
+                self._fail(key, "runs in a thread (it overran its timeout): use render_async()")
+            return False
         started = time.perf_counter()
         try:
             result = source()
         except Exception as exc:  # noqa: BLE001 - user code may raise anything
             self._fail(key, f"raised {type(exc).__name__}: {exc}")
-            return
-        if type(result) in _USABLE and time.perf_counter() - started <= self.timeout:
-            values[key] = result  # the usual case, without the checks below
-        elif inspect.isawaitable(result):
+            return True
+        if inspect.isawaitable(result):
             pending[key] = result
-        elif time.perf_counter() - started > self.timeout:
+            return False
+        if time.perf_counter() - started > self.timeout:
             self._threaded.add(key)
             self._fail(key, f"took longer than {self.timeout:g}s; now evaluated in a thread")
-        else:
-            self._accept(key, result, values)
+            return False
+        values[key] = result
+        return True
+
+    def _sort_out(
+        self, results: dict[str, Any], pending: dict[str, Awaitable[Any]]
+    ) -> dict[str, Any]:
+        """The usable values in order; awaitables go to `pending`, None is left out
+        silently and anything else loudly."""
+        values: dict[str, Any] = {}
+        for key, result in results.items():
+            if inspect.isawaitable(result):
+                pending[key] = result
+            else:
+                self._accept(key, result, values)
+        return values
 
     def _in_thread(self, key: str, source: Callable[[], Any]) -> asyncio.Future[Any]:
         """The running call of `source`, started anew only once the last one ended."""

@@ -67,7 +67,8 @@ IntegerType = Literal["integer", "float"]
 PRECISION_DIVISORS: dict[str, int] = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
 MAX_STRING_BYTES = 64 * 1024
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-# InfluxDB refuses timestamps at the very ends of int64 (1.x: "time outside range").
+# InfluxDB refuses timestamps at the very ends of int64 (1.x: "time outside range");
+# the range is symmetric: MIN_TIME_NS == -MAX_TIME_NS.
 MIN_TIME_NS, MAX_TIME_NS = INT64_MIN + 2, INT64_MAX - 1
 UINT64_MAX = 2**64 - 1
 
@@ -172,35 +173,62 @@ class LineEncoder:
         self.options = options or EncoderOptions()
         self.stats = EncoderStats()
         self._divisor = PRECISION_DIVISORS[self.options.precision]
+        self._ns = self._divisor == 1
         self._ints_as_floats = self.options.integer_type == "float"
         self._omit_timestamp = self.options.omit_timestamp
         self.types = FieldTypes()
         self.losses = Losses()
-        self._shapes: dict[_ShapeKey, _Shape] = {}
-        self._whole_lines: dict[_ShapeKey, tuple[_Plan, str]] = {}
+        self._series: dict[_SeriesKey, _Series] = {}
         self._field_keys: dict[str, str] = {}
 
     def encode(self, metric: Metric) -> str:
         """One line ending in a newline, or "" when nothing could be written."""
         fields = metric.fields
-        key = (metric.measurement, *metric.tags.items(), *fields)
-        whole = self._whole_lines.get(key)
-        if whole is not None and metric.time_ns is not None:
-            # The common case in one step: a known shape, values its template fits.
-            values = (*fields.values(), metric.time_ns // self._divisor)
-            if whole[0].fits_line(values):
+        tags = metric.tags
+        key = (metric.measurement, *tags, *tags.values(), None, *fields)
+        try:
+            series = self._series[key]
+        except KeyError:
+            return self._encode_checked(key, metric, None)
+        # A series seen before: one `%` into its line template when every value
+        # fits the template (checked at C speed for all-integer series) and the
+        # time is in InfluxDB's range (|t| < 2**63 - 1); else the checked path.
+        time_ns = metric.time_ns
+        try:
+            if self._ns:
+                values = (*fields.values(), time_ns)
+            else:
+                values = (*fields.values(), time_ns // self._divisor)
+            if series.fits(*values) and abs(time_ns) <= MAX_TIME_NS:
                 self.stats.lines_written += 1
-                return whole[1] % values
-        values = tuple(fields.values())
-        shape = self._shapes.get(key)
-        field_text = shape[1].format(values) if shape and shape[1] else None
-        if shape is None or field_text is None:
-            field_text = self._encode_fields(metric.measurement, fields)
-            shape = self._reshape(key, metric, shape, values)
-        header, _, dropped_tags = shape
+                return series.line % values
+        except (struct.error, TypeError):  # a value the template cannot write
+            pass
+        return self._encode_checked(key, metric, series)
+
+    def encode_all(self, metrics: Iterable[Metric]) -> bytes:
+        """Encode many metrics into one UTF-8 body."""
+        encode = self.encode
+        return "".join([encode(m) for m in metrics]).encode("utf-8", "replace")
+
+    def _encode_checked(self, key: _SeriesKey, metric: Metric, series: _Series | None) -> str:
+        """Every value converted to its field's type and every loss noted; then the
+        series' line template is fitted to these values for the next lines."""
+        if series is None:
+            header, dropped_tags = self._header(metric.measurement, tuple(metric.tags.items()))
+        else:
+            header, dropped_tags = series.header, series.dropped_tags
+        field_text = self._encode_fields(metric.measurement, metric.fields)
+        fitted = self._fit(metric, header, dropped_tags)
+        if fitted is not None:
+            _remember(self._series, key, fitted)
+        elif series is None:
+            _remember(self._series, key, _Series(header, dropped_tags))
         if dropped_tags:
             self.stats.fields_invalid_key += dropped_tags
-            self._lost(metric.measurement, "(tags)", f"{dropped_tags} tag(s) with an empty or repeated key")
+            self._lost(
+                metric.measurement, "(tags)", f"{dropped_tags} tag(s) with an empty or repeated key"
+            )
         time_ns = metric.time_ns
         if time_ns is not None and not MIN_TIME_NS <= time_ns <= MAX_TIME_NS:
             self._lost(metric.measurement, "(line)", f"time {time_ns} outside InfluxDB's range")
@@ -211,37 +239,25 @@ class LineEncoder:
             self.stats.lines_dropped += 1
             return ""
         self.stats.lines_written += 1
-        if metric.time_ns is None or self._omit_timestamp:
+        if time_ns is None or self._omit_timestamp:
             return f"{header} {field_text}\n"
-        return f"{header} {field_text} {metric.time_ns // self._divisor}\n"
+        return f"{header} {field_text} {time_ns // self._divisor}\n"
 
-    def encode_known(
-        self,
-        measurement: str,
-        tags: Mapping[str, str],
-        names: tuple[str, ...],
-        values: tuple[Any, ...],
-        time_ns: int,
-    ) -> str | None:
-        """The line for a shape written before, without building a `Metric`.
-
-        For callers that hold the field names and values apart (lazy fields).
-        None when the shape has no template yet or `values` need the checked
-        path: then build the `Metric` and call `encode`.
-        """
-        whole = self._whole_lines.get((measurement, *tags.items(), *names))
-        if whole is None:
+    def _fit(self, metric: Metric, header: str, dropped_tags: int) -> _Series | None:
+        """The series with a line template for values like `metric`'s, if there is one
+        (else a template fitted before stays: the field types it was made for stay)."""
+        if not header or dropped_tags:
             return None
-        values = (*values, time_ns // self._divisor)
-        if not whole[0].fits_line(values):
+        fields = metric.fields
+        kinds = self._kinds(metric.measurement)
+        template = _template(self._field_keys, kinds, tuple(fields), tuple(fields.values()))
+        if template is None:
             return None
-        self.stats.lines_written += 1
-        return whole[1] % values
-
-    def encode_all(self, metrics: Iterable[Metric]) -> bytes:
-        """Encode many metrics into one UTF-8 body."""
-        encode = self.encode
-        return "".join([encode(m) for m in metrics]).encode("utf-8", "replace")
+        fits, field_template = template
+        # The omitted timestamp is still passed (and checked): "%.0s" writes nothing.
+        stamp = "%.0s" if self._omit_timestamp else " %d"
+        line = f"{header.replace('%', '%%')} {field_template}{stamp}\n"
+        return _Series(header, dropped_tags, fits, line)
 
     def _header(self, measurement: str, tags: tuple[tuple[str, str], ...]) -> tuple[str, int]:
         """Measurement and tags sorted by written key ("" if unusable), and tags dropped."""
@@ -257,25 +273,6 @@ class LineEncoder:
                 last = ekey
         return ",".join(parts), dropped
 
-    def _reshape(
-        self, key: _ShapeKey, metric: Metric, shape: _Shape | None, values: tuple[Any, ...]
-    ) -> _Shape:
-        """A new shape (no plan yet), or the known one with a plan fitted to `values`."""
-        if shape is None:
-            header, dropped = self._header(metric.measurement, tuple(metric.tags.items()))
-            shape = (header, None, dropped)
-            _remember(self._shapes, key, shape)
-            return shape
-        kinds = self._kinds(metric.measurement)
-        plan = _Plan.build(self._field_keys, kinds, tuple(metric.fields), values)
-        shape = self._shapes[key] = (shape[0], plan, shape[2])
-        header, _, dropped = shape
-        if plan is not None and plan.types and header and not dropped:
-            if not self._omit_timestamp:
-                line = header.replace("%", "%%") + " " + plan.template + " %d\n"
-                _remember(self._whole_lines, key, (plan, line))
-        return shape
-
     def _kinds(self, measurement: str) -> dict[str, str]:
         """Field types by written key, per written measurement name."""
         return self.types.table(escape_measurement(measurement))
@@ -290,6 +287,7 @@ class LineEncoder:
             elif kind == "u" and not self.options.uint_support:
                 kind = "i"
             written[_field_key(key)] = kind
+        self._series.clear()  # templates were fitted to the kinds before
         return self.types.declare(escape_measurement(measurement), written)
 
     def admit(self, measurement: str, fields: Mapping[str, Any]) -> str | None:
@@ -355,7 +353,11 @@ class LineEncoder:
         text = self._as_kind(target, kind, normalized)
         if text is None:
             self.stats.fields_type_conflict += 1
-            how = "declared" if self.types.is_declared(escape_measurement(measurement), key) else "first written"
+            how = (
+                "declared"
+                if self.types.is_declared(escape_measurement(measurement), key)
+                else "first written"
+            )
             self._lost(
                 measurement,
                 key,
@@ -425,102 +427,100 @@ class LineEncoder:
         return f"{value}{suffix}"
 
 
-_ShapeKey = tuple[Any, ...]
+_SeriesKey = tuple[Any, ...]
 """The measurement, then the tag items, then the field names, in one flat tuple
 (items are pairs, names are strings: the parts cannot be confused)."""
-_Shape = tuple[str, "_Plan | None", int]
-"""The header, the fields' template (once known) and how many tags it dropped."""
 
 
-class _Plan:
-    """A ready %-template for one shape of metric (its keys and value types).
+def _never(*values: Any) -> bool:
+    """The check of a series without a line template: every line takes the checked path."""
+    return False
 
-    Inputs send the same fields with the same types every time, so after one
-    checked encoding the fields are written by a single `%` format. `format`
-    answers None when a value needs the checked path (a new type, an int
-    outside int64 or, in a float field, beyond 2**53, a float that would
-    print an exponent, NaN or inf).
+
+class _Series:
+    """What is known of one series (measurement, tags, field names) once it was seen.
+
+    Its header (measurement and tags as written) and, when its values can be
+    written by a single `%`, the whole line's template with `fits`, which
+    answers whether a line's values (the fields, then the timestamp) are
+    written by the template exactly as the checked path writes them (false or
+    `struct.error` otherwise).
     """
 
-    __slots__ = ("floats", "high", "ints", "line_types", "low", "pack_line", "template", "types")
+    __slots__ = ("dropped_tags", "fits", "header", "line")
 
     def __init__(
         self,
-        template: str,
-        types: tuple[type, ...],
-        int_range: tuple[int, int] = (INT64_MIN, INT64_MAX),
+        header: str,
+        dropped_tags: int,
+        fits: Callable[..., object] = _never,
+        line: str = "",
     ) -> None:
-        self.template = template
-        self.types = types
-        self.line_types = (*types, int)  # the fields, then the timestamp
-        self.low, self.high = int_range
-        ints = [i for i, t in enumerate(types) if t is int]
-        floats = [i for i, t in enumerate(types) if t is float]
-        # All-int shapes (the usual case) are type- and range-checked at C
-        # speed by packing them as int64; a bool passes and is written as
-        # 1i/0i, the same conversion the checked path makes.
-        all_int64 = len(ints) == len(types) and int_range == (INT64_MIN, INT64_MAX)
-        # The values and the timestamp in one call (the timestamp is an int64 too).
-        self.pack_line = struct.Struct(f"{len(types) + 1}q").pack if all_int64 else None
-        self.ints = _getter(ints)
-        self.floats = _getter(floats)
-
-    @classmethod
-    def build(
-        cls,
-        field_keys: dict[str, str],
-        kinds: dict[str, str],
-        names: tuple[str, ...],
-        values: tuple[Any, ...],
-    ) -> _Plan | None:
-        """The plan for these fields, or None when they need per-value checks."""
-        parts, types, int_range = [], [], (INT64_MIN, INT64_MAX)
-        if len({field_keys.get(name) for name in names}) < len(names):
-            return None  # names written alike: the checked path drops the repeats
-        for name, value in zip(names, values, strict=True):
-            ekey, vtype = field_keys.get(name), type(value)
-            if not ekey:
-                return None
-            kind = kinds.get(ekey, "")
-            if (kind, vtype) not in _TEMPLATE_SPECS:
-                return None
-            if (kind, vtype) == ("f", int):
-                int_range = _EXACT_FLOAT_INTS
-            parts.append(ekey.replace("%", "%%") + "=" + _TEMPLATE_SPECS[kind, vtype])
-            types.append(vtype)
-        return cls(",".join(parts), tuple(types), int_range)
-
-    def fits_line(self, values: tuple[Any, ...]) -> bool:
-        """True when the line template writes `values` (the fields, then the timestamp)
-        exactly as the checked path would."""
-        if self.pack_line is not None:
-            try:
-                self.pack_line(*values)
-            except struct.error:
-                return False
-            return True
-        if tuple(map(type, values)) != self.line_types:
-            return False
-        if self.ints is not None:
-            ints = self.ints(values)
-            if min(ints) < self.low or max(ints) > self.high:
-                return False
-        if self.floats is not None:
-            for number in self.floats(values):
-                # repr() writes an exponent exactly outside this range (and
-                # nan/inf fail both tests): checked without formatting twice.
-                if not (1e-4 <= abs(number) < 1e16 or number == 0.0):
-                    return False
-        return True
-
-    def format(self, values: tuple[Any, ...]) -> str | None:
-        """The field text for `values`, or None when they need checking."""
-        return self.template % values if self.fits_line((*values, 0)) else None
+        self.header = header
+        self.dropped_tags = dropped_tags
+        self.fits = fits
+        self.line = line
 
 
 _TEMPLATE_SPECS = {("i", int): "%di", ("f", float): "%r", ("f", int): "%d.0"}
 _EXACT_FLOAT_INTS = (-(2**53), 2**53)
 """Ints that a float holds exactly: for them `%d.0` is repr(float(n))."""
+
+
+def _template(
+    field_keys: dict[str, str],
+    kinds: dict[str, str],
+    names: tuple[str, ...],
+    values: tuple[Any, ...],
+) -> tuple[Callable[..., object], str] | None:
+    """The check and the %-template of fields like these, or None when their values
+    need per-value checks (no fields, a key written twice or not at all, a bool, a
+    string, an unsigned or a field of no known type)."""
+    parts, types, int_range = [], [], (INT64_MIN, INT64_MAX)
+    if not names:
+        return None  # a line needs a field
+    if len({field_keys.get(name) for name in names}) < len(names):
+        return None  # names written alike: the checked path drops the repeats
+    for name, value in zip(names, values, strict=True):
+        ekey, vtype = field_keys.get(name), type(value)
+        spec = _TEMPLATE_SPECS.get((kinds.get(ekey or "", ""), vtype))
+        if not ekey or spec is None:
+            return None
+        if spec == "%d.0":
+            int_range = _EXACT_FLOAT_INTS
+        parts.append(ekey.replace("%", "%%") + "=" + spec)
+        types.append(vtype)
+    if all(t is int for t in types) and int_range == (INT64_MIN, INT64_MAX):
+        # The usual series, all int64: type and range checked at C speed by packing
+        # the values and the timestamp; a bool passes and is written as 1i/0i, the
+        # conversion the checked path makes.
+        return struct.Struct(f"{len(types) + 1}n").pack, ",".join(parts)
+    return _mixed_fits(tuple(types), int_range), ",".join(parts)
+
+
+def _mixed_fits(types: tuple[type, ...], int_range: tuple[int, int]) -> Callable[..., bool]:
+    """The check of a template with floats: exact types, ints in `int_range`, and
+    floats that repr() writes without an exponent (nan and inf fail it too)."""
+    line_types = (*types, int)  # the fields, then the timestamp
+    low, high = int_range
+    ints = _getter([i for i, t in enumerate(types) if t is int])
+    floats = _getter([i for i, t in enumerate(types) if t is float])
+
+    def fits(*values: Any) -> bool:
+        if tuple(map(type, values)) != line_types:
+            return False
+        if ints is not None:
+            chosen = ints(values)
+            if min(chosen) < low or max(chosen) > high:
+                return False
+        if floats is not None:
+            for number in floats(values):
+                # repr() writes an exponent exactly outside this range.
+                if not (1e-4 <= abs(number) < 1e16 or number == 0.0):
+                    return False
+        return True
+
+    return fits
 
 
 def _getter(positions: list[int]) -> Callable[[tuple[Any, ...]], tuple[Any, ...]] | None:

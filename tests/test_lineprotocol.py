@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from influx import CASES, Case
 
-from telemon.lineprotocol import EncoderOptions, EncoderStats, LineEncoder, _Plan
+from telemon.lineprotocol import EncoderOptions, EncoderStats, LineEncoder, _template
 from telemon.metric import Metric
 
 T = 1_700_000_000_123_456_789
@@ -26,8 +26,8 @@ def encode_each(encoder: LineEncoder, *fields: dict[str, Any], measurement: str 
 
 
 def checked_encode(encoder: LineEncoder, metric: Metric) -> str:
-    """Encode on the checked path only: with no remembered shape, no template is used."""
-    encoder._shapes.clear()
+    """Encode on the checked path only: with no remembered series, no template is used."""
+    encoder._series.clear()
     return encoder.encode(metric)
 
 
@@ -364,20 +364,19 @@ def test_template_matches_checked_path_for_any_values(
 
 
 def test_template_is_used_for_steady_metrics() -> None:
-    """A steady int metric goes through the checked path only for its first two lines."""
+    """A steady int metric goes through the checked path only for its first line."""
     encoder = LineEncoder()
     calls = spy_checked_path(encoder)
     lines = [encoder.encode(Metric("m", {"h": "a"}, {"x": i, "y": -i}, i)) for i in range(10)]
     assert lines[9] == "m,h=a x=9i,y=-9i 9\n"
-    assert calls[0] == 2
+    assert calls[0] == 1
 
 
 @given(st.floats(allow_nan=True, allow_infinity=True))
 def test_template_takes_exactly_the_floats_repr_writes_without_exponent(number: float) -> None:
     """The fast path's range test agrees with what repr() would write."""
-    plan = _Plan("x=%r", (float,))
     writable = math.isfinite(number) and "e" not in repr(number)
-    assert plan.fits_line((number, 0)) is writable
+    assert float_template_fits(number) is writable
 
 
 @pytest.mark.parametrize(
@@ -385,5 +384,13 @@ def test_template_takes_exactly_the_floats_repr_writes_without_exponent(number: 
     [1e-4, 9.999999999999999e-05, 1e16, 9999999999999998.0, -0.0, 0.0, 5e-324, -1e-4, -1e16],
 )
 def test_float_range_edges(number: float) -> None:
-    plan = _Plan("x=%r", (float,))
-    assert plan.fits_line((number, 0)) is ("e" not in repr(number))
+    assert float_template_fits(number) is ("e" not in repr(number))
+
+
+def float_template_fits(number: float) -> bool:
+    """Whether the template of a series with one float field takes `number`."""
+    template = _template({"x": "x"}, {"x": "f"}, ("x",), (0.5,))
+    assert template is not None
+    fits, text = template
+    assert text == "x=%r"
+    return bool(fits(number, 0))

@@ -10,7 +10,6 @@ import aiohttp
 from pydantic import Field
 
 from telemon import bounded
-from telemon.lineprotocol import LineEncoder
 from telemon.metric import Metric
 from telemon.schema import Duration, Model, Tags
 
@@ -116,16 +115,6 @@ class Target(ABC):
     @abstractmethod
     async def collect(self, now_ns: int) -> list[Metric]:
         """One collection; raises `InputError` (or TimeoutError) on failure."""
-
-    def encode_now(  # noqa: B027 - optional hook
-        self, encoder: LineEncoder, now_ns: int, tags: Sequence[dict[str, str]]
-    ) -> str | None:
-        """A lazy target's lines written at once, without `Metric` objects.
-
-        `tags` are the collector's global and input tags. None means no such
-        path: the collector then calls `collect` and encodes.
-        """
-        return None
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release what the target holds (connections, files)."""

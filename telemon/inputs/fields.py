@@ -11,14 +11,13 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator
 
 from telemon.inputs.base import InputConfig, InputContext, Target
 from telemon.lazy import Telemon
-from telemon.lineprotocol import LineEncoder
 from telemon.metric import Metric
 from telemon.schema import FieldName, MeasurementName
 
@@ -87,14 +86,6 @@ class FieldsTarget(Target):
     async def collect(self, now_ns: int) -> list[Metric]:
         """The fields evaluated now; failing fields are left out (and counted)."""
         return [await self.telemon.collect(now_ns)]
-
-    def encode_now(
-        self, encoder: LineEncoder, now_ns: int, tags: Sequence[dict[str, str]]
-    ) -> str | None:
-        """The scrape's line straight from the fields, tagged as the collector tags."""
-        global_tags, input_tags = tags
-        merged = {**global_tags, **self.telemon.tags, **input_tags}
-        return self.telemon.encode_now(encoder, now_ns, merged)
 
 
 # --- what the registry (inputs/__init__.py) reads: docs, counters ---------------------------
