@@ -67,10 +67,15 @@ class TargetState:
     metrics: list[Metric] = field(default_factory=list)
     status: bytes = b""
 
+    _source: str = field(default="", init=False, repr=False)
+
     @property
     def source(self) -> str:
-        """How logs and the encoder's losses name this target."""
-        return f"input {self.input} target {self.target.target}"
+        """How logs and the encoder's losses name this target (made once: every scrape
+        of a lazy target asks)."""
+        if not self._source:
+            self._source = f"input {self.input} target {self.target.target}"
+        return self._source
 
     @property
     def errors(self) -> int:

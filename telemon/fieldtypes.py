@@ -12,6 +12,9 @@ conflict:
   field, an integral float into an int field) and refused otherwise, from any
   source, so that a pushed line can never lock a field against its input.
 * A field nobody declared takes the type of its first value (first come).
+  Those locks are kept for the 20,000 measurements used most recently (by
+  an input's collection, a push to the sink or a scrape's encoding), so a
+  stream of new names cannot grow memory without bound.
 
 `Losses` counts every value that was not written, per source, and logs the
 first of each (source, measurement, field, reason) at WARNING.
@@ -40,6 +43,8 @@ KIND_NAMES: dict[str, str] = {
 
 _log = logging.getLogger("telemon.values")
 MAX_REMEMBERED = 10_000
+MAX_MEASUREMENTS = 20_000
+"""Measurements whose first-come types are kept (the least recently used go first)."""
 _DIGITS = re.compile(r"\d+")
 
 
@@ -52,10 +57,21 @@ class FieldTypes:
 
     def table(self, measurement: str) -> dict[str, str]:
         """The live kinds of one measurement (the encoder reads and fills it)."""
-        kinds = self._kinds.get(measurement)
+        tables = self._kinds
+        kinds = tables.pop(measurement, None)
         if kinds is None:
-            kinds = self._kinds[measurement] = {}
+            kinds = {}
+            if len(tables) >= MAX_MEASUREMENTS:
+                self._forget_least_used()
+        tables[measurement] = kinds  # the most recently used last
         return kinds
+
+    def _forget_least_used(self) -> None:
+        """Bounded memory: the first-come types of the measurements used least recently
+        go (a tenth at a time); declared types stay for good."""
+        undeclared = [m for m in self._kinds if m not in self._declared]
+        for measurement in undeclared[: max(1, len(undeclared) // 10)]:
+            del self._kinds[measurement]
 
     def declare(self, measurement: str, kinds: Mapping[str, str]) -> list[str]:
         """Fix `kinds`; answers the keys already declared with another kind (left unchanged)."""

@@ -177,6 +177,7 @@ class LineEncoder:
         self._ints_as_floats = self.options.integer_type == "float"
         self._omit_timestamp = self.options.omit_timestamp
         self.types = FieldTypes()
+        self._change: str | None = None  # how `_as_kind` changed the value it wrote
         self.losses = Losses()
         self._series: dict[_SeriesKey, _Series] = {}
         self._field_keys: dict[str, str] = {}
@@ -367,6 +368,9 @@ class LineEncoder:
             return None
         if known is None:
             kinds[key] = target
+        if self._change is not None:  # written, but not as given: said once, not counted
+            self.losses.note(measurement, key, self._change, counted=False)
+            self._change = None
         return text
 
     def _lost(self, measurement: str, key: str, reason: str) -> None:
@@ -404,6 +408,7 @@ class LineEncoder:
             cut = truncate_string(value)
             if cut is not value:
                 self.stats.strings_truncated += 1
+                self._change = f"string cut at {MAX_STRING_BYTES} bytes"
             return escape_string(cut)
         if kind == "b":
             kind, value = "i", int(value)
@@ -423,6 +428,7 @@ class LineEncoder:
             return None
         if not low <= value <= high:
             self.stats.ints_clamped += 1
+            self._change = f"{value} is out of range: written as {min(max(value, low), high)}"
             value = min(max(value, low), high)
         return f"{value}{suffix}"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from typing import Literal
@@ -76,6 +77,9 @@ def setup_logging(level: str = "info", log_format: LogFormat = "text") -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
+_DIGITS = re.compile(r"\d+")
+
+
 class OnceLogger:
     """Logs each distinct message once, so a failing field does not flood logs."""
 
@@ -86,9 +90,11 @@ class OnceLogger:
 
     def warning(self, message: str) -> None:
         """Log `message` at WARNING unless it was logged before."""
-        if message in self._seen:
+        # Numbers vary (a time, a count): one line per kind of message, not per value.
+        key = _DIGITS.sub("#", message)
+        if key in self._seen:
             return
         if len(self._seen) >= self._limit:
             self._seen.clear()
-        self._seen.add(message)
+        self._seen.add(key)
         self._logger.warning("%s", message)

@@ -493,3 +493,19 @@ async def test_lines_pushed_to_the_sink_reach_the_outputs_at_stop(tmp_path: Any)
     await agent.stop()
     spooled = b"".join(path.read_bytes() for path in tmp_path.rglob("*.lp"))
     assert b"relay value=42i" in spooled
+
+
+def test_the_field_type_table_is_bounded_and_keeps_what_is_in_use() -> None:
+    from telemon import fieldtypes
+    from telemon.lineprotocol import LineEncoder
+
+    encoder = LineEncoder()
+    encoder.declare("pharo", {"uptime": "i"})
+    assert encoder.admit("live", {"f": 1}) is None
+    for i in range(fieldtypes.MAX_MEASUREMENTS * 2):
+        assert encoder.admit(f"gone{i}", {"f": 1}) is None
+        if i % 1000 == 0:
+            assert encoder.admit("live", {"f": 2}) is None  # in use: stays locked
+    assert len(encoder.types._kinds) <= fieldtypes.MAX_MEASUREMENTS
+    assert encoder.admit("live", {"f": 1.5}) is not None  # still integer
+    assert encoder.admit("pharo", {"uptime": "x"}) is not None  # declared: never forgotten
