@@ -366,13 +366,9 @@ class _Reader:
     def read_all(self) -> tuple[list[ParsedLine], list[LineProtocolError]]:
         lines: list[ParsedLine] = []
         errors: list[LineProtocolError] = []
-        pos = 0
-        while pos < len(self.text):
-            parsed, end = self._next(pos, errors)
-            if parsed is not None:
-                lines.append(parsed)
-            self._advance(end)
-            pos = end
+        for some_lines, some_errors in self.read_batches(len(self.text) + 1):
+            lines += some_lines
+            errors += some_errors
         return lines, errors
 
     def read_batches(
