@@ -1,7 +1,9 @@
 """A pure, fast InfluxDB line-protocol encoder that never writes a bad line.
 
-No I/O, no clock, no logging: the encoder turns `Metric`s into text and
-counts what it had to drop or change in `EncoderStats`, which callers export.
+No I/O and no clock: the encoder turns `Metric`s into text, counts what it
+had to drop or change in `EncoderStats`, which callers export, and reports
+each value it did not write to `losses` (`telemon.fieldtypes.Losses`, which
+logs the first of each kind per source).
 
 Sanitizing names, keys and tag values (line protocol cannot carry them all):
 
