@@ -24,6 +24,7 @@ last write, so that write holds every collection). The HTTP app
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ __all__ = ["Agent", "Settings", "build_encoder"]
 # targets', the sink's and the outputs' status) are re-encoded at most this
 # often, or at once when a lazy target's `up` changes.
 SELF_METRICS_MAX_AGE_S = 1.0
+_log = logging.getLogger("telemon.agent")
 SELF_SOURCE = "telemon"
 SINK_SOURCE = "sink"
 
@@ -94,9 +96,16 @@ def build_encoder(config: Config) -> LineEncoder:
         )
     )
     encoder.declare("telemon_input", STATUS_FIELD_TYPES)
-    for _, input_config in config.inputs.configured():
+    for name, input_config in config.inputs.configured():
         for measurement, kinds in input_config.field_types().items():
-            encoder.declare(measurement, kinds)
+            for key in encoder.declare(measurement, kinds):
+                _log.warning(
+                    "input %s declares field %r of %r with another type than an input before"
+                    " it; the first declaration stands",
+                    name,
+                    key,
+                    measurement,
+                )
     return encoder
 
 

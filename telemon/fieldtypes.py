@@ -90,11 +90,6 @@ class FieldTypes:
         """True when an input declared this field's type."""
         return key in self._declared.get(measurement, ())
 
-    def kind(self, measurement: str, key: str) -> str | None:
-        """The field's fixed kind, if any."""
-        kinds = self._kinds.get(measurement)
-        return kinds.get(key) if kinds else None
-
 
 class Losses:
     """Values not written: counted per source, the first of each kind logged.
