@@ -9,23 +9,22 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import json
 import logging
 import signal
 import ssl
 import subprocess
 import sys
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
-from helpers import Clocks, free_port, require_executable, wait_until, wait_until_blocking
+from helpers import Clocks, free_port, require_executable, wait_until
 from influx import InfluxDB, _spawn, _wait_ready, write_config
+from victoria import VictoriaMetrics, run_victoria
 
 from telemon.config import ConfigError, parse_config
 from telemon.lineprotocol import EncoderOptions, LineEncoder
@@ -280,73 +279,19 @@ async def test_v1_self_metrics_and_lazy_lines_reach_influxdb(influxd: Influxd) -
 # --- VictoriaMetrics through the influxdb_v2 output ----------------------------------
 
 
-class VictoriaMetrics:
-    """victoria-metrics on a fixed port and data dir."""
-
-    def __init__(self, binary: str, directory: Path) -> None:
-        self.binary = binary
-        self.directory = directory
-        self.url = f"http://127.0.0.1:{free_port()}"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        log = (self.directory / "vm.log").open("ab")
-        self.process = subprocess.Popen(
-            [
-                self.binary,
-                f"-httpListenAddr={self.url.removeprefix('http://')}",
-                f"-storageDataPath={self.directory / 'data'}",
-                "-loggerLevel=ERROR",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
-        process = self.process
-
-        def healthy() -> bool:
-            assert process.poll() is None, (self.directory / "vm.log").read_text()
-            with urllib.request.urlopen(f"{self.url}/health", timeout=1) as response:
-                return bool(response.status == 200)
-
-        wait_until_blocking(
-            healthy, timeout=DEADLINE, what="victoria-metrics healthy", retry_on=(OSError,)
-        )
-
-    def force_flush(self) -> None:
-        """Make every sample received so far searchable (it buffers them for a moment)."""
-        with urllib.request.urlopen(f"{self.url}/internal/force_flush", timeout=5) as response:
-            assert response.status == 200
-
-    def kill(self) -> None:
-        # SIGTERM: on SIGKILL VictoriaMetrics loses the last second of samples it
-        # already acknowledged (kept in memory), which no client can prevent.
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait()
-
-    def stamps_ms(self, run: str) -> list[int]:
-        """Every stored sample's timestamp (ms) of outage_n for `run`, duplicates included."""
-        query = urllib.parse.urlencode({"match[]": f'outage_n{{run="{run}"}}'})
-        try:
-            with urllib.request.urlopen(f"{self.url}/api/v1/export?{query}", timeout=5) as resp:
-                text = resp.read().decode()
-        except OSError:
-            return []
-        return [t for line in text.splitlines() if line for t in json.loads(line)["timestamps"]]
-
-
 @pytest.fixture
 def victoria(tmp_path: Path) -> Iterator[VictoriaMetrics]:
-    binary = require_executable("victoria-metrics", "victoria-metrics")
-    (tmp_path / "vm").mkdir()
-    server = VictoriaMetrics(binary, tmp_path / "vm")
-    server.start()
-    try:
+    with run_victoria(tmp_path / "vm") as server:
         yield server
-    finally:
-        server.kill()
+
+
+async def stamps_ms(victoria: VictoriaMetrics, run: str) -> list[int]:
+    """Every stored sample's timestamp (ms) of outage_n for `run`, duplicates included."""
+    try:
+        exported = await victoria.export(f'outage_n{{run="{run}"}}')
+    except (OSError, aiohttp.ClientError, AssertionError):  # down, or not answering yet
+        return []
+    return [t for series in exported for t in series.timestamps_ms]
 
 
 async def test_v2_outage_and_restart_lose_nothing(
@@ -371,10 +316,12 @@ async def test_v2_outage_and_restart_lose_nothing(
     }
 
     async def stored() -> list[int]:
-        return await asyncio.to_thread(victoria.stamps_ms, run)
+        return await stamps_ms(victoria, run)
 
-    await outage_scenario(run, stamps, outputs, stored, victoria.kill, victoria.start)
-    await asyncio.to_thread(victoria.force_flush)  # a sample written twice is searchable now
+    # stop is a SIGTERM: on SIGKILL VictoriaMetrics loses the last second of samples it
+    # already acknowledged (kept in memory), which no client can prevent.
+    await outage_scenario(run, stamps, outputs, stored, victoria.stop, victoria.start)
+    await victoria.force_flush()  # a sample written twice is searchable now
     samples = await stored()
     assert sorted(set(samples)) == [s // 1_000_000 for s in stamps]  # nothing lost
     # Delivery is at least once: a batch the stopping server stored but never
