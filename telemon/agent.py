@@ -28,10 +28,12 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from types import TracebackType
 
 from telemon import __version__
 from telemon.auth import Credentials
+from telemon.catalog import Catalog
 from telemon.collector import STATUS_FIELD_TYPES, Collector, TargetState
 from telemon.config import Config
 from telemon.history import History
@@ -42,6 +44,7 @@ from telemon.lineprotocol import EncoderOptions, LineEncoder
 from telemon.metric import FieldValue, Metric
 from telemon.outputs import build_outputs
 from telemon.outputs.base import OutputRunner
+from telemon.promnames import PrometheusNames
 from telemon.sink import Sink
 
 __all__ = ["Agent", "Settings", "build_encoder"]
@@ -243,6 +246,11 @@ class Agent:
         """An output's push beside the polled collections: lazy targets, sink, self-metrics."""
         lazy = await self._lazy_lines()
         return b"".join([lazy, self._sink_lines(), self._self_lines_now()])
+
+    @cached_property
+    def prometheus_names(self) -> PrometheusNames:
+        """How fields are named in the Prometheus format (built at the first such scrape)."""
+        return PrometheusNames(Catalog.for_config(self.config), self.config.prometheus.naming)
 
     async def scrape_metrics(self) -> list[Metric]:
         """One HTTP scrape as metrics (for the Prometheus format)."""

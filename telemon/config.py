@@ -31,6 +31,7 @@ from pydantic import (
 from telemon.envsubst import SubstitutionError, substitute
 from telemon.inputs import InputContext, InputsConfig
 from telemon.outputs import OutputsConfig
+from telemon.promnames import Naming
 from telemon.schema import ConfigPath, Duration, Model, Tags, raise_problems, secret_or_file
 from telemon.sink import SinkConfig
 from telemon.tls import server_context
@@ -199,6 +200,7 @@ class PrometheusConfig(Model):
 
     timestamps: bool = False
     string_as_label: bool = False
+    naming: Naming = "prometheus"
 
 
 class Config(Model):

@@ -11,7 +11,9 @@ tests/test_docs.py fails when either file differs from what is assembled here.
 
 from __future__ import annotations
 
+from telemon.catalog import Catalog, meaning_of, unit_of
 from telemon.inputs import InputsConfig
+from telemon.promnames import PrometheusNames
 
 __all__ = [
     "README_BEGIN",
@@ -170,6 +172,13 @@ _HEAD = """\
   ## values then name new series whenever they change); by default string
   ## fields are left out.
   # string_as_label = false
+
+  ## How samples are named: "prometheus" follows Prometheus's conventions
+  ## (snake_case, base units: pharo fullGCTime in ms is
+  ## pharo_full_gc_time_seconds_total in seconds; `_total` on counters; HELP
+  ## says what each is); "telegraf" writes `<measurement>_<field>` with values
+  ## as they are, as Telegraf's outputs.prometheus_client does.
+  # naming = "prometheus"
 
 
 ## Accept line protocol pushed to telemon, as Telegraf's [[outputs.http]]
@@ -387,47 +396,6 @@ TAGS: dict[str, dict[str, str]] = {
 }
 """The tags each input writes, by measurement (`docker_container`: every `docker_container_*`)."""
 
-_UNITS: dict[str, dict[str, str]] = {
-    "process": {"pid": "id", "created_at": "ns since the epoch", "cpu_time_user": "s",
-                "cpu_time_system": "s", "cpu_usage": "%"},
-    "python": {"uptime": "ms"},
-    "cgroup": {"memory_usage_percent": "%", "cpu_quota_cores": "cores"},
-    "docker": {"memory_total": "bytes"},
-    "docker_container_status": {"pid": "id", "exitcode": "code", "started_at": "ns since the epoch",
-                                "finished_at": "ns since the epoch"},
-    "docker_container_blkio": {"io_time_recursive": "ms", "sectors_recursive": "sectors"},
-    "docker_container_cpu": {"usage_total": "ns", "usage_in_usermode": "ns",
-                             "usage_in_kernelmode": "ns", "usage_system": "ns"},
-    "telemon_input": {"up": "1 or 0"},
-    "telemon_output": {"up": "1 or 0"},
-    "telemon_sink": {"up": "1 or 0"},
-}  # fmt: skip
-"""Units the names do not tell (the others: see `_unit`)."""
-
-_COUNTS = ("fail", "pg", "periods", "count", "streak", "oom_kill", "dropped", "errors", "packets")
-
-
-def _unit(measurement: str, field: str, kind: str) -> str:
-    """A field's unit: declared in `_UNITS`, else told by its name; counts by default."""
-    explicit = _UNITS.get(measurement, {}).get(field)
-    if explicit is not None:
-        return explicit
-    if kind in ("s", "b"):
-        return "-"
-    if field.endswith("_ns") or "_time" in field and measurement.startswith("docker_container"):
-        return "ns"
-    if field.endswith("_ms"):
-        return "ms"
-    if field.endswith("_s"):
-        return "s"
-    if "percent" in field:
-        return "%"
-    if any(word in field for word in _COUNTS) or field.startswith(("io_", "n_", "pids_")):
-        return "bytes" if "bytes" in field else "count"
-    if "bytes" in field or field.startswith("memory") or measurement == "docker_container_mem":
-        return "bytes"
-    return "count"
-
 
 def _self_metric_kinds() -> dict[str, dict[str, str]]:
     """The self-metrics' fields and kinds, read from an agent (never started) that has
@@ -498,13 +466,19 @@ of cgroup, process, python and pharo.
 `[[inputs.fields]]` writes the measurement and fields you name, each field
 with the type of its first value (bool, int, float or string), and the tags
 you give.
+
+The Prometheus name is the sample's name in `/metrics?format=prometheus`
+(`[prometheus] naming = "prometheus"`, the default): snake_case, in base
+units (times in seconds, sizes in bytes, percentages as ratios), `_total` on
+counters. With `naming = "telegraf"` it is `<measurement>_<field>`, as
+Telegraf's `outputs.prometheus_client` writes it. String fields are not
+samples.
 """
 
 
 def measurements_reference() -> str:
     """docs/measurements.md: one section per measurement, its tags and its fields."""
-    from telemon.inputs.pharo_figures import FIGURES
-
+    names = PrometheusNames(Catalog.for_config())
     parts = [_MEASUREMENTS_HEAD]
     for measurement, (input_name, kinds) in declared_measurements().items():
         parts.append(f"\n## `{measurement}`\n\nWritten by: {input_name}.\n")
@@ -512,17 +486,12 @@ def measurements_reference() -> str:
         if tags:
             parts.append("\n| tag | value |\n|---|---|\n")
             parts.extend(f"| `{tag}` | {meaning} |\n" for tag, meaning in tags.items())
-        parts.append("\n| field | type | unit |" + (" meaning |" if measurement == "pharo" else ""))
-        parts.append("\n|---|---|---|" + ("---|" if measurement == "pharo" else "") + "\n")
+        parts.append("\n| field | type | unit | meaning | Prometheus name |\n")
+        parts.append("|---|---|---|---|---|\n")
         for field, kind in kinds.items():
-            if measurement == "pharo":
-                figure = FIGURES[field]
-                parts.append(f"| `{field}` | {_KIND_WORDS[kind]} | {figure.unit} "
-                             f"| {figure.meaning} |\n")  # fmt: skip
-            else:
-                parts.append(
-                    f"| `{field}` | {_KIND_WORDS[kind]} | {_unit(measurement, field, kind)} |\n"
-                )
+            unit, meaning = unit_of(measurement, field, kind), meaning_of(measurement, field)
+            name = f"`{names.family(measurement, field).name}`" if kind != "s" else "-"
+            parts.append(f"| `{field}` | {_KIND_WORDS[kind]} | {unit} | {meaning} | {name} |\n")
     return "".join(parts)
 
 

@@ -1,40 +1,42 @@
-"""The Prometheus text exposition format (0.0.4), named as Telegraf's prometheus_client names.
+"""The Prometheus text exposition format (0.0.4).
 
 Pure: no I/O, no clock. `render_prometheus` turns `Metric`s into one body:
 
-* A sample is named ``<measurement>_<field>``, or ``<measurement>`` for a field
-  named ``value``. Names and label names keep ``[a-zA-Z0-9_]`` (and ``:`` in
-  metric names); every other character becomes ``_``, ``_`` is trimmed at both
-  ends (as Telegraf does, which also keeps the reserved ``__`` prefix out), and
-  a name starting with a digit gets a leading ``_``.
+* Names, HELP texts and unit conversions are `promnames`' (Prometheus's
+  conventions from the `catalog`, or Telegraf's ``<measurement>_<field>``).
+  Names and label names keep ``[a-zA-Z0-9_]`` (and ``:`` in metric names);
+  every other character becomes ``_``, ``_`` is trimmed at both ends (as
+  Telegraf does, which also keeps the reserved ``__`` prefix out), and a name
+  starting with a digit gets a leading ``_``.
 * Tags are labels; empty tag values are left out (Prometheus reads an empty
   label as no label). Bools are 1/0; ints are written exactly; floats by
   repr; NaN and infinities are left out; string fields are left out, or with
   `string_as_label` become labels of every sample of their metric.
 * Each name gets ``# HELP`` and ``# TYPE`` once, before its samples, which are
   contiguous; a name + label set seen twice keeps the last value.
-* `COUNTERS` says which fields are cumulative (``counter``); the rest are
-  ``gauge``. Inputs declare theirs (`COUNTER_FIELDS` in their modules).
+* `COUNTERS` (in `catalog`) says which fields are cumulative (``counter``);
+  the rest are ``gauge``.
 
-`render_steps` gives the same bytes in steps (a generator: the caller lets
-others run between two steps), from each metric's sample text prepared once
-and kept in a `SampleCache` while the metric is served again: a scrape of a
-large store that did not change joins prepared text.
+`render_steps` gives the bytes in steps (a generator: the caller lets others
+run between two steps), from each metric's sample text prepared once and kept
+in a `SampleCache` while the metric is served again: a scrape of a large store
+that did not change joins prepared text.
 """
 
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 
-from telemon.inputs import InputsConfig
+from telemon.catalog import COUNTERS, is_counter
 from telemon.metric import FieldValue, Metric
+from telemon.promnames import PrometheusNames, label_name, metric_name
 
 __all__ = [
     "CONTENT_TYPE",
     "COUNTERS",
+    "PrometheusNames",
     "SampleCache",
     "is_counter",
     "label_name",
@@ -47,60 +49,10 @@ __all__ = [
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """What Prometheus and Telegraf's inputs.prometheus expect for the text format."""
 
-_SELF_COUNTERS: dict[str, tuple[str, ...]] = {
-    # telemon's own cumulative counts (`lines` is the last collection's count).
-    "telemon_input": (r"errors|collections",),
-    "telemon": (
-        r"scrapes",
-        r"lines_(written|dropped)",
-        r"fields_(nonfinite|type_conflict|unsupported|invalid_key)",
-        r"ints_clamped|strings_truncated",
-    ),
-}
-
-COUNTERS: dict[str, tuple[str, ...]] = {
-    # Inputs' counters apply to any measurement (pharo's and python's can be renamed).
-    "*": tuple(pattern for spec in InputsConfig.registry() for pattern in spec.counters),
-    **_SELF_COUNTERS,
-}
-"""Field-name patterns (matching the whole name) of monotonic fields, per measurement."""
-
-_COUNTER_PATTERNS = {
-    measurement: re.compile("|".join(f"(?:{p})" for p in patterns))
-    for measurement, patterns in COUNTERS.items()
-}
-_INVALID_NAME = re.compile(r"[^a-zA-Z0-9_:]")
-_INVALID_LABEL = re.compile(r"[^a-zA-Z0-9_]")
 _LABEL_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n"})
-_HELP_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n"})
 _OPENMETRICS = "application/openmetrics-text"
 
 Labels = tuple[tuple[str, str], ...]
-
-
-def is_counter(measurement: str, field_name: str) -> bool:
-    """True when `COUNTERS` lists the field as monotonic."""
-    for key in (measurement, "*"):
-        pattern = _COUNTER_PATTERNS.get(key)
-        if pattern is not None and pattern.fullmatch(field_name):
-            return True
-    return False
-
-
-def _sanitize(name: str, invalid: re.Pattern[str]) -> str:
-    name = invalid.sub("_", name).strip("_")
-    return "_" + name if name[:1].isdigit() else name
-
-
-def metric_name(measurement: str, field_name: str) -> str:
-    """``<measurement>_<field>`` (``value``: the measurement), sanitized; "" if nothing is left."""
-    raw = measurement if field_name == "value" else f"{measurement}_{field_name}"
-    return _sanitize(raw, _INVALID_NAME)
-
-
-def label_name(key: str) -> str:
-    """A tag key as a label name; "" if nothing is left."""
-    return _sanitize(key, _INVALID_LABEL)
 
 
 def format_value(value: FieldValue) -> str | None:
@@ -114,40 +66,26 @@ def format_value(value: FieldValue) -> str | None:
     return None
 
 
-@dataclass(slots=True)
-class _Family:
-    """The samples of one name, in first-seen order; a repeated label set keeps the last."""
-
-    help: str
-    type: str
-    samples: dict[Labels, tuple[str, int | None]] = field(default_factory=dict)
-
-
 def render_prometheus(
-    metrics: Iterable[Metric], *, timestamps: bool = False, string_as_label: bool = False
+    metrics: Sequence[Metric],
+    *,
+    timestamps: bool = False,
+    string_as_label: bool = False,
+    names: PrometheusNames | None = None,
 ) -> bytes:
     """The Prometheus text format for `metrics`; timestamps (ms) only when asked."""
-    families: dict[str, _Family] = {}
-    for metric in metrics:
-        labels = _labels(metric, string_as_label)
-        time_ms = metric.time_ns // 1_000_000 if timestamps and metric.time_ns is not None else None
-        for key, value in metric.fields.items():
-            text = format_value(value)
-            name = metric_name(metric.measurement, key)
-            if text is None or not name:
-                continue
-            family = families.get(name) or families.setdefault(name, _new_family(metric, key))
-            family.samples[labels] = (text, time_ms)
-    text = "".join(_family_text(name, family) for name, family in families.items())
-    return text.encode("utf-8", "replace")
+    steps = render_steps(
+        metrics, timestamps=timestamps, string_as_label=string_as_label, names=names
+    )
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            body: bytes = done.value
+            return body
 
 
-def _new_family(metric: Metric, key: str) -> _Family:
-    kind = "counter" if is_counter(metric.measurement, key) else "gauge"
-    return _Family(f"telemon metric {metric.measurement} field {key}", kind)
-
-
-def _labels(metric: Metric, string_as_label: bool) -> Labels:
+def _labels(metric: Metric, string_as_label: bool, names: PrometheusNames) -> Labels:
     """Sorted label pairs; a label name seen twice keeps the first value (tag keys sorted)."""
     pairs = sorted(metric.tags.items())
     if string_as_label:
@@ -156,29 +94,10 @@ def _labels(metric: Metric, string_as_label: bool) -> Labels:
         pairs = strings + pairs
     labels: dict[str, str] = {}
     for key, value in pairs:
-        name = label_name(key)
+        name = names.label(key)
         if name and value and name not in labels:
             labels[name] = value
     return tuple(sorted(labels.items()))
-
-
-def _family_text(name: str, family: _Family) -> str:
-    lines = [
-        f"# HELP {name} {family.help.translate(_HELP_ESCAPES)}\n",
-        f"# TYPE {name} {family.type}\n",
-    ]
-    for labels, (value, time_ms) in family.samples.items():
-        lines.append(_sample(name, labels, value, time_ms))
-    return "".join(lines)
-
-
-def _sample(name: str, labels: Labels, value: str, time_ms: int | None) -> str:
-    text = name
-    if labels:
-        inner = ",".join(f'{k}="{v.translate(_LABEL_ESCAPES)}"' for k, v in labels)
-        text += "{" + inner + "}"
-    suffix = f" {time_ms}" if time_ms is not None else ""
-    return f"{text} {value}{suffix}\n"
 
 
 # --- in steps, from prepared samples ------------------------------------------------------
@@ -192,10 +111,7 @@ garbage collector stops tracking them, so a large store's prepared samples do no
 lengthen its full collections (one took 380 ms at 100k series with an object per
 metric)."""
 
-NAMES_KEPT = 20_000
-"""(measurement, field) names and headers remembered (as the encoder's caches stop)."""
-
-_names: dict[tuple[str, str], tuple[str, str]] = {}
+_DEFAULT_NAMES = PrometheusNames()
 
 
 @dataclass
@@ -206,11 +122,11 @@ class SampleCache:
     new one when its series changes, a poll builds new ones): a metric met
     again with the same tags and fields objects and time is served as prepared.
     `held` keeps those metrics, tags and fields alive, so that no other object
-    takes their ids. Holds one rendering's metrics; the options they were
+    takes their ids. Holds one rendering's metrics; the options and names they were
     prepared with.
     """
 
-    options: tuple[bool, bool] = (False, False)
+    options: tuple[bool, bool, PrometheusNames | None] = (False, False, None)
     samples: dict[int, Prepared] = field(default_factory=dict)
     held: list[object] = field(default_factory=list)
 
@@ -222,6 +138,7 @@ def render_steps(
     string_as_label: bool = False,
     cache: SampleCache | None = None,
     step: int = 1000,
+    names: PrometheusNames | None = None,
 ) -> Generator[None, None, bytes]:
     """`render_prometheus`'s bytes, yielding after about every `step` samples.
 
@@ -229,7 +146,8 @@ def render_steps(
     this rendering's metrics (an abandoned rendering leaves it as it was).
     """
     cache = cache if cache is not None else SampleCache()
-    options = (timestamps, string_as_label)
+    names = names or _DEFAULT_NAMES
+    options = (timestamps, string_as_label, names)
     old = cache.samples if cache.options == options else {}
     prepared: dict[int, Prepared] = {}
     held: list[object] = []
@@ -239,7 +157,7 @@ def render_steps(
     for metric in metrics:
         entry = old.get(id(metric))
         if entry is None or not _same(entry, metric):
-            entry = _prepare(metric, timestamps, string_as_label)
+            entry = _prepare(metric, timestamps, string_as_label, names)
         if prepared.setdefault(id(metric), entry) is entry:
             held += (metric, metric.tags, metric.fields)
         braced, texts = entry[3], iter(entry[4])
@@ -275,37 +193,26 @@ def _same(entry: Prepared, metric: Metric) -> bool:
     )
 
 
-def _prepare(metric: Metric, timestamps: bool, string_as_label: bool) -> Prepared:
+def _prepare(
+    metric: Metric, timestamps: bool, string_as_label: bool, names: PrometheusNames
+) -> Prepared:
     """`metric`'s samples as `render_prometheus` writes them."""
-    labels = _labels(metric, string_as_label)
+    labels = _labels(metric, string_as_label, names)
     inner = ",".join(f'{k}="{v.translate(_LABEL_ESCAPES)}"' for k, v in labels)
     braced = "{" + inner + "}" if labels else ""
     time_ms = metric.time_ns // 1_000_000 if timestamps and metric.time_ns is not None else None
     suffix = f" {time_ms}\n" if time_ms is not None else "\n"
     samples: list[str] = []
     for key, value in metric.fields.items():
-        text = format_value(value)
-        if text is None:
+        if isinstance(value, str):
             continue
-        name, header = _name_and_header(metric.measurement, key)
-        if name:
-            samples += (name, f" {text}{suffix}", header)
+        family = names.family(metric.measurement, key)
+        if not family.name:
+            continue
+        text = format_value(value if isinstance(value, bool) else family.convert(value))
+        if text is not None:
+            samples += (family.name, f" {text}{suffix}", family.header)
     return id(metric.tags), id(metric.fields), metric.time_ns, braced, tuple(samples)
-
-
-def _name_and_header(measurement: str, key: str) -> tuple[str, str]:
-    """The sample name and its HELP and TYPE lines (remembered: few names recur)."""
-    found = _names.get((measurement, key))
-    if found is None:
-        if len(_names) >= NAMES_KEPT:
-            _names.clear()
-        name = metric_name(measurement, key)
-        family = _new_family(Metric(measurement), key)
-        header = (
-            f"# HELP {name} {family.help.translate(_HELP_ESCAPES)}\n# TYPE {name} {family.type}\n"
-        )
-        found = _names[(measurement, key)] = (name, header)
-    return found
 
 
 def wants_prometheus(format_param: str | None, accept: str | None) -> bool:

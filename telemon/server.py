@@ -152,6 +152,7 @@ async def metrics_handler(request: web.Request) -> web.Response:
             string_as_label=options.string_as_label,
             cache=cache,
             step=RENDER_STEP,
+            names=agent.prometheus_names,
         )
         body = await _unless_gone(request, _render_alone(lock, steps))
         response = await _respond(request, body, gzip=config.http.gzip)

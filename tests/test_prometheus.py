@@ -18,6 +18,7 @@ from telemon.config import parse_config
 from telemon.metric import FieldValue, Metric
 from telemon.prometheus import (
     CONTENT_TYPE,
+    PrometheusNames,
     is_counter,
     label_name,
     metric_name,
@@ -51,9 +52,13 @@ def parse(body: bytes) -> tuple[dict[str, str], list[Sample]]:
     return types, samples
 
 
+TELEGRAF_NAMES = PrometheusNames(naming="telegraf")
+
+
 def render(*metrics: Metric, **options: Any) -> str:
-    """The rendered text, checked to be well-formed."""
-    body = render_prometheus(metrics, **options)
+    """The rendered text with Telegraf's naming (tests/test_prometheus_names.py has
+    Prometheus's), checked to be well-formed."""
+    body = render_prometheus(metrics, names=TELEGRAF_NAMES, **options)
     text = body.decode("utf-8")
     assert text == "" or text.endswith("\n")
     parse(body)

@@ -36,8 +36,7 @@ def own_samples(body: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float
     samples = {}
     for family in text_string_to_metric_families(body):
         for s in family.samples:
-            name = s.name.removesuffix("_total") if family.type == "counter" else s.name
-            samples[(name, frozenset(s.labels.items()))] = float(s.value)
+            samples[(s.name, frozenset(s.labels.items()))] = float(s.value)
     return samples
 
 
@@ -86,9 +85,10 @@ async def test_prometheus_scrapes_telemon(
     assert not any(name == "e2e_s" for name, _ in stored)
 
     async def self_metrics_counted() -> bool:
-        (scrapes,) = await prometheus.query('telemon_scrapes{job="telemon"}')
+        (scrapes,) = await prometheus.query('telemon_scrapes_total{job="telemon"}')
         assert 2 <= float(scrapes["value"][1]) <= agent.scrapes
-        (kind,) = (await prometheus.api("metadata", metric="telemon_scrapes"))["telemon_scrapes"]
+        metadata = await prometheus.api("metadata", metric="telemon_scrapes_total")
+        (kind,) = metadata["telemon_scrapes_total"]
         assert kind["type"] == "counter"
         return True
 

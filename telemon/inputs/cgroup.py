@@ -265,5 +265,8 @@ limit). Nothing needs the Docker API, so it works in any container.
 
 # Its cumulative fields (cpu_*_ns, io_*) have never been typed counters in the
 # Prometheus exposition; adding them would change what scrapers see.
-COUNTER_FIELDS: tuple[str, ...] = ()
+COUNTER_FIELDS: tuple[str, ...] = (
+    r"cpu_(usage|user|system|throttled)_ns|cpu_(throttled_)?periods",
+    r"io_(read|write)_bytes|io_(reads|writes)|memory_(failcnt|oom_kill)",
+)
 """Patterns of this input's cumulative field names (in any measurement: it can be renamed)."""

@@ -590,5 +590,11 @@ lines join the container's own: `container_name` is the same tag on both.
 """  # noqa: E501 - a markdown table row is one line
 """This input's part of the README's input reference (markdown)."""
 
-COUNTER_FIELDS: tuple[str, ...] = (r"(rx|tx)_(bytes|packets|errors|dropped)",)
+COUNTER_FIELDS: tuple[str, ...] = (
+    r"(rx|tx)_(bytes|packets|errors|dropped)",
+    r"usage_(total|in_usermode|in_kernelmode|system)|throttling_(throttled_)?periods",
+    r"throttling_throttled_time|(total_)?(pgfault|pgmajfault|pgpgin|pgpgout)|fail_count",
+    r"io_(service_bytes|serviced|service_time|merged)_recursive_\w+|io_wait_time_\w+",
+    r"io_time_recursive|sectors_recursive|restart_count",
+)
 """Patterns of this input's cumulative field names (in any measurement, as they always were)."""

@@ -35,7 +35,7 @@ __all__ = [
     "norm",
 ]
 
-Unit = Literal["ms", "bytes", "count", "ratio", "µs clock", "ms clock", "id"]
+Unit = Literal["ms", "bytes", "count", "ratio", "µs since 1901", "ms clock", "id"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +153,7 @@ _FIGURE_LIST: tuple[Figure, ...] = (
     _i("idleTime", _TIME, "time idle since start-up", P(16, micro=True)),
     _i("compactionTime", _TIME, "time in the compaction phase of full GCs", 18),
     _i("scavengeThreshold", _SIZE, "scavenge threshold (effective eden size)", 19),
-    _i("startMicroseconds", "µs clock", "UTC microseconds since 1901 when the VM started", 20),
+    _i("startMicroseconds", "µs since 1901", "when the VM started (UTC)", 20),
     _same("rootTableSize", _COUNT, "root table size", 21),
     _same("rootTableOverflows", _COUNT, "root table overflows since start-up", 22),
     _same("extraVMMemory", _SIZE, "extra VM memory reserved", 23),
