@@ -145,7 +145,11 @@ class PrometheusNames:
         kind = "counter" if counter else "gauge"
         if self.naming == "telegraf":
             name = metric_name(measurement, field_name)
-            help_text = f"telemon metric {measurement} field {field_name}"
+            help_text = (
+                _help(measurement, field_name, info, _AS_IS)
+                if info.meaning
+                else f"telemon metric {measurement} field {field_name}"
+            )
             return Family(name, _header(name, help_text, kind))
         conversion = _CONVERSIONS.get(info.unit, _AS_IS)
         name = _prometheus_name(measurement, field_name, conversion.suffix, counter)

@@ -112,6 +112,7 @@ def test_telegraf_naming_writes_fields_as_they_are() -> None:
     metric = Metric("pharo", {"hostName": "a"}, {"fullGCTime": 1500})
     body = render_prometheus([metric], names=names).decode()
     assert "# TYPE pharo_fullGCTime counter\n" in body
+    assert "# HELP pharo_fullGCTime Time in full GCs since start-up, in ms (" in body
     assert body.endswith('pharo_fullGCTime{hostName="a"} 1500\n')
 
 
