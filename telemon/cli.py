@@ -198,6 +198,12 @@ def _simulate_options(simulate: argparse.ArgumentParser) -> None:
         "--vm", choices=("spur", "classic"), default="spur",
         help="Spur (Pharo 5+) or classic (pre-Spur) VMs (default spur)",
     )
+    simulate.add_argument(
+        "--condition", choices=("healthy", "leak", "gc_storm", "down"), default="healthy",
+        help="every VM's condition from the start (default healthy): leak (live data +60 MiB"
+        " a minute), gc_storm (a full GC every 0.4-0.8 s, GC about 65%% of the time), down"
+        " (503 to every data request); switch one VM's with POST /<n>/condition?condition=NAME",
+    )
 
 
 def _load(args: argparse.Namespace) -> Config:
@@ -349,7 +355,8 @@ def _simulate(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     try:
         run_simulator(
-            *address, fmt=args.format, fault=args.fault, vms=args.vms, seed=args.seed, vm=args.vm
+            *address, fmt=args.format, fault=args.fault, vms=args.vms, seed=args.seed, vm=args.vm,
+            condition=args.condition,
         )
     except ValueError as exc:
         print(f"telemon simulate: {exc}", file=sys.stderr)

@@ -5,6 +5,11 @@ and `/vm/report`; VM n (0 <= n < vms) at the same paths under `/<n>/`.
 `?fault=NAME` (or the `fault` option, for every request) makes a request
 misbehave; see `FAULTS`. Every VM is a Spur VM unless `vm="classic"` (or its
 index is in `classic_vms`): then it serves a classic VM's figures.
+
+A VM's condition (`conditions`: healthy, leak, gc_storm, down) is switched at
+runtime with `POST /condition?condition=NAME` (VM 0) or `POST /<n>/condition`
+(the name may be the body instead); `GET` of those paths answers it. A VM
+`down` answers every data request 503.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
+from telemon.simulator.conditions import CONDITIONS, DOWN, HEALTHY, Condition, parse_condition
 from telemon.simulator.faults import FAULTS, deliver, error_page, pause
 from telemon.simulator.render import (
     CONTENT_TYPES,
@@ -42,6 +48,7 @@ from telemon.simulator.snapshot import (
 from telemon.simulator.vm import SimulatedVM
 
 __all__ = [
+    "CONDITION_PATH",
     "ENDPOINTS",
     "SIMULATOR_KEY",
     "Fleet",
@@ -62,6 +69,9 @@ ENDPOINTS = {
 }
 """Path (under `/` for VM 0 or `/<n>` for VM n) -> format served there."""
 HEALTH_PATH = "/healthz"
+CONDITION_PATH = "/condition"
+"""Under `/` or `/<n>`: GET answers the VM's condition, POST switches it."""
+MAX_CONDITION_BODY = 256
 MIB = 1024 * 1024
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -70,7 +80,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class Fleet:
     """The simulated VMs, each with its own seed and age, created on first request.
 
-    Each is a `vm` VM, but those whose index is in `classic_vms` are classic.
+    Each is a `vm` VM, but those whose index is in `classic_vms` are classic;
+    each starts in `condition`.
     """
 
     def __init__(
@@ -83,11 +94,13 @@ class Fleet:
         parameter_count: int = MODERN_PARAMETER_COUNT,
         vm: VMKind = SPUR,
         classic_vms: Collection[int] = (),
+        condition: str = HEALTHY,
     ) -> None:
         if count < 1:
             raise ValueError("a fleet needs at least one VM")
         if vm not in VM_KINDS:
             raise ValueError(f"unknown vm {vm!r}; one of {', '.join(VM_KINDS)}")
+        self.condition = parse_condition(condition)
         self.count = count
         self.seed = seed
         self.clock = clock
@@ -113,6 +126,7 @@ class Fleet:
                 parameter_count=self.parameter_count,
                 booted_at_us=int(booted_at_s * 1e6),
                 vm=self.kind_of(index),
+                condition=self.condition,
             )
             self._vms[index] = vm
         return vm
@@ -128,6 +142,16 @@ class Fleet:
     def restart(self, index: int) -> None:
         """Restart VM `index` now: uptime and counters from zero."""
         self.vm(index).restart(self.clock())
+
+    def condition_of(self, index: int) -> Condition:
+        """VM `index`'s condition now."""
+        return self.vm(index).condition
+
+    def set_condition(self, index: int, condition: str) -> Condition:
+        """VM `index` is in `condition` from now on (ValueError if unknown); answers it."""
+        vm = self.vm(index)
+        vm.set_condition(condition, self.clock())
+        return vm.condition
 
 
 class Simulator:
@@ -190,13 +214,15 @@ def create_simulator_app(
     wall_clock: Callable[[], float] = time.time,
     vm: VMKind = SPUR,
     classic_vms: Collection[int] = (),
+    condition: str = HEALTHY,
 ) -> web.Application:
     """The simulator app; `fmt` makes `/` (and `/<n>/`) serve that format instead of the index.
 
     `fault` applies to every data request (`?fault=none` lifts it for one);
     `parameter_count=40` emulates an older VM's `getParameters`; `vm="classic"`
     makes every VM, `classic_vms` those VMs, a classic VM; the report's lines
-    end with `report_newline`, by default CR for a classic VM and LF for Spur.
+    end with `report_newline`, by default CR for a classic VM and LF for Spur;
+    every VM starts in `condition` (one of `CONDITIONS`).
     """
     fleet = Fleet(
         vms,
@@ -206,11 +232,17 @@ def create_simulator_app(
         parameter_count=parameter_count,
         vm=vm,
         classic_vms=classic_vms,
+        condition=condition,
     )
     app = web.Application()
     app[SIMULATOR_KEY] = Simulator(
-        fleet, fmt=fmt, fault=fault, delay=delay, huge_size=huge_size,
-        app_measurement=app_measurement, report_newline=report_newline,
+        fleet,
+        fmt=fmt,
+        fault=fault,
+        delay=delay,
+        huge_size=huge_size,
+        app_measurement=app_measurement,
+        report_newline=report_newline,
     )
     for path, format_name in ENDPOINTS.items():
         handler = _data_handler(format_name)
@@ -220,6 +252,9 @@ def create_simulator_app(
     app.router.add_get("/", root)
     app.router.add_get(r"/{vm:\d+}", root)
     app.router.add_get(r"/{vm:\d+}/", root)
+    for prefix in ("", r"/{vm:\d+}"):
+        app.router.add_get(prefix + CONDITION_PATH, _get_condition)
+        app.router.add_post(prefix + CONDITION_PATH, _post_condition)
     app.router.add_get(HEALTH_PATH, _health)
     app.on_shutdown.append(_stop_waiting)
     app.cleanup_ctx.append(_warm_up_ctx)
@@ -247,15 +282,21 @@ async def _stop_waiting(app: web.Application) -> None:
     app[SIMULATOR_KEY].stopping.set()
 
 
+def _vm_index(request: web.Request) -> int:
+    """The VM a path names (`/<n>/...`, else 0); 404 beyond the fleet."""
+    index = int(request.match_info.get("vm", "0"))
+    count = request.app[SIMULATOR_KEY].fleet.count
+    if index >= count:
+        raise web.HTTPNotFound(text=f"no VM {index}: this simulator runs VMs 0-{count - 1}\n")
+    return index
+
+
 def _data_handler(fmt: str | None) -> Handler:
     """A handler serving `fmt` (None: the app's format, else the index page)."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
         simulator = request.app[SIMULATOR_KEY]
-        index = int(request.match_info.get("vm", "0"))
-        count = simulator.fleet.count
-        if index >= count:
-            raise web.HTTPNotFound(text=f"no VM {index}: this simulator runs VMs 0-{count - 1}\n")
+        index = _vm_index(request)
         chosen = fmt or simulator.fmt
         if chosen is None:
             return _index(simulator, index)
@@ -271,6 +312,8 @@ async def _serve(
     if fault not in FAULTS:
         raise web.HTTPBadRequest(text=f"unknown fault {fault!r}; one of {', '.join(FAULTS)}\n")
     simulator.requests += 1
+    if simulator.fleet.condition_of(index) == DOWN:
+        raise web.HTTPServiceUnavailable(text=f"pharo-{index} is down (condition {DOWN})\n")
     if fault == "hang":
         await pause(request, simulator.stopping, None)
         raise web.HTTPServiceUnavailable()
@@ -302,6 +345,42 @@ def _number(request: web.Request, name: str, default: float) -> float:
     return value
 
 
+async def _get_condition(request: web.Request) -> web.Response:
+    """The VM's condition, one word on a line."""
+    index = _vm_index(request)
+    return web.Response(text=f"{request.app[SIMULATOR_KEY].fleet.condition_of(index)}\n")
+
+
+async def _post_condition(request: web.Request) -> web.Response:
+    """Switch the VM's condition to `?condition=NAME` or the body's NAME; answers it."""
+    index = _vm_index(request)
+    text = request.query.get("condition")
+    if text is None:
+        text = await _condition_body(request)
+    try:
+        condition = request.app[SIMULATOR_KEY].fleet.set_condition(index, text)
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text=f"{exc}\n") from None
+    _log.info("VM %d: condition %s", index, condition)
+    return web.Response(text=f"{condition}\n")
+
+
+async def _condition_body(request: web.Request) -> str:
+    """The body's condition name (`NAME` or `condition=NAME`), read no further than a name."""
+    body = await request.content.read(MAX_CONDITION_BODY + 1)
+    text = body.decode("utf-8", "replace").strip()
+    if not text:
+        raise web.HTTPBadRequest(
+            text=f"no condition: give ?condition=NAME or NAME as the body;"
+            f" one of {', '.join(CONDITIONS)}\n"
+        )
+    if len(body) > MAX_CONDITION_BODY:
+        raise web.HTTPBadRequest(
+            text=f"the body is longer than a condition's name; one of {', '.join(CONDITIONS)}\n"
+        )
+    return text.removeprefix("condition=")
+
+
 async def _health(request: web.Request) -> web.Response:
     """Alive; never subject to faults."""
     return web.Response(text="ok\n")
@@ -316,6 +395,9 @@ def _index(simulator: Simulator, index: int) -> web.Response:
     page = _INDEX.format(
         index=index,
         kind=simulator.fleet.kind_of(index),
+        condition=simulator.fleet.condition_of(index),
+        condition_path=f"{prefix}{CONDITION_PATH}",
+        conditions=", ".join(CONDITIONS),
         count=simulator.fleet.count,
         last=simulator.fleet.count - 1,
         links=links,
@@ -327,7 +409,7 @@ def _index(simulator: Simulator, index: int) -> web.Response:
 
 _INDEX = """<!doctype html>
 <html><head><meta charset="utf-8"><title>telemon simulator</title></head>
-<body><h1>Simulated Pharo VM {index} ({kind})</h1>
+<body><h1>Simulated Pharo VM {index} ({kind}, {condition})</h1>
 <ul>{links}</ul>
 <p>{count} VM(s): VM n (0 to {last}) answers the same paths under <code>/n/</code>,
 e.g. <code>/{last}/metrics</code>; the paths without a prefix are VM 0.
@@ -336,6 +418,9 @@ e.g. <code>/{last}/metrics</code>; the paths without a prefix are VM 0.
 (<code>slow</code> takes <code>&amp;delay=SECONDS</code>, <code>huge</code>
 <code>&amp;size=BYTES</code>; <code>?client=NAME</code> keys the report's
 "Since last view").</p>
+<p>Make it ill with <code>POST {condition_path}?condition=NAME</code>
+(or NAME as the body): {conditions}; <code>GET {condition_path}</code>
+answers its condition. A VM <code>down</code> answers 503.</p>
 </body></html>
 """
 
@@ -366,10 +451,11 @@ def run_simulator(
     vms: int,
     seed: int,
     vm: VMKind = SPUR,
+    condition: str = HEALTHY,
 ) -> None:
     """`telemon simulate`: serve until interrupted."""
-    app = create_simulator_app(vms=vms, seed=seed, fmt=fmt, fault=fault, vm=vm)
-    _log.info("simulating %d %s Pharo VM(s) on http://%s:%d/", vms, vm, listen_host, port)
-    web.run_app(
-        app, host=listen_host, port=port, print=None, access_log=None, shutdown_timeout=2.0
+    app = create_simulator_app(vms=vms, seed=seed, fmt=fmt, fault=fault, vm=vm, condition=condition)
+    _log.info(
+        "simulating %d %s Pharo VM(s), %s, on http://%s:%d/", vms, vm, condition, listen_host, port
     )
+    web.run_app(app, host=listen_host, port=port, print=None, access_log=None, shutdown_timeout=2.0)

@@ -4,13 +4,18 @@ Spur by default; ``vm="classic"`` answers a classic (pre-Spur) VM's 40
 parameters instead, in their meanings (end addresses, allocation counts,
 GC times in microseconds: see `classic_parameters`).
 
-Pure and deterministic: the state depends only on the seed and on the clock
-values handed to `advance`; nothing here sleeps or reads a clock.
+A VM has a condition (see `conditions`): healthy, or leaking, or in a GC
+storm, switched with `set_condition` from a given clock value on.
+
+Pure and deterministic: the state depends only on the seed, the condition
+switches and the clock values handed to `advance`; nothing here sleeps or
+reads a clock.
 
     vm = SimulatedVM(seed=7, now=0.0, uptime=3600.0)
     vm.advance(10.0)
     snapshot = vm.snapshot()      # a frozen VMSnapshot
     snapshot.parameters()         # what `Smalltalk vm getParameters` answers
+    vm.set_condition("leak", 20.0)
 """
 
 from __future__ import annotations
@@ -19,6 +24,20 @@ import math
 import random
 from dataclasses import dataclass
 
+from telemon.simulator.conditions import (
+    GC_STORM,
+    GC_STORM_PERIOD_S,
+    GC_STORM_SHARE,
+    HEALTHY,
+    LEAK,
+    LEAK_BYTES_PER_S,
+    LEAK_CHURN_BYTES_PER_S,
+    LEAK_FLOATING,
+    LEAK_HEADROOM,
+    LEAK_MAX_GC_SHARE,
+    Condition,
+    parse_condition,
+)
 from telemon.simulator.snapshot import (
     CLASSIC,
     COUNTER_PARAMETERS,
@@ -109,7 +128,8 @@ class SimulatedVM:
 
     `booted_at_us` is parameter 20, the boot time in UTC microseconds since
     1901; `parameter_count=40` emulates an older VM's shorter `getParameters`;
-    `vm="classic"` a classic VM (40 parameters unless fewer are asked for).
+    `vm="classic"` a classic VM (40 parameters unless fewer are asked for);
+    `condition` applies from `now` on (the VM was healthy before).
     """
 
     # The state, set by _boot.
@@ -127,8 +147,12 @@ class SimulatedVM:
     _old_size: int
     _segments: int
     _next_full_gc: float
+    _last_full_gc: float  # uptime (s)
     _jitted: float
     _entities: float
+    _condition: Condition
+    _storm_last: float  # uptime (s) of the storm's last full GC
+    _storm_next: float
 
     def __init__(
         self,
@@ -139,6 +163,7 @@ class SimulatedVM:
         parameter_count: int = MODERN_PARAMETER_COUNT,
         booted_at_us: int = DEFAULT_BOOT_US,
         vm: VMKind = SPUR,
+        condition: Condition = HEALTHY,
     ) -> None:
         if not 1 <= parameter_count <= MODERN_PARAMETER_COUNT:
             raise ValueError(f"parameter_count must be 1..{MODERN_PARAMETER_COUNT}")
@@ -151,9 +176,27 @@ class SimulatedVM:
         )
         self.restarts = 0
         self._profile = _Profile.draw(random.Random(f"telemon-sim:{seed}:profile"))
+        self._condition = HEALTHY
         self._boot(now - uptime, booted_at_us)
         # Coarse steps: a fleet of 1,000 VMs is created in about a second.
         self._advance(now, WARMUP_STEPS)
+        # Not during the warm-up: 12 hours of a leak would be a 40 GiB heap.
+        self.set_condition(condition, now)
+
+    @property
+    def condition(self) -> Condition:
+        """What ails the VM now (see `conditions`)."""
+        return self._condition
+
+    def set_condition(self, condition: str, now: float) -> None:
+        """Run up to clock value `now` as before, then on as `condition`.
+
+        Counters carry on; ValueError (one line) for an unknown condition.
+        """
+        chosen = parse_condition(condition)
+        self.advance(now)
+        self._condition = chosen
+        self._begin_condition()
 
     def advance(self, now: float) -> None:
         """Run the VM up to clock value `now` (seconds); earlier values are ignored."""
@@ -180,14 +223,16 @@ class SimulatedVM:
         values.update({n: int(v) for n, v in self._counters.items()})
         values.update(self._gauges)
         young = int(self._eden_used) + self._survivors
-        values.update({
-            P.OLD_SPACE: self._old_size,
-            P.YOUNG_SPACE: young,
-            P.MEMORY: self._old_size + NEW_SPACE_SIZE,
-            P.FREE_OLD_SPACE: self._old_size - math.ceil(self._old_used),
-            P.SEGMENTS: self._segments,
-            P.JITTED_METHODS: int(self._jitted),
-        })
+        values.update(
+            {
+                P.OLD_SPACE: self._old_size,
+                P.YOUNG_SPACE: young,
+                P.MEMORY: self._old_size + NEW_SPACE_SIZE,
+                P.FREE_OLD_SPACE: self._old_size - math.ceil(self._old_used),
+                P.SEGMENTS: self._segments,
+                P.JITTED_METHODS: int(self._jitted),
+            }
+        )
         entities = int(self._entities)
         spur = tuple(
             values.get(n, None if n in NIL_PARAMETERS else 0)
@@ -230,9 +275,19 @@ class SimulatedVM:
         self._next_full_gc = p.live_base * (1 + GC_GROWTH_RATIO)
         self._jitted = 0.0
         self._entities = self._rng.uniform(100, 5000)
+        self._last_full_gc = 0.0
         # Loading and starting an image does a full GC or two.
         for _ in range(self._rng.randint(1, 2)):
             self._full_gc(0.0)
+        self._begin_condition()  # a restarted image is ill the same way
+
+    def _begin_condition(self) -> None:
+        if self._condition == LEAK:
+            # Old space is only ever a little larger than the live data: full from now on.
+            self._next_full_gc = min(self._next_full_gc, self._old_used + LEAK_HEADROOM)
+        elif self._condition == GC_STORM:
+            self._storm_last = self._t
+            self._storm_next = self._t + self._rng.uniform(*GC_STORM_PERIOD_S)
 
     def _advance(self, now: float, max_steps: int) -> None:
         """Simulate up to `now` in steps of at most a second, fewer and longer for long gaps."""
@@ -250,43 +305,74 @@ class SimulatedVM:
 
     def _step(self, dt: float) -> None:
         """`dt` seconds of activity, ending at `self._t`."""
-        rng, p = self._rng, self._profile
+        rng, p, c = self._rng, self._profile, self._counters
+        busy, idle = c[P.FULL_GC_TIME] + c[P.INCR_GC_TIME], c[P.IDLE_MICROSECONDS]
         allocated = p.alloc_rate * dt * rng.uniform(0.5, 1.5)
-        self._counters[P.BYTES_ALLOCATED] += allocated
+        c[P.BYTES_ALLOCATED] += allocated
         scavenges, self._eden_used = divmod(self._eden_used + allocated, SCAVENGE_AT)
         if scavenges:
             self._scavenge(int(scavenges), dt)
         self._schedule(dt)
         self._compile(dt)
         self._entities += rng.uniform(0, 2 * p.entity_rate * dt)
+        if self._condition in (LEAK, GC_STORM):
+            if self._condition == LEAK:
+                self._leak(dt)
+            else:
+                self._storm()
+            # A VM busy collecting garbage is idle less.
+            gc_us = (c[P.FULL_GC_TIME] + c[P.INCR_GC_TIME] - busy) * 1000
+            c[P.IDLE_MICROSECONDS] = min(c[P.IDLE_MICROSECONDS], idle + max(0.0, dt * 1e6 - gc_us))
+
+    def _leak(self, dt: float) -> None:
+        """Leaked objects survive their scavenges into old space, with some churn."""
+        rng, c = self._rng, self._counters
+        leaked = LEAK_BYTES_PER_S * dt * rng.uniform(0.8, 1.2)
+        churn = LEAK_CHURN_BYTES_PER_S * dt * rng.uniform(0.8, 1.2)
+        c[P.BYTES_ALLOCATED] += leaked + churn
+        c[P.TENURE_COUNT] += (leaked + churn) / self._profile.object_size
+        self._tenure(leaked + churn, dt, retained=leaked / (leaked + churn))
+
+    def _storm(self) -> None:
+        """The full GCs of a storm due by now, each taking its share of the time since the last."""
+        while self._storm_next <= self._t:
+            pause_s = (self._storm_next - self._storm_last) * self._rng.uniform(*GC_STORM_SHARE)
+            self._storm_last = self._storm_next
+            self._storm_next += self._rng.uniform(*GC_STORM_PERIOD_S)
+            self._full_gc(self._t - self._storm_last, pause_ms=pause_s * 1000, at=self._storm_last)
 
     def _scavenge(self, n: int, dt: float) -> None:
         rng, p, c = self._rng, self._profile, self._counters
         c[P.INCR_GCS] += n
         c[P.INCR_GC_TIME] += n * p.scavenge_ms * rng.uniform(0.7, 1.3)
         self._survivors = rng.randrange(SURVIVOR_SPACE // 8, SURVIVOR_SPACE) // 8 * 8
-        self._gauges.update({
-            P.LAST_INCR_GC_TIME: max(0, round(rng.gauss(p.scavenge_ms, p.scavenge_ms / 3))),
-            P.SURVIVOR_COUNT: self._survivors // p.object_size,
-            P.ROOT_ENTRIES_LAST_GC: rng.randrange(50, 2000),
-            P.REMEMBERED_OLD: rng.randrange(100, 4000),
-        })
+        self._gauges.update(
+            {
+                P.LAST_INCR_GC_TIME: max(0, round(rng.gauss(p.scavenge_ms, p.scavenge_ms / 3))),
+                P.SURVIVOR_COUNT: self._survivors // p.object_size,
+                P.ROOT_ENTRIES_LAST_GC: rng.randrange(50, 2000),
+                P.REMEMBERED_OLD: rng.randrange(100, 4000),
+            }
+        )
         tenured = n * p.tenured_per_scavenge * rng.uniform(0.5, 1.5)
         c[P.TENURE_COUNT] += tenured / p.object_size
         self._gc_finished(dt)
-        self._tenure(tenured, dt)
+        self._tenure(tenured, dt, retained=p.retained)
 
-    def _tenure(self, tenured: float, dt: float) -> None:
-        """Move survivors to old space, growing it, and full-GC at the growth ratio."""
+    def _tenure(self, tenured: float, dt: float, *, retained: float) -> None:
+        """Move survivors to old space (`retained` of them stay live), growing it, and
+        full-GC at the growth ratio (leaking: when it is full)."""
+        total, start = tenured, self._t - dt
         while tenured > 0:
             chunk = min(tenured, max(self._next_full_gc - self._old_used, 1.0))
             tenured -= chunk
             self._old_used += chunk
-            self._old_live += chunk * self._profile.retained
+            self._old_live += chunk * retained
             if self._old_used > self._old_size:
                 self._grow()
             if self._old_used >= self._next_full_gc:
-                self._full_gc(dt)
+                # Tenuring goes on evenly through the step: the GC comes this far into it.
+                self._full_gc(dt, at=start + dt * (1 - tenured / total))
 
     def _grow(self) -> None:
         self._old_size = _round_up(self._old_used + GROW_HEADROOM)
@@ -297,30 +383,59 @@ class SimulatedVM:
             pause, self._gauge(P.SEGMENT_ALLOCATION_MAX_PAUSE)
         )
 
-    def _full_gc(self, dt: float) -> None:
+    def _full_gc(self, dt: float, pause_ms: float | None = None, at: float | None = None) -> None:
+        """A full GC at uptime `at` (default now), taking `pause_ms` (default: by heap size)."""
         rng, p, c = self._rng, self._profile, self._counters
         ms = self._old_used / MIB * p.full_gc_ms_per_mib * rng.uniform(0.8, 1.25)
+        at = self._t if at is None else at
+        if pause_ms is not None:
+            ms = pause_ms
+        elif self._condition == LEAK:
+            # Hours into a leak, marking gigabytes would take longer than the time between
+            # full GCs: the model does not slow the leak down, so it caps the pauses.
+            ms = min(ms, LEAK_MAX_GC_SHARE * max(0.0, at - self._last_full_gc) * 1000)
+        self._last_full_gc = at
         c[P.FULL_GCS] += 1
         c[P.FULL_GC_TIME] += ms
         c[P.FULL_GC_MARK_TIME] += ms * 0.6
         c[P.FULL_GC_SWEEP_TIME] += ms * 0.25
         c[P.COMPACTION_TIME] += ms * 0.15
         objects = int(self._old_used / p.object_size)
-        self._gauges.update({
-            P.MARK_ITERATIONS: objects,
-            P.SWEEP_ITERATIONS: objects,
-            P.FORWARD_ITERATIONS: objects // 3,
-            P.COMPACT_ITERATIONS: objects // 4,
-            P.MARKED_ROOTS: rng.randrange(1000, 20000),
-        })
-        self._old_used = self._old_live * rng.uniform(1.0, 1.04)
-        self._next_full_gc = self._old_used * (1 + GC_GROWTH_RATIO)
+        self._gauges.update(
+            {
+                P.MARK_ITERATIONS: objects,
+                P.SWEEP_ITERATIONS: objects,
+                P.FORWARD_ITERATIONS: objects // 3,
+                P.COMPACT_ITERATIONS: objects // 4,
+                P.MARKED_ROOTS: rng.randrange(1000, 20000),
+            }
+        )
         self._eden_used = 0.0  # a full GC scavenges first
-        if self._old_size - self._old_used > SHRINK_THRESHOLD:
-            self._old_size = _round_up(self._old_used + GROW_HEADROOM)
-            self._segments = max(1, self._segments - 1)
-            c[P.SHRINK_REQUESTS] += 1
+        if self._condition == LEAK:
+            self._leaky_full_gc()
+        else:
+            self._old_used = self._old_live * rng.uniform(1.0, 1.04)
+            self._next_full_gc = self._old_used * (1 + GC_GROWTH_RATIO)
+            if self._old_size - self._old_used > SHRINK_THRESHOLD:
+                self._old_size = _round_up(self._old_used + GROW_HEADROOM)
+                self._segments = max(1, self._segments - 1)
+                c[P.SHRINK_REQUESTS] += 1
+            elif self._old_used > self._old_size:
+                self._grow()  # only after a leak, whose heap was just large enough
         self._gc_finished(dt)
+
+    def _leaky_full_gc(self) -> None:
+        """Little survives besides the live data; old space is resized to it plus a little
+        room (in MiB: a leak's growth is the size asked for), and full-GCs again once full."""
+        self._old_used = self._old_live + self._rng.uniform(0, LEAK_FLOATING)
+        size = _round_up(self._old_used + LEAK_HEADROOM, MIB)
+        if size > self._old_size:
+            self._segments += 1
+            self._counters[P.GROW_REQUESTS] += 1
+        elif size < self._old_size:
+            self._segments = max(1, self._segments - 1)
+            self._counters[P.SHRINK_REQUESTS] += 1
+        self._old_size = self._next_full_gc = size
 
     def _gc_finished(self, dt: float) -> None:
         finished = int((self._t - self._rng.uniform(0, dt)) * 1000)
@@ -339,13 +454,15 @@ class SimulatedVM:
         c[P.STACK_DIVORCES] += switches * rng.uniform(0.0, 0.01)
         c[P.ROOT_TABLE_OVERFLOWS] += dt * rng.uniform(0, 0.002)
         in_use = rng.randrange(4, 24)
-        self._gauges.update({
-            P.STACK_PAGES_IN_USE: in_use,
-            P.AVG_LIVE_STACK_PAGES: round(rng.uniform(2.0, in_use), 3),
-            P.MAX_LIVE_STACK_PAGES: max(in_use, self._gauge(P.MAX_LIVE_STACK_PAGES)),
-            P.ROOT_TABLE_SIZE: rng.randrange(0, 3000),
-            P.PENDING_FINALIZATIONS: rng.randrange(0, 3),
-        })
+        self._gauges.update(
+            {
+                P.STACK_PAGES_IN_USE: in_use,
+                P.AVG_LIVE_STACK_PAGES: round(rng.uniform(2.0, in_use), 3),
+                P.MAX_LIVE_STACK_PAGES: max(in_use, self._gauge(P.MAX_LIVE_STACK_PAGES)),
+                P.ROOT_TABLE_SIZE: rng.randrange(0, 3000),
+                P.PENDING_FINALIZATIONS: rng.randrange(0, 3),
+            }
+        )
 
     def _compile(self, dt: float) -> None:
         """The JIT: busy while the application warms up, then mostly idle."""
@@ -448,6 +565,6 @@ def classic_parameters(
     return tuple(values)
 
 
-def _round_up(size: float) -> int:
-    """`size` rounded up to whole segments."""
-    return math.ceil(size / SEGMENT) * SEGMENT
+def _round_up(size: float, unit: int = SEGMENT) -> int:
+    """`size` rounded up to whole segments (or `unit`s)."""
+    return math.ceil(size / unit) * unit
