@@ -18,9 +18,9 @@ the body) for one VM from now on, ``GET`` of that path to read it back:
   time, old space growing and shrinking around a steady live size.
 - ``leak``: the live data grows by 1 MiB/s (60 MiB a minute, each second
   within +-20 %), so the used memory after each full GC keeps rising; full
-  GCs every 2-3 s (20-26 a minute), each freeing little; the heap grows
-  with the leak, keeping only 3 MiB free after a full GC, so used/heap
-  approaches 1. GC takes 3-14 % of the time.
+  GCs every 2-3 s (20-26 a minute), each freeing little; from the first
+  (within seconds) the heap grows with the leak, keeping only 3 MiB free
+  after a full GC, so used/heap approaches 1. GC takes 3-14 % of the time.
 - ``gc_storm``: a full GC every 0.4-0.8 s (about 100 a minute), GC taking
   55-75 % (about 65 %) of the time; memory stays as healthy.
 - ``down``: every data request for the VM answers 503 (a target down); the

@@ -1,11 +1,13 @@
 """What ails a simulated VM: the conditions a test switches at runtime, and their rates.
 
-- ``healthy``: the default; full GCs every few minutes, GC a few % of the time.
+- ``healthy``: the default; full GCs every 2-30 minutes, GC about 1 % of the time.
 - ``leak``: live data grows by `LEAK_BYTES_PER_S` (60 MiB a minute). Full
   GCs come every 2-3 s (20-26 a minute), each freeing little: used memory
-  just after each full GC keeps rising, and the heap grows with it only by
-  what it must (`LEAK_HEADROOM` stays free), so the used share of the heap
-  approaches 1. GC takes 3-14 % of the time.
+  just after each full GC keeps rising. The first one (within seconds of
+  the switch) sizes old space to the live data; from then on the heap grows
+  with it only by what it must (`LEAK_HEADROOM` stays free), so the used
+  share of the heap approaches 1. GC takes 3-14 % of the time (at most
+  `LEAK_MAX_GC_SHARE`, hours into a leak).
 - ``gc_storm``: a full GC every `GC_STORM_PERIOD_S` (0.4-0.8 s, about 100 a
   minute), taking `GC_STORM_SHARE` (55-75 %) of the time.
 - ``down``: the VM runs on, healthy, but every data request for it answers
