@@ -35,7 +35,7 @@ from telemon.logs import escape_text, setup_logging
 __all__ = ["main"]
 
 _log = logging.getLogger("telemon")
-_COMMANDS = ("serve", "once", "check", "simulate", "demo", "config")
+_COMMANDS = ("serve", "once", "check", "simulate", "demo", "config", "alerts")
 EXIT_FAILED, EXIT_CONFIG = 1, 2
 _SIMULATED_FORMATS = ("influx", "json", "labels", "parameters", "report")
 
@@ -125,6 +125,12 @@ def _parser() -> argparse.ArgumentParser:
     sample = _command(commands, "config", "print a sample configuration file, every option")
     # For maintainers: rewrite the input reference of the README named.
     sample.add_argument("--readme", metavar="FILE", help=argparse.SUPPRESS)
+    _alerts_options(_command(
+        commands, "alerts", "print the Prometheus alert rules for Pharo VMs and telemon",
+        "Thresholds, windows and `for` durations are settings (--settings lists them, with"
+        " their defaults); alerts/README.md documents each alert. Exit status 2 when a"
+        " setting is refused.",
+    ))
     _simulate_options(_command(
         commands, "simulate", "serve a simulated Pharo VM's statistics (for tests and demos)",
         "faults (--fault, or ?fault=NAME on one request):\n" + "\n".join(
@@ -289,6 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(list(sys.argv[1:] if argv is None else argv))
     if args.command == "config":
         return _config(args.readme)
+    if args.command == "alerts":
+        return _alerts(args.set, settings=args.settings)
     if args.command in ("simulate", "demo"):
         setup_logging(args.log_level, args.log_format)
         return _simulate(args) if args.command == "simulate" else _demo(args.listen)
@@ -394,6 +402,33 @@ def _demo(listen: str) -> int:
         hint = _port_taken_hint("demo", *address) if exc.errno == errno.EADDRINUSE else ""
         _log.error("cannot listen on %s: %s%s", listen, _bind_error(exc), hint)
         return EXIT_FAILED
+    return 0
+
+
+def _alerts_options(alerts: argparse.ArgumentParser) -> None:
+    alerts.add_argument(
+        "--set", action="append", default=[], metavar="NAME=VALUE",
+        help="change a setting, e.g. --set heap_used_ratio=0.9 --set leak_for=1h (repeatable)",
+    )
+    alerts.add_argument(
+        "--settings", action="store_true",
+        help="print the settings (name, default, meaning) as a Markdown table instead",
+    )
+
+
+def _alerts(assignments: list[str], *, settings: bool) -> int:
+    """Print the rule file with `assignments` applied, or the settings table."""
+    from telemon.alerts import SettingError, render_rules, settings_from, settings_table
+
+    if settings:
+        sys.stdout.write(settings_table())
+        return 0
+    try:
+        chosen = settings_from(assignments)
+    except SettingError as exc:
+        print(f"telemon alerts: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    sys.stdout.write(render_rules(chosen))
     return 0
 
 

@@ -1,0 +1,242 @@
+"""The alert rules (alerts/): generated from one settings model, valid for `promtool`,
+their unit tests pass and can fail, and the README documents every alert and setting.
+
+End to end (a real Prometheus and vmalert on a real telemon) is test_alerts_e2e.py.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from helpers import require_executable
+
+from telemon.alerts import (
+    ALERT_NAMES,
+    AlertSettings,
+    SettingError,
+    duration_seconds,
+    render_rules,
+    rules,
+    settings_from,
+    settings_table,
+)
+from telemon.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+ALERTS = ROOT / "alerts"
+RULES = ALERTS / "telemon.rules.yml"
+README = ALERTS / "README.md"
+UNIT_TESTS = sorted((ALERTS / "tests").glob("*.test.yml"))
+REGENERATE = "regenerate it: `python -m telemon alerts > alerts/telemon.rules.yml`"
+
+
+@pytest.fixture(scope="module")
+def promtool() -> str:
+    return require_executable("promtool", "prometheus")
+
+
+def run_promtool(promtool: str, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [promtool, *map(str, args)], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+# --- the committed file ---------------------------------------------------------------------
+
+
+def test_committed_rules_are_the_default_rendering() -> None:
+    assert RULES.read_text(encoding="utf-8") == render_rules(AlertSettings()), REGENERATE
+
+
+def test_cli_prints_the_committed_rules(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["alerts"]) == 0
+    assert capsys.readouterr().out == RULES.read_text(encoding="utf-8")
+
+
+def test_promtool_checks_the_rules(promtool: str) -> None:
+    result = run_promtool(promtool, "check", "rules", RULES)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(ALERT_NAMES)} rules found" in result.stdout
+
+
+def test_promtool_checks_rules_with_every_setting_changed(
+    promtool: str, tmp_path: Path
+) -> None:
+    """Other values render valid rules too: durations, ratios, counts, a regex selector."""
+    changed = settings_from(
+        [
+            'selector=job=~"telemon|pharo", env!="dev"',
+            "runbook_base=https://wiki.example/alerts",
+            *(f"{name}=90s" for name in AlertSettings.model_fields if name.endswith("_for")),
+            *(f"{name}=2h30m" for name in ("leak_window", "full_gc_window", "drop_window")),
+            "full_gc_baseline=1w",
+            "gc_time_window=150s",
+            "container_restart_window=1h",
+            "heap_used_ratio=0.5",
+            "leak_growth_ratio=0.25",
+            "full_gc_factor=2.5",
+            "full_gc_min_count=3",
+        ]
+    )
+    text = render_rules(changed)
+    assert 'pharo_uptime_seconds{job=~"telemon|pharo", env!="dev"} > 18000' in text
+    assert "wiki.example/alerts#pharomemoryleak" in text
+    assert text.count("for: 90s") == len(ALERT_NAMES)
+    path = tmp_path / "changed.rules.yml"
+    path.write_text(text, encoding="utf-8")
+    result = run_promtool(promtool, "check", "rules", path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- the unit tests -------------------------------------------------------------------------
+
+
+def test_promtool_unit_tests_pass(promtool: str) -> None:
+    assert UNIT_TESTS, "no alerts/tests/*.test.yml"
+    result = run_promtool(promtool, "test", "rules", *UNIT_TESTS)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_alert_fires_in_a_unit_test() -> None:
+    """Each alert is expected to fire (exp_alerts) somewhere; silence alone proves little."""
+    text = "\n".join(path.read_text(encoding="utf-8") for path in UNIT_TESTS)
+    firing = set(re.findall(r"alertname: (\w+)\n\s+exp_alerts:", text))
+    assert firing == set(ALERT_NAMES)
+
+
+@pytest.mark.parametrize(
+    ("setting", "unit_test", "failing_test"),
+    [
+        # troughs rising 2 % an hour are taken for a leak
+        ("leak_growth_ratio=0.01", "pharo_trends", "rising troughs fire; troughs rising slowly"),
+        # a healthy sawtooth touching 98 % for two minutes fires
+        ("heap_nearly_full_for=1m", "pharo", "a healthy sawtooth touching 98 % does not"),
+        # 2 % of the time in GC fires
+        ("gc_time_ratio=0.01", "pharo", "30 % of the time in GC fires; 2 % does not"),
+        # 5 full GCs in 10 minutes fire
+        ("full_gc_min_count=1", "pharo_trends", "a storm of full GCs after a quiet day fires"),
+        # a container at 50 % of its limit fires
+        ("container_memory_ratio=0.4", "containers", "a container's and a cgroup's working set"),
+    ],
+)
+def test_unit_tests_fail_on_too_eager_rules(
+    promtool: str, tmp_path: Path, setting: str, unit_test: str, failing_test: str
+) -> None:
+    """The unit tests hold the healthy cases: rules that fire on them fail the tests."""
+    (tmp_path / "tests").mkdir()
+    copy = shutil.copy(ALERTS / "tests" / f"{unit_test}.test.yml", tmp_path / "tests")
+    (tmp_path / RULES.name).write_text(render_rules(settings_from([setting])), encoding="utf-8")
+    result = run_promtool(promtool, "test", "rules", copy)
+    assert result.returncode != 0, f"{setting}: the unit tests still pass"
+    assert failing_test in result.stdout + result.stderr
+
+
+# --- the rules' shape -----------------------------------------------------------------------
+
+
+def test_every_rule_has_for_severity_and_annotations() -> None:
+    names = [rule.name for rule in rules(AlertSettings())]
+    assert len(names) == len(set(names))
+    for rule in rules(AlertSettings()):
+        assert rule.severity in ("warning", "critical")
+        duration_seconds(rule.duration)
+        assert rule.summary and rule.description
+        assert re.fullmatch(r"[A-Z][A-Za-z]+", rule.name)
+
+
+def test_counters_are_only_read_through_rate_or_increase() -> None:
+    """A VM or telemon restart sets counters back to zero: read raw, they would fire."""
+    for rule in rules(AlertSettings()):
+        for match in re.finditer(r"(\w+)?\(?([a-z_]+_total)\{", rule.expr):
+            assert match.group(1) in ("rate", "increase"), f"{rule.name}: {match.group(0)}"
+
+
+def test_settings_reach_the_rules() -> None:
+    text = render_rules(settings_from(["heap_used_ratio=0.875", "leak_window=20m"]))
+    assert "pharo_memory_bytes{job=\"telemon\"} > 0.875" in text
+    assert "[20m] offset 20m" in text
+    assert "pharo_uptime_seconds{job=\"telemon\"} > 2400" in text
+    assert "# Settings changed from the defaults: heap_used_ratio=0.875, leak_window=20m" in text
+    bare = render_rules(settings_from(["selector="]))
+    assert "pharo_used_memory_bytes / pharo_memory_bytes > 0.95" in bare
+    assert "{}" not in bare
+
+
+# --- refused settings -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("assignment", "message"),
+    [
+        ("heap_ratio=0.9", "unknown setting 'heap_ratio' (did you mean heap_used_ratio?)"),
+        ("heap_used_ratio=1.5", "heap_used_ratio='1.5': Input should be less than or equal to 1"),
+        ("gc_time_ratio=often", "gc_time_ratio='often': Input should be a valid number"),
+        ("leak_window=0s", "leak_window='0s': a window must be longer than 0s"),
+        ("leak_for=1 hour", "leak_for='1 hour': '1 hour' is not a Prometheus duration"),
+        ("full_gc_min_count=0", "full_gc_min_count='0': Input should be greater than or equal"),
+        ('selector=job="a"} or vector(1', "selector="),
+        ("leak_for", "'leak_for': give NAME=VALUE"),
+    ],
+)
+def test_cli_refuses_a_setting_in_one_line(
+    capsys: pytest.CaptureFixture[str], assignment: str, message: str
+) -> None:
+    assert main(["alerts", "--set", "leak_for=1h", "--set", assignment]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"telemon alerts: {message}")
+    assert captured.err.count("\n") == 1
+
+
+def test_settings_from_applies_each_assignment() -> None:
+    settings = settings_from(["leak_for=1h", "full_gc_factor=3", "selector= job=\"x\" ,"])
+    assert (settings.leak_for, settings.full_gc_factor, settings.selector) == ("1h", 3.0, 'job="x"')
+    with pytest.raises(SettingError):
+        settings_from(["nope=1"])
+
+
+def test_duration_seconds() -> None:
+    assert duration_seconds("1h30m") == 5400
+    assert duration_seconds("1d") == 86400
+    assert duration_seconds("250ms") == 0.25
+    assert duration_seconds("0s") == 0
+    for bad in ("", "5", "1.5h", "m", "5M"):
+        with pytest.raises(ValueError):
+            duration_seconds(bad)
+
+
+# --- the README -----------------------------------------------------------------------------
+
+
+def test_readme_has_the_settings_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["alerts", "--settings"]) == 0
+    table = capsys.readouterr().out
+    assert table == settings_table()
+    assert table in README.read_text(encoding="utf-8"), (
+        "alerts/README.md: paste `python -m telemon alerts --settings` under its settings comment"
+    )
+
+
+def test_readme_documents_every_alert() -> None:
+    """A runbook section per alert (each runbook_url's anchor), naming its settings."""
+    text = README.read_text(encoding="utf-8")
+    headings = re.findall(r"^### (\w+)$", text, re.MULTILINE)
+    assert headings == list(ALERT_NAMES)
+    for name, section in zip(headings, re.split(r"^### \w+$", text, flags=re.MULTILINE)[1:]):
+        assert len(section.split()) > 40, f"{name}: a runbook paragraph"
+        row = re.search(rf"^\| \[{name}\]\(#{name.lower()}\) \|.*$", text, re.MULTILINE)
+        assert row, f"{name}: a row in the table of alerts"
+        for setting in re.findall(r"`([a-z_]+)`", row.group(0).split("|")[-2]):
+            assert setting in AlertSettings.model_fields, f"{name}: {setting}"
+            assert f"`{setting}`" in section, f"{name}'s runbook names {setting}"
+    described = {
+        name
+        for name, field in AlertSettings.model_fields.items()
+        if any(alert in (field.description or "") for alert in ALERT_NAMES)
+    }
+    in_rows = set(re.findall(r"`([a-z_]+)`", "".join(re.findall(r"^\| \[.*$", text, re.M))))
+    assert described <= in_rows
