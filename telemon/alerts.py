@@ -4,11 +4,11 @@ Every threshold, window and `for` is a field of `AlertSettings`, the one place a
 changes them (`telemon alerts --set NAME=VALUE`); `render_rules(settings)` writes the
 rule file. The committed `alerts/telemon.rules.yml` is `render_rules(AlertSettings())`.
 
-The rules are written for Prometheus's default scrape config (`honor_labels: false`):
-the labels telemon's samples carry are kept, the scrape adds `job` and `instance`
-(telemon's address), and the `instance` tag of a Pharo sample (the VM) is stored as
-`exported_instance`. No rule aggregates those labels away: an alert names one telemon
-and one VM. Counters are only read through `rate()` and `increase()`, so a VM or
+The rules are written for the scrape config of docker/prometheus.yml, `honor_labels:
+true`: a Pharo sample keeps its `instance` tag (the VM's name), telemon's own samples
+get telemon's address (`honor_labels=False` renders them for Prometheus's default, where
+the VM's name is `exported_instance`). No rule aggregates labels away: an alert names
+one VM, or one telemon. Counters are only read through `rate()` and `increase()`, so a VM or
 telemon restart (counters back to zero) fires nothing.
 
 The YAML is written here (no YAML library): every string is a JSON string, which YAML
@@ -89,104 +89,116 @@ class AlertSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     selector: Annotated[str, AfterValidator(_selector)] = Field(
-        'job="telemon"',
+        default='job="telemon"',
         description="label matchers every rule puts on telemon's series: the scrape job(s)"
         " of your telemons (empty: every series of those names)",
     )
+    honor_labels: bool = Field(
+        default=True,
+        description="as in your scrape config: true (docker/prometheus.yml, the Grafana"
+        " dashboards) keeps a Pharo sample's `instance` tag, the VM's name; false stores it"
+        " as `exported_instance` and `instance` is telemon's address",
+    )
     runbook_base: str = Field(
-        "alerts/README.md",
+        default="alerts/README.md",
         description="where the runbook is published; each alert's `runbook_url` is this"
         " plus `#alertname` in lower case (set it to the README's URL where you host it)",
     )
     pharo_target_down_for: Duration = Field(
-        "2m", description="PharoTargetDown: how long polls of a Pharo target keep failing"
+        default="2m", description="PharoTargetDown: how long polls of a Pharo target keep failing"
     )
     heap_used_ratio: Ratio = Field(
-        0.95, description="PharoHeapNearlyFull: share of the heap in use (usedMemory/memory)"
+        default=0.95,
+        description="PharoHeapNearlyFull: share of the heap in use (usedMemory/memory)",
     )
     heap_nearly_full_for: Duration = Field(
-        "15m", description="PharoHeapNearlyFull: how long the heap stays that full"
+        default="15m", description="PharoHeapNearlyFull: how long the heap stays that full"
     )
     max_old_space_ratio: Ratio = Field(
-        0.9, description="PharoMemoryNearMaxOldSpace: used memory as a share of maxOldSpace"
+        default=0.9, description="PharoMemoryNearMaxOldSpace: used memory as a share of maxOldSpace"
     )
-    max_old_space_for: Duration = Field("5m", description="PharoMemoryNearMaxOldSpace: `for`")
+    max_old_space_for: Duration = Field(
+        default="5m", description="PharoMemoryNearMaxOldSpace: `for`"
+    )
     pharo_container_limit_ratio: Ratio = Field(
-        0.8,
+        default=0.8,
         description="PharoMemoryNearContainerLimit: the VM's used memory as a share of its"
         " container's memory limit",
     )
     pharo_container_limit_for: Duration = Field(
-        "5m", description="PharoMemoryNearContainerLimit: `for`"
+        default="5m", description="PharoMemoryNearContainerLimit: `for`"
     )
     leak_window: Window = Field(
-        "1h",
+        default="1h",
         description="PharoMemoryLeak: the window whose least used memory (what full GCs"
         " leave) is compared with the window before it",
     )
     leak_growth_ratio: Annotated[float, Field(gt=0)] = Field(
-        0.1,
+        default=0.1,
         description="PharoMemoryLeak: growth of that least used memory from one window to"
         " the next (0.1: 10 %)",
     )
     leak_for: Duration = Field(
-        "30m", description="PharoMemoryLeak: how long the growth must go on"
+        default="30m", description="PharoMemoryLeak: how long the growth must go on"
     )
     gc_time_window: Window = Field(
-        "5m", description="PharoGCTimeHigh: the window the share of time in GC is taken over"
+        default="5m",
+        description="PharoGCTimeHigh: the window the share of time in GC is taken over",
     )
     gc_time_ratio: Ratio = Field(
-        0.25, description="PharoGCTimeHigh: share of the time in full and incremental GCs"
+        default=0.25, description="PharoGCTimeHigh: share of the time in full and incremental GCs"
     )
-    gc_time_for: Duration = Field("10m", description="PharoGCTimeHigh: `for`")
+    gc_time_for: Duration = Field(default="10m", description="PharoGCTimeHigh: `for`")
     full_gc_window: Window = Field(
-        "10m", description="PharoFullGCsFrequent: the recent window full GCs are counted in"
+        default="10m", description="PharoFullGCsFrequent: the recent window full GCs are counted in"
     )
     full_gc_baseline: Window = Field(
-        "1d",
+        default="1d",
         description="PharoFullGCsFrequent: the window before it that gives the usual rate",
     )
     full_gc_factor: Annotated[float, Field(gt=1)] = Field(
-        4.0, description="PharoFullGCsFrequent: the recent rate over the usual rate"
+        default=4.0, description="PharoFullGCsFrequent: the recent rate over the usual rate"
     )
     full_gc_min_count: Annotated[int, Field(ge=1)] = Field(
-        6,
+        default=6,
         description="PharoFullGCsFrequent: the fewest full GCs in the recent window"
         " (a VM that full-GCs rarely is not alerted on for two of them)",
     )
-    full_gc_for: Duration = Field("10m", description="PharoFullGCsFrequent: `for`")
+    full_gc_for: Duration = Field(default="10m", description="PharoFullGCsFrequent: `for`")
     container_restart_window: Window = Field(
-        "15m", description="ContainerRestarting: the window restarts are counted in"
+        default="15m", description="ContainerRestarting: the window restarts are counted in"
     )
     container_restarts: Annotated[int, Field(ge=1)] = Field(
-        1, description="ContainerRestarting: the fewest restarts in that window"
+        default=1, description="ContainerRestarting: the fewest restarts in that window"
     )
-    container_restart_for: Duration = Field("1m", description="ContainerRestarting: `for`")
+    container_restart_for: Duration = Field(default="1m", description="ContainerRestarting: `for`")
     container_memory_ratio: Ratio = Field(
-        0.9,
+        default=0.9,
         description="ContainerMemoryNearLimit: a container's (or cgroup's) working set as a"
         " share of its memory limit",
     )
-    container_memory_for: Duration = Field("5m", description="ContainerMemoryNearLimit: `for`")
+    container_memory_for: Duration = Field(
+        default="5m", description="ContainerMemoryNearLimit: `for`"
+    )
     telemon_down_for: Duration = Field(
-        "2m", description="TelemonDown: how long Prometheus fails to scrape telemon"
+        default="2m", description="TelemonDown: how long Prometheus fails to scrape telemon"
     )
     input_down_for: Duration = Field(
-        "5m", description="TelemonInputDown: how long polls of another input's target fail"
+        default="5m", description="TelemonInputDown: how long polls of another input's target fail"
     )
     output_down_for: Duration = Field(
-        "5m", description="TelemonOutputDown: how long an output's writes keep failing"
+        default="5m", description="TelemonOutputDown: how long an output's writes keep failing"
     )
     spooling_for: Duration = Field(
-        "15m", description="TelemonOutputSpooling: how long lines stay in an output's spool"
+        default="15m", description="TelemonOutputSpooling: how long lines stay in an output's spool"
     )
     drop_window: Window = Field(
-        "10m",
+        default="10m",
         description="TelemonOutputDroppingLines, TelemonValuesDropped,"
         " TelemonSinkRefusingLines: the window losses are counted in",
     )
     drop_for: Duration = Field(
-        "1m",
+        default="1m",
         description="TelemonOutputDroppingLines, TelemonValuesDropped,"
         " TelemonSinkRefusingLines: `for`",
     )
@@ -196,7 +208,7 @@ class AlertSettings(BaseModel):
 
 Severity = Literal["warning", "critical"]
 VM = "{{ or $labels.exported_instance $labels.instance }}"
-"""The VM's name: its `instance` tag, stored as `exported_instance` (honor_labels: false)."""
+"""The VM's name: its `instance` tag, stored as `exported_instance` without honor_labels."""
 TELEMON = "{{ $labels.instance }}"
 VALUE = "{{ $value | humanize }}"
 PERCENT = "{{ $value | humanizePercentage }}"
@@ -246,6 +258,9 @@ def _pharo_rules(s: AlertSettings) -> list[Rule]:
     full_gcs = m("pharo_full_gcs_total")
     leak_w = s.leak_window
     guard_s = _num(2 * duration_seconds(leak_w))
+    # A VM's samples and its container's come from one telemon; with honor_labels the
+    # VM's `instance` is its own name, no longer telemon's address.
+    join = "job, container_name" if s.honor_labels else "job, instance, container_name"
     return [
         Rule(
             group,
@@ -287,8 +302,8 @@ def _pharo_rules(s: AlertSettings) -> list[Rule]:
         Rule(
             group,
             "PharoMemoryNearContainerLimit",
-            f"{used}\n  / on (job, instance, container_name) group_left ()\n"
-            f'max by (job, instance, container_name) ({m("docker_container_mem_limit_bytes")})'
+            f"{used}\n  / on ({join}) group_left ()\n"
+            f'max by ({join}) ({m("docker_container_mem_limit_bytes")})'
             f"\n> {_num(s.pharo_container_limit_ratio)}",
             s.pharo_container_limit_for,
             "critical",

@@ -70,6 +70,7 @@ def test_promtool_checks_rules_with_every_setting_changed(
     changed = settings_from(
         [
             'selector=job=~"telemon|pharo", env!="dev"',
+            "honor_labels=false",
             "runbook_base=https://wiki.example/alerts",
             *(f"{name}=90s" for name in AlertSettings.model_fields if name.endswith("_for")),
             *(f"{name}=2h30m" for name in ("leak_window", "full_gc_window", "drop_window")),
@@ -85,6 +86,8 @@ def test_promtool_checks_rules_with_every_setting_changed(
     text = render_rules(changed)
     assert 'pharo_uptime_seconds{job=~"telemon|pharo", env!="dev"} > 18000' in text
     assert "wiki.example/alerts#pharomemoryleak" in text
+    assert "/ on (job, instance, container_name) group_left ()" in text
+    assert "/ on (job, container_name) group_left ()" in RULES.read_text(encoding="utf-8")
     assert text.count("for: 90s") == len(ALERT_NAMES)
     path = tmp_path / "changed.rules.yml"
     path.write_text(text, encoding="utf-8")
@@ -226,7 +229,8 @@ def test_readme_documents_every_alert() -> None:
     text = README.read_text(encoding="utf-8")
     headings = re.findall(r"^### (\w+)$", text, re.MULTILINE)
     assert headings == list(ALERT_NAMES)
-    for name, section in zip(headings, re.split(r"^### \w+$", text, flags=re.MULTILINE)[1:]):
+    sections = re.split(r"^### \w+$", text, flags=re.MULTILINE)[1:]
+    for name, section in zip(headings, sections, strict=True):
         assert len(section.split()) > 40, f"{name}: a runbook paragraph"
         row = re.search(rf"^\| \[{name}\]\(#{name.lower()}\) \|.*$", text, re.MULTILINE)
         assert row, f"{name}: a row in the table of alerts"
