@@ -70,6 +70,9 @@ BASE_UNITS = {"ms": "s", "dtdurationms": "dtdurations", "percent": "percentunit"
 
 BACKENDS = ("prometheus", "victoriametrics")
 SCRAPE_S = 1  # the tests' scrape interval (the datasource's timeInterval)
+# Grafana's $__interval: range / max data points, never below timeInterval. The data
+# spans seconds, so it is timeInterval.
+INTERVAL_S = SCRAPE_S
 SAMPLES = 6  # per series before querying: rate() over $__rate_interval (4 s) has several
 DATA_DEADLINE_S = 45.0
 MAX_BODY = 16 * 1024 * 1024
@@ -105,6 +108,13 @@ def panels_of(model: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from panel.get("panels", [])
 
 
+def target_list(name: str, panel_id: int) -> list[dict[str, Any]]:
+    """The targets of panel `panel_id` of dashboard `name`."""
+    [panel] = [p for p in panels_of(load(name)) if p["id"] == panel_id]
+    targets: list[dict[str, Any]] = panel["targets"]
+    return targets
+
+
 def query_variables(model: dict[str, Any]) -> list[dict[str, Any]]:
     return [v for v in model["templating"]["list"] if v["type"] == "query"]
 
@@ -127,6 +137,7 @@ SELECTIONS = ("all", "listed")
 _REGEX_SPECIAL = re.compile(r"[$^*{}\[\]'+?.()|]")
 _VARIABLE = re.compile(r"\$(\w+)|\$\{(\w+)(?::\w+)?\}|\[\[(\w+)\]\]")
 _LABEL_VALUES = re.compile(r"label_values\((?:(.+),\s*)?(\w+)\)")
+_LEGEND_LABEL = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 
 
 def escape_regex(value: str) -> str:
@@ -161,10 +172,10 @@ class Window:
     def macros(self) -> dict[str, str]:
         span = max(1, round(self.end - self.start))
         return {
-            "__interval": f"{SCRAPE_S}s",
-            "__interval_ms": str(SCRAPE_S * 1000),
+            "__interval": f"{INTERVAL_S}s",
+            "__interval_ms": str(INTERVAL_S * 1000),
             # Grafana: max($__interval + scrape interval, 4 * scrape interval).
-            "__rate_interval": f"{max(2 * SCRAPE_S, 4 * SCRAPE_S)}s",
+            "__rate_interval": f"{max(INTERVAL_S + SCRAPE_S, 4 * SCRAPE_S)}s",
             "__range": f"{span}s",
             "__range_s": str(span),
             "__range_ms": str(span * 1000),
@@ -224,6 +235,7 @@ def test_files_are_what_the_builder_writes() -> None:
 
 
 def test_folder_holds_the_three_dashboards() -> None:
+    """One PromQL dashboard per InfluxDB dashboard, with its file name."""
     assert sorted(path.name for path in DASHBOARDS.glob("*.json")) == sorted(UIDS)
     assert sorted(path.name for path in INFLUX_DASHBOARDS.glob("*.json")) == sorted(UIDS)
 
@@ -262,9 +274,8 @@ def test_same_panels_as_the_influxdb_twin(name: str) -> None:
         unit = theirs.get("fieldConfig", {}).get("defaults", {}).get("unit")
         ours = panel.get("fieldConfig", {}).get("defaults", {}).get("unit")
         assert ours == BASE_UNITS.get(unit, unit), (panel["title"], unit, ours)
-        assert len(panel.get("targets", [])) >= len(theirs.get("targets", [])) > 0 or (
-            panel["type"] == "row"
-        )
+        if panel["type"] != "row":
+            assert panel["targets"], panel["title"]
 
 
 @pytest.mark.parametrize("name", sorted(UIDS))
@@ -321,33 +332,50 @@ def test_variables_are_the_twins(name: str) -> None:
 
 _COUNTER = re.compile(r"\b\w+_total\b")
 _RANGE_FUNCTION = re.compile(r"\b(rate|increase|\w+_over_time)\((.+?)\[([^\]]+)\]\)")
+_SUM_BY = re.compile(r"\bsum by \(([^)]*)\)")
+
+
+def all_targets(name: str) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """(panel, target) of every target of dashboard `name`."""
+    for panel in panels_of(load(name)):
+        for target in panel.get("targets", []):
+            yield panel, target
 
 
 @pytest.mark.parametrize("name", sorted(UIDS))
-def test_targets_are_promql_as_grafana_runs_it(name: str) -> None:
-    """Counters only through rate()/increase() over $__rate_interval (or $__range); stats
-    without a sparkline and gauges are instant queries; every legend names labels kept."""
+def test_counters_only_through_rate_or_increase(name: str) -> None:
+    """A `_total` is charted by its rate over $__rate_interval, or its increase over
+    $__rate_interval or the time range shown ($__range); never as it is."""
+    for _, target in all_targets(name):
+        expr = target["expr"]
+        windows = _RANGE_FUNCTION.findall(expr)
+        for function, _, window in windows:
+            assert window == "$__rate_interval" or (function, window) == ("increase", "$__range")
+        counted = [
+            counter
+            for function, inner, _ in windows
+            if function in ("rate", "increase")
+            for counter in _COUNTER.findall(inner)
+        ]
+        assert sorted(_COUNTER.findall(expr)) == sorted(counted), expr
+
+
+@pytest.mark.parametrize("name", sorted(UIDS))
+def test_targets_as_grafana_runs_them(name: str) -> None:
+    """Unique refIds; gauges and stats without a sparkline are instant queries; a legend
+    names only labels a `sum by` keeps."""
     for panel in panels_of(load(name)):
         targets = panel.get("targets", [])
         assert len({target["refId"] for target in targets}) == len(targets)
-        for target in targets:
-            expr = target["expr"]
-            windows = _RANGE_FUNCTION.findall(expr)
-            for function, _, window in windows:
-                assert window in ("$__rate_interval", "$__range"), expr
-                assert function != "rate" or window == "$__rate_interval", expr
-            counters = _COUNTER.findall(expr)
-            in_functions = [c for f, inner, _ in windows if f in ("rate", "increase")
-                            for c in _COUNTER.findall(inner)]
-            assert sorted(counters) == sorted(in_functions), expr
-            instant = panel["type"] == "gauge" or (
-                panel["type"] == "stat" and panel["options"]["graphMode"] == "none"
-            )
-            assert target["instant"] is instant and target["range"] is not instant
-            by = re.search(r"\bsum by \(([^)]*)\)", expr)
-            if by:
-                kept = {label.strip() for label in by.group(1).split(",")}
-                assert set(re.findall(r"\{\{(\w+)\}\}", target["legendFormat"])) <= kept, expr
+    for panel, target in all_targets(name):
+        instant = panel["type"] == "gauge" or (
+            panel["type"] == "stat" and panel["options"]["graphMode"] == "none"
+        )
+        assert target["instant"] is instant and target["range"] is not instant
+        by = _SUM_BY.search(target["expr"])
+        if by:
+            kept = {label.strip() for label in by.group(1).split(",")}
+            assert set(_LEGEND_LABEL.findall(target["legendFormat"])) <= kept, target["expr"]
 
 
 # --- provisioning and the scrape config -------------------------------------------------
@@ -458,7 +486,7 @@ class Backend:
                 query=expr,
                 start=f"{self.window.start:.3f}",
                 end=f"{self.window.end:.3f}",
-                step=f"{SCRAPE_S}s",
+                step=f"{INTERVAL_S}s",  # Grafana's step is $__interval
             )
         result: list[dict[str, Any]] = data["result"]
         return result
@@ -509,19 +537,18 @@ class Scrape:
             self.variables[key] = resolved
         return self.variables[key]
 
-    def panel(self, backend: str, name: str, panel_id: int, selection: str = "all") -> list[
-        list[dict[str, Any]]
-    ]:
-        """The results of the panel's targets, substituted and run as Grafana does."""
-        [panel] = [p for p in panels_of(load(name)) if p["id"] == panel_id]
+    def run_target(
+        self, backend: str, name: str, target: dict[str, Any], selection: str = "all"
+    ) -> tuple[str, list[dict[str, Any]]]:
+        """A target of dashboard `name` substituted and run as Grafana does: (query, result)."""
         server = self.backends[backend]
         variables = self.variables_of(backend, name, selection)
-        return [
-            server.run(
-                interpolate(t["expr"], variables, server.window.macros(), selection), t["instant"]
-            )
-            for t in panel["targets"]
-        ]
+        expr = interpolate(target["expr"], variables, server.window.macros(), selection)
+        return expr, server.run(expr, target["instant"])
+
+    def panel(self, backend: str, name: str, panel_id: int) -> list[list[dict[str, Any]]]:
+        """The results of the panel's targets (every variable at All)."""
+        return [self.run_target(backend, name, t)[1] for t in target_list(name, panel_id)]
 
 
 def _scrape_config(target: str) -> dict[str, Any]:
@@ -783,18 +810,10 @@ def test_panel_query_returns_data(
     backend: str,
 ) -> None:
     """Every target's query, substituted as Grafana does, gives a series with values."""
-    scrape = scrape_for(request, name)
-    [panel] = [p for p in panels_of(load(name)) if p["id"] == panel_id]
-    [target] = [t for t in panel["targets"] if t["refId"] == ref_id]
-    server = scrape.backends[backend]
-    variables = scrape.variables_of(backend, name, selection)
-    expr = interpolate(target["expr"], variables, server.window.macros(), selection)
-    result = server.run(expr, target["instant"])
+    [target] = [t for t in target_list(name, panel_id) if t["refId"] == ref_id]
+    expr, result = scrape_for(request, name).run_target(backend, name, target, selection)
     assert result, f"{backend}: no series for {expr}"
     assert values_of(result), f"{backend}: no finite value for {expr}"
-
-
-_LEGEND_LABEL = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 
 
 def legends(legend_format: str, result: list[dict[str, Any]]) -> list[str]:
@@ -816,11 +835,9 @@ def test_victoriametrics_gives_the_same_series(
 ) -> None:
     """Same scrape, same query: VictoriaMetrics shows the series Prometheus does."""
     scrape = scrape_for(request, name)
-    [panel] = [p for p in panels_of(load(name)) if p["id"] == panel_id]
-    index = [t["refId"] for t in panel["targets"]].index(ref_id)
-    legend_format = panel["targets"][index]["legendFormat"]
+    [target] = [t for t in target_list(name, panel_id) if t["refId"] == ref_id]
     prometheus, victoria = (
-        legends(legend_format, scrape.panel(backend, name, panel_id)[index])
+        legends(target["legendFormat"], scrape.run_target(backend, name, target)[1])
         for backend in BACKENDS
     )
     assert victoria == prometheus
