@@ -435,6 +435,18 @@ def test_scrape_config_keeps_telemons_labels() -> None:
     assert job["static_configs"] == [{"targets": [f"telemon:{port}"]}]
 
 
+def test_promtool_accepts_the_scrape_config() -> None:
+    promtool = require_executable("promtool", "prometheus")
+    done = subprocess.run(
+        [promtool, "check", "config", str(SCRAPE_CONFIG)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def test_compose_runs_both_scrapers_with_the_scrape_config() -> None:
     """The datasources' hosts are services of the stack, reading docker/prometheus.yml."""
     services = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))["services"]
