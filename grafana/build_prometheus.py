@@ -415,7 +415,7 @@ def is_instant(panel: dict[str, Any]) -> bool:
     """A figure shown now, not over time: a gauge, or a stat without its sparkline."""
     if panel["type"] == "gauge":
         return True
-    return panel["type"] == "stat" and panel["options"].get("graphMode") == "none"
+    return bool(panel["type"] == "stat" and panel["options"].get("graphMode") == "none")
 
 
 def _target(ref_id: str, query: Query, instant: bool) -> dict[str, Any]:
