@@ -8,7 +8,7 @@ import json
 import subprocess
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,18 +58,27 @@ class Prometheus:
         return dict(targets[0])
 
 
-def write_config(directory: Path, target: str, metrics_path: str) -> Path:
-    """A prometheus.yml scraping `target` every second (JSON is valid YAML)."""
-    config = {
-        "global": {"scrape_interval": SCRAPE_INTERVAL, "scrape_timeout": SCRAPE_INTERVAL},
-        "scrape_configs": [
-            {
-                "job_name": "telemon",
-                "metrics_path": metrics_path,
-                "static_configs": [{"targets": [target]}],
-            }
-        ],
+def write_config(
+    directory: Path,
+    target: str,
+    metrics_path: str,
+    rule_files: Sequence[Path] = (),
+    job: dict[str, Any] | None = None,
+) -> Path:
+    """A prometheus.yml scraping `target` every second (JSON is valid YAML), with `job`'s
+    scrape settings if given, evaluating `rule_files` every second."""
+    scrape = dict(job) if job else {"job_name": "telemon", "metrics_path": metrics_path}
+    scrape["static_configs"] = [{"targets": [target]}]
+    config: dict[str, Any] = {
+        "global": {
+            "scrape_interval": SCRAPE_INTERVAL,
+            "scrape_timeout": SCRAPE_INTERVAL,
+            "evaluation_interval": SCRAPE_INTERVAL,
+        },
+        "scrape_configs": [scrape],
     }
+    if rule_files:
+        config["rule_files"] = [str(path) for path in rule_files]
     path = directory / "prometheus.yml"
     path.write_text(json.dumps(config, indent=2), encoding="utf-8")
     return path
@@ -77,14 +86,22 @@ def write_config(directory: Path, target: str, metrics_path: str) -> Path:
 
 @contextmanager
 def run_prometheus(
-    binary: str, directory: Path, target: str, metrics_path: str = "/metrics", attempts: int = 3
+    binary: str,
+    directory: Path,
+    target: str,
+    metrics_path: str = "/metrics",
+    attempts: int = 3,
+    *,
+    rule_files: Sequence[Path] = (),
+    job: dict[str, Any] | None = None,
 ) -> Iterator[Prometheus]:
-    """Start prometheus on a free port under `directory` scraping `target`; stop it after."""
+    """Start prometheus on a free port under `directory` scraping `target` (with `job`'s
+    scrape settings if given) and evaluating `rule_files`; stop it after."""
     for attempt in range(1, attempts + 1):
         workdir = directory / f"run{attempt}"
         workdir.mkdir()
         port = free_port()
-        config = write_config(workdir, target, metrics_path)
+        config = write_config(workdir, target, metrics_path, rule_files, job)
         log_path = workdir / "prometheus.log"
         with log_path.open("wb") as log:
             process = _spawn(binary, config, workdir / "data", port, log)
