@@ -5,9 +5,19 @@ Start them with the `run_*` context managers (they stop the process after); unde
 a missing binary fails the test (`require_executable`). Each process is ready when its
 `/health` answers; nothing here sleeps for a time.
 
-    with run_victoria(tmp_path / "vm") as vm, run_vmagent(tmp_path / "a", targets, vm) as agent:
-        await wait_until(lambda: agent.targets_up(len(targets)))
+    with (
+        run_victoria(tmp_path / "vm") as vm,
+        run_vmagent(tmp_path / "agent", ["127.0.0.1:8080"], vm.write_url) as agent,
+    ):
+        await wait_until(agent.scraped)  # a set of `host:port`, true once one is scraped
         series = await vm.export('{job="telemon"}')
+
+    with run_vmalert(tmp_path / "alert", [rules], vm.url, remote_write_url=vm.url) as vmalert:
+
+        async def firing() -> bool:
+            return await vmalert.alert_state("PharoDown") == "firing"
+
+        await wait_until(firing, every=0.25)  # poll a real server gently
 """
 
 from __future__ import annotations
@@ -405,6 +415,10 @@ class VMAlert(VictoriaService):
             if ALERT_STATES.index(state) >= ALERT_STATES.index(states.get(name, "inactive")):
                 states[name] = state
         return states
+
+    async def alert_state(self, name: str) -> str:
+        """`inactive`, `pending` or `firing`: the state of the rule `name` now."""
+        return (await self.alerts()).get(name, "inactive")
 
     async def rule_groups(self) -> list[dict[str, Any]]:
         """`/api/v1/rules`: the loaded groups with their rules and last evaluation."""
