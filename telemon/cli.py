@@ -296,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "config":
         return _config(args.readme)
     if args.command == "alerts":
-        return _alerts(args.set, settings=args.settings)
+        return _alerts(args.set or [], settings=args.settings)
     if args.command in ("simulate", "demo"):
         setup_logging(args.log_level, args.log_format)
         return _simulate(args) if args.command == "simulate" else _demo(args.listen)
@@ -407,8 +407,9 @@ def _demo(listen: str) -> int:
 
 def _alerts_options(alerts: argparse.ArgumentParser) -> None:
     alerts.add_argument(
-        "--set", action="append", default=[], metavar="NAME=VALUE",
-        help="change a setting, e.g. --set heap_used_ratio=0.9 --set leak_for=1h (repeatable)",
+        "--set", action="append", metavar="NAME=VALUE",
+        help="change a setting, e.g. --set heap_used_ratio=0.9 --set leak_for=1h (repeatable;"
+        " default: every setting at its default, as --settings lists them)",
     )
     alerts.add_argument(
         "--settings", action="store_true",

@@ -71,7 +71,7 @@ def test_an_unknown_command_is_named(capsys: pytest.CaptureFixture[str]) -> None
     assert (status, out) == (2, "")
     assert err.splitlines()[-1] == (
         "telemon: error: unknown command 'chek'; did you mean 'check'?"
-        " (commands: serve, once, check, simulate, demo, config)"
+        " (commands: serve, once, check, simulate, demo, config, alerts)"
     )
 
 
