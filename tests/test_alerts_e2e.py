@@ -69,6 +69,7 @@ SLACK_S = 10.0  # a loaded machine: the overall wait only, not the firing bound
 
 Key = tuple[str, str]  # (VM, alert name)
 Labels = dict[str, str]
+Shown = tuple[Key, str, str, str]  # an alert: (VM, name), state, activeAt, its summary
 
 
 def vm_of(labels: Labels, base: str) -> str:
@@ -94,11 +95,13 @@ class Seen:
     active_at: dict[Key, float] = field(default_factory=dict)
     healthy: set[str] = field(default_factory=set)  # alerts ever shown for the healthy VM
     shown: set[Key] = field(default_factory=set)  # every alert ever shown, for the report
+    summary: dict[Key, str] = field(default_factory=dict)
 
-    def note(self, alerts: list[tuple[Key, str, str]]) -> None:
+    def note(self, alerts: list[Shown]) -> None:
         now = time.time()
-        for key, state, active in alerts:
+        for key, state, active, summary in alerts:
             self.shown.add(key)
+            self.summary[key] = summary
             if key[0] == "healthy":
                 self.healthy.add(f"{key[1]} ({state})")
             if state == "firing" and key not in self.fired_at:
@@ -159,17 +162,27 @@ def victoria_scrape_config(directory: Path, target: str) -> Path:
 # --- reading alerts -------------------------------------------------------------------------
 
 
-async def prometheus_alerts(prometheus: Prometheus, base: str) -> list[tuple[Key, str, str]]:
+async def prometheus_alerts(prometheus: Prometheus, base: str) -> list[Shown]:
     data = await prometheus.api("alerts")
     return [
-        ((vm_of(a["labels"], base), a["labels"]["alertname"]), a["state"], a["activeAt"])
+        (
+            (vm_of(a["labels"], base), a["labels"]["alertname"]),
+            a["state"],
+            a["activeAt"],
+            a["annotations"].get("summary", ""),
+        )
         for a in data["alerts"]
     ]
 
 
-async def vmalert_alerts(vmalert: VMAlert, base: str) -> list[tuple[Key, str, str]]:
+async def vmalert_alerts(vmalert: VMAlert, base: str) -> list[Shown]:
     return [
-        ((vm_of(a["labels"], base), a["name"]), a["state"], a["activeAt"])
+        (
+            (vm_of(a["labels"], base), a["name"]),
+            a["state"],
+            a["activeAt"],
+            (a.get("annotations") or {}).get("summary", ""),
+        )
         for a in await vmalert.alert_list()
     ]
 
@@ -250,6 +263,10 @@ async def _run(
             # and VictoriaMetrics' ingestion), firing within `for` and two evaluations.
             assert pending <= needed + 3 * INTERVAL_S, f"{s.server} {key}: active late\n{report}"
             assert firing <= FIRING_WITHIN_S + POLL_S, f"{s.server} {key}: fired late\n{report}"
+            # The templates rendered: the summary names the VM (or the URL polled).
+            vm, summary = key[0], s.summary[key]
+            assert vm in summary or f"/{list(CONDITIONS).index(vm)}/vm/" in summary, summary
+            assert "{{" not in summary and "<no value>" not in summary, summary
     assert vmalert.receiver is not None
     await wait_until(
         lambda: {name for _, name in EXPECTED} <= vmalert.receiver.names(),  # type: ignore[union-attr]
