@@ -481,9 +481,10 @@ def _telemon_rules(s: AlertSettings) -> list[Rule]:
             s.drop_for,
             "warning",
             f"telemon {TELEMON} is not writing some values",
-            f"telemon {TELEMON} dropped {COUNT} values in {window}"
-            f" (input {_label('input')}, target {_label('target')}; none named: its own"
-            " lines or the sink's). telemon's log names each dropped field once: a type"
+            f"telemon {TELEMON} dropped {COUNT} values in {window}, of"
+            " {{ if $labels.input }}the target {{ $labels.target }} of its"
+            " {{ $labels.input }} input{{ else }}its own lines or the sink's{{ end }}."
+            " telemon's log names each dropped field once: a type"
             " other than the field's first, NaN or infinity, an invalid name. Fix the"
             " source, or declare the field's type.",
         ),
