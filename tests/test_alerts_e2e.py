@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -234,7 +235,7 @@ async def _run(
 ) -> None:
     for name, query in (("prometheus", prometheus.query), ("victoria-metrics", victoria.query)):
         await wait_until(
-            lambda q=query: samples_of_every_vm(q), timeout=30, every=POLL_S,
+            partial(samples_of_every_vm, query), timeout=30, every=POLL_S,
             what=f"{name} holding {WARM_UP_SAMPLES} scrapes of each VM",
         )  # fmt: skip
     seen = {"prometheus": Seen("prometheus"), "vmalert": Seen("vmalert")}
@@ -267,9 +268,10 @@ async def _run(
             vm, summary = key[0], s.summary[key]
             assert vm in summary or f"/{list(CONDITIONS).index(vm)}/vm/" in summary, summary
             assert "{{" not in summary and "<no value>" not in summary, summary
-    assert vmalert.receiver is not None
+    receiver = vmalert.receiver
+    assert receiver is not None
     await wait_until(
-        lambda: {name for _, name in EXPECTED} <= vmalert.receiver.names(),  # type: ignore[union-attr]
+        lambda: {name for _, name in EXPECTED} <= receiver.names(),
         every=POLL_S, what="vmalert notifying each alert",
     )  # fmt: skip
 
