@@ -39,9 +39,10 @@ def promtool() -> str:
     return require_executable("promtool", "prometheus")
 
 
-def run_promtool(promtool: str, *args: str | Path) -> subprocess.CompletedProcess[str]:
+def run_promtool(binary: str, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    """Run promtool (or vmalert) to its end, its output captured."""
     return subprocess.run(
-        [promtool, *map(str, args)], capture_output=True, text=True, timeout=120, check=False
+        [binary, *map(str, args)], capture_output=True, text=True, timeout=120, check=False
     )
 
 
@@ -93,6 +94,18 @@ def test_promtool_checks_rules_with_every_setting_changed(
     path.write_text(text, encoding="utf-8")
     result = run_promtool(promtool, "check", "rules", path)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_vmalert_accepts_the_rules(tmp_path: Path) -> None:
+    """vmalert parses the expressions as MetricsQL and the annotations' templates itself
+    (-dryRun); a template function it lacks is refused."""
+    vmalert = require_executable("vmalert", "victoria-metrics")
+    result = run_promtool(vmalert, "-dryRun", f"-rule={RULES}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    broken = tmp_path / "broken.rules.yml"
+    broken.write_text(RULES.read_text(encoding="utf-8").replace("humanize ", "humanise "))
+    result = run_promtool(vmalert, "-dryRun", f"-rule={broken}")
+    assert result.returncode != 0 and 'function "humanise" not defined' in result.stderr
 
 
 # --- the unit tests -------------------------------------------------------------------------
