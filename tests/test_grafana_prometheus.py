@@ -19,6 +19,7 @@ import importlib.util
 import json
 import math
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -435,16 +436,28 @@ def test_scrape_config_keeps_telemons_labels() -> None:
     assert job["static_configs"] == [{"targets": [f"telemon:{port}"]}]
 
 
-def test_promtool_accepts_the_scrape_config() -> None:
+def test_promtool_accepts_the_scrape_config_and_the_rules_it_loads(tmp_path: Path) -> None:
+    """As the compose stack mounts them: the config, and alerts/ beside it."""
     promtool = require_executable("promtool", "prometheus")
+    shutil.copy(SCRAPE_CONFIG, tmp_path / "prometheus.yml")
+    shutil.copytree(ROOT / "alerts", tmp_path / "alerts")
     done = subprocess.run(
-        [promtool, "check", "config", str(SCRAPE_CONFIG)],
+        [promtool, "check", "config", "prometheus.yml"],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS: 1 rule files found" in done.stdout, done.stdout
+
+
+def test_compose_mounts_the_alert_rules() -> None:
+    services = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))["services"]
+    assert "../alerts:/etc/prometheus/alerts:ro" in services["prometheus"]["volumes"]
+    # VictoriaMetrics reads the same file but refuses fields it does not use by default.
+    assert "-promscrape.config.strictParse=false" in services["victoriametrics"]["command"]
 
 
 def test_compose_runs_both_scrapers_with_the_scrape_config() -> None:
