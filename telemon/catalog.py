@@ -66,12 +66,20 @@ SELF_COUNTERS: dict[str, tuple[str, ...]] = {
     "telemon_output": (r"written|failed|retried|dropped|spooled",),
 }
 
-COUNTERS: dict[str, tuple[str, ...]] = {
-    # Inputs' counters apply to any measurement (pharo's and python's can be renamed).
-    "*": tuple(pattern for spec in InputsConfig.registry() for pattern in spec.counters),
-    **SELF_COUNTERS,
-}
-"""Field-name patterns (matching the whole name) of monotonic fields, per measurement."""
+def _counters() -> dict[str, tuple[str, ...]]:
+    registry = InputsConfig.registry()
+    # Inputs' COUNTER_FIELDS apply to any measurement (as they always did);
+    # their MEASUREMENT_COUNTERS to their own measurements only.
+    counters = {"*": tuple(pattern for spec in registry for pattern in spec.counters)}
+    for spec in registry:
+        for measurement, patterns in spec.measurement_counters.items():
+            counters[measurement] = counters.get(measurement, ()) + patterns
+    return {**counters, **SELF_COUNTERS}
+
+
+COUNTERS: dict[str, tuple[str, ...]] = _counters()
+"""Field-name patterns (matching the whole name) of monotonic fields, per measurement
+(``*``: any)."""
 
 _COUNTER_PATTERNS = {
     measurement: re.compile("|".join(f"(?:{p})" for p in patterns))
@@ -208,7 +216,7 @@ MEANINGS: dict[str, dict[str, str]] = {
         "cpu_time_system": "CPU time in kernel mode",
         "num_threads": "threads",
         "created_at": "when the process started",
-        "cpu_usage": "CPU use since the previous poll (100 is one core)",
+        "cpu_usage": "CPU use since the previous poll (100 % is one core)",
         "num_fds": "open file descriptors",
     },
     "python": {
@@ -272,7 +280,7 @@ MEANINGS: dict[str, dict[str, str]] = {
         "throttling_periods": "CFS enforcement periods",
         "throttling_throttled_periods": "CFS periods in which the container was throttled",
         "throttling_throttled_time": "time the container was throttled",
-        "usage_percent": "CPU use since the previous poll (100 is one core)",
+        "usage_percent": "CPU use since the previous poll (100 % is one core)",
     },
     "docker_container_status": {
         "pid": "the container's main process id",

@@ -369,6 +369,8 @@ TAGS: dict[str, dict[str, str]] = {
         "host": "the image's own tag, as the Telemon package's `influx` lines carry it "
         "(any other tag of those lines is kept as well)",
         "container_name": "discovered by the docker input (`discover_pharo`)",
+        "engine_host": "discovered: the Docker engine's host name (as on `docker_container_*`"
+        " lines, to join a VM with its container)",
     },
     "cgroup": {"cgroup": "the cgroup's path", "version": "`1` or `2`"},
     "process": {

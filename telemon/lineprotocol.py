@@ -201,8 +201,8 @@ class LineEncoder:
             if self._ns:
                 values = (*fields.values(), time_ns)
             else:
-                values = (*fields.values(), time_ns // self._divisor)
-            if series.fits(*values) and abs(time_ns) <= MAX_TIME_NS:
+                values = (*fields.values(), time_ns // self._divisor)  # type: ignore[operator]
+            if series.fits(*values) and abs(time_ns) <= MAX_TIME_NS:  # type: ignore[arg-type]
                 self.stats.lines_written += 1
                 return series.line % values
         except (struct.error, TypeError):  # a value the template cannot write

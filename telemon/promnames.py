@@ -20,8 +20,9 @@ writes for the same lines: ``<measurement>_<field>`` as is, values unconverted.
 
 from __future__ import annotations
 
+import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from telemon.catalog import UNDECLARED, Catalog, FieldInfo, is_counter
@@ -29,6 +30,8 @@ from telemon.catalog import UNDECLARED, Catalog, FieldInfo, is_counter
 __all__ = ["Family", "Naming", "PrometheusNames", "label_name", "metric_name", "snake_case"]
 
 Naming = Literal["prometheus", "telegraf"]
+
+_log = logging.getLogger(__name__)
 
 NAMES_KEPT = 20_000
 """(measurement, field) names remembered (as the encoder's caches stop)."""
@@ -73,6 +76,7 @@ _CONVERSIONS = {
     ),
 }
 _AS_IS = _Conversion("")
+_UNSAID = frozenset({"", "-", "count", "ratio", "1 or 0", "id", "code"})  # in HELP texts
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +84,15 @@ class Family:
     """A field's sample name, its ``# HELP``/``# TYPE`` lines, and how its values convert."""
 
     name: str
-    header: str
+    help: str
+    kind: str
     divisor: int = 1
     offset: int = 0
+    header: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        header = f"# HELP {self.name} {self.help.translate(_HELP_ESCAPES)}\n"
+        object.__setattr__(self, "header", f"{header}# TYPE {self.name} {self.kind}\n")
 
     def convert(self, value: int | float) -> int | float:
         """`value` in the sample's unit."""
@@ -124,16 +134,42 @@ class PrometheusNames:
         self.catalog = catalog or Catalog({})
         self.naming = naming
         self._families: dict[tuple[str, str], Family] = {}
+        self._owners: dict[str, tuple[str, str]] = {}
 
     def family(self, measurement: str, field_name: str) -> Family:
         """The family `field_name` of `measurement` belongs to (name "" if nothing is left)."""
-        found = self._families.get((measurement, field_name))
+        key = (measurement, field_name)
+        found = self._families.get(key)
         if found is None:
             if len(self._families) >= NAMES_KEPT:
                 self._families.clear()
-            found = self._new_family(measurement, field_name)
-            self._families[(measurement, field_name)] = found
+                self._owners.clear()
+            found = self._families[key] = self._claim(self._new_family(*key), key)
         return found
+
+    def _claim(self, family: Family, key: tuple[str, str]) -> Family:
+        """`family`, or a numbered name when another field took its name first (``fooBar``
+        and ``foo_bar``, or ``requests`` and a gauge ``requests_total``, would otherwise
+        serve one sample and lose the other's value)."""
+        if self.naming == "telegraf":
+            return family  # as Telegraf: one name, the last value
+        if not family.name or self._owners.setdefault(family.name, key) == key:
+            return family
+        stem, total = family.name, ""
+        if family.kind == "counter":
+            stem, total = stem.removesuffix("_total"), "_total"
+        number = 2
+        while f"{stem}_{number}{total}" in self._owners:
+            number += 1
+        name = f"{stem}_{number}{total}"
+        self._owners[name] = key
+        taken = self._owners[family.name]
+        _log.warning(
+            "Prometheus name %s of measurement %s field %s is taken by field %s of %s;"
+            " served as %s",
+            family.name, key[0], key[1], taken[1], taken[0], name,
+        )  # fmt: skip
+        return replace(family, name=name)
 
     def label(self, key: str) -> str:
         """A tag key's label name."""
@@ -150,11 +186,11 @@ class PrometheusNames:
                 if info.meaning
                 else f"telemon metric {measurement} field {field_name}"
             )
-            return Family(name, _header(name, help_text, kind))
+            return Family(name, help_text, kind)
         conversion = _CONVERSIONS.get(info.unit, _AS_IS)
         name = _prometheus_name(measurement, field_name, conversion.suffix, counter)
         help_text = _help(measurement, field_name, info, conversion)
-        return Family(name, _header(name, help_text, kind), conversion.divisor, conversion.offset)
+        return Family(name, help_text, kind, conversion.divisor, conversion.offset)
 
 
 def _prometheus_name(measurement: str, field_name: str, suffix: str, counter: bool) -> str:
@@ -165,7 +201,7 @@ def _prometheus_name(measurement: str, field_name: str, suffix: str, counter: bo
     name = name.removesuffix("_total")
     if suffix:
         name = _UNIT_WORDS.sub("", name)
-        if not name.endswith("_" + suffix):
+        if f"_{suffix}_" not in f"{name}_":  # bytesAllocated: bytes named once
             name = f"{name}_{suffix}"
     if counter:
         return name + "_total"
@@ -180,11 +216,7 @@ def _prometheus_name(measurement: str, field_name: str, suffix: str, counter: bo
 
 def _help(measurement: str, field_name: str, info: FieldInfo, conversion: _Conversion) -> str:
     meaning = info.meaning or "no meaning declared"
-    unit = conversion.unit or ("" if info.unit in ("", "-", "count", "ratio") else info.unit)
+    unit = conversion.unit or ("" if info.unit in _UNSAID else info.unit)
     in_unit = f", in {unit}" if unit else ""
     source = f"line protocol: {measurement} {field_name}"
     return f"{meaning[:1].upper()}{meaning[1:]}{in_unit} ({source})"
-
-
-def _header(name: str, help_text: str, kind: str) -> str:
-    return f"# HELP {name} {help_text.translate(_HELP_ESCAPES)}\n# TYPE {name} {kind}\n"

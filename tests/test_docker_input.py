@@ -465,6 +465,12 @@ async def test_discovers_pharo_on_the_host_network_and_drops_it_when_gone(
         pharo = lines_of(body, "pharo")
         assert pharo and all(p.tags["container_name"] == name for p in pharo)
         assert all(p.tags["instance"] == name for p in pharo)
+        # The engine's host name, as on the container's docker_container_* lines: a VM
+        # joins its container by (engine_host, container_name) across several hosts.
+        [mem] = [m for m in lines_of(body, "docker_container_mem")
+                 if m.tags["container_name"] == name]  # fmt: skip
+        assert mem.tags["engine_host"]
+        assert all(p.tags["engine_host"] == mem.tags["engine_host"] for p in pharo)
         assert "memoryFree" in pharo[0].fields
         docker_engine.remove(name)
         docker_state = next(s for s in collector.states if s.input == "docker")

@@ -206,3 +206,29 @@ async def _scrape_when_complete(client: Any, pharo_targets: int) -> str:
             return body
         await asyncio.sleep(0.1)  # polls run on their own interval: nothing to wait on
     raise AssertionError(f"incomplete scrape: {pharo} pharo targets; {body[-3000:]}")
+
+
+def test_undeclared_fields_whose_names_meet_keep_both_values(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fields = {"requests": 1, "requests_total": 7, "fooBar": 3, "foo_bar": 4}
+    body = render_prometheus([Metric("app", {}, fields)], names=PrometheusNames()).decode()
+    samples = dict(line.split(" ") for line in body.splitlines() if not line.startswith("#"))
+    assert samples == {
+        "app_requests": "1",
+        "app_requests_2": "7",
+        "app_foo_bar": "3",
+        "app_foo_bar_2": "4",
+    }
+    assert "app_foo_bar of measurement app field foo_bar is taken by field fooBar" in caplog.text
+    assert promtool_problems(body) == []
+
+
+def test_inputs_counters_are_counters_only_in_their_own_measurements() -> None:
+    # Telegraf's `cpu` input writes usage_system as a percentage: a gauge.
+    assert NAMES.family("cpu", "usage_system").kind == "gauge"
+    assert NAMES.family("docker_container_cpu", "usage_system").kind == "counter"
+    assert NAMES.family("app", "restart_count").name == "app_restarts"  # a gauge
+    assert NAMES.family("pharo", "processSwitches").name == "pharo_process_switches_total"
+    assert NAMES.family("pharo", "idleTime").name == "pharo_idle_time_seconds_total"
+    assert NAMES.family("pharo", "bytesAllocated").name == "pharo_bytes_allocated_total"

@@ -50,6 +50,9 @@ class RegisteredInput:
     """Its `REFERENCE`."""
     counters: tuple[str, ...]
     """Its `COUNTER_FIELDS`."""
+    measurement_counters: dict[str, tuple[str, ...]]
+    """Its `MEASUREMENT_COUNTERS`, if it has any (cumulative fields of its own
+    measurements, by their default names)."""
 
 
 class InputsConfig(Model):
@@ -89,4 +92,5 @@ def _registered(name: str, annotation: object) -> RegisteredInput:
         counters = tuple(module.COUNTER_FIELDS)
     except AttributeError as exc:  # a new input's module without its documentation
         raise TypeError(f"input {name}: {exc}") from None
-    return RegisteredInput(name, model, sample, reference, counters)
+    by_measurement = dict(getattr(module, "MEASUREMENT_COUNTERS", {}))
+    return RegisteredInput(name, model, sample, reference, counters, by_measurement)

@@ -28,7 +28,14 @@ from telemon.inputs.cgroup_files import (
 from telemon.metric import Metric
 from telemon.schema import ConfigPath, MeasurementName
 
-__all__ = ["COUNTER_FIELDS", "REFERENCE", "SAMPLE_CONFIG", "CgroupConfig", "CgroupTarget"]
+__all__ = [
+    "COUNTER_FIELDS",
+    "MEASUREMENT_COUNTERS",
+    "REFERENCE",
+    "SAMPLE_CONFIG",
+    "CgroupConfig",
+    "CgroupTarget",
+]
 
 DEFAULT_ROOT = Path("/sys/fs/cgroup")
 SELF_CGROUP = Path("/proc/self/cgroup")
@@ -265,8 +272,14 @@ limit). Nothing needs the Docker API, so it works in any container.
 
 # Its cumulative fields (cpu_*_ns, io_*) have never been typed counters in the
 # Prometheus exposition; adding them would change what scrapers see.
-COUNTER_FIELDS: tuple[str, ...] = (
-    r"cpu_(usage|user|system|throttled)_ns|cpu_(throttled_)?periods",
-    r"io_(read|write)_bytes|io_(reads|writes)|memory_(failcnt|oom_kill)",
-)
+COUNTER_FIELDS: tuple[str, ...] = ()
 """Patterns of this input's cumulative field names (in any measurement: it can be renamed)."""
+
+MEASUREMENT_COUNTERS: dict[str, tuple[str, ...]] = {
+    "cgroup": (
+        r"cpu_(usage|user|system|throttled)_ns|cpu_(throttled_)?periods",
+        r"io_(read|write)_bytes|io_(reads|writes)|memory_(failcnt|oom_kill)",
+    ),
+}
+"""Cumulative fields of this input's measurement (by its default name; a renamed one is
+described as it)."""

@@ -29,6 +29,7 @@ from telemon.tls import ClientCertTLS
 
 __all__ = [
     "COUNTER_FIELDS",
+    "MEASUREMENT_COUNTERS",
     "REFERENCE",
     "SAMPLE_CONFIG",
     "DockerConfig",
@@ -351,7 +352,8 @@ class DockerTarget(Target):
             if known is None:  # a target is built once per container, not once per poll
                 config = PharoConfig(urls=[url], format=data_format, instances={url: name})
                 [target] = config.build(self.context)
-                known = Discovered(key, target, {"container_name": name})
+                tags = {"container_name": name, "engine_host": round_.engine_tags["engine_host"]}
+                known = Discovered(key, target, tags)
             found.append(known)
         self._discovered = {item.key: item for item in found}
         self.context.discovery(self, "pharo", found)
@@ -590,11 +592,20 @@ lines join the container's own: `container_name` is the same tag on both.
 """  # noqa: E501 - a markdown table row is one line
 """This input's part of the README's input reference (markdown)."""
 
-COUNTER_FIELDS: tuple[str, ...] = (
-    r"(rx|tx)_(bytes|packets|errors|dropped)",
-    r"usage_(total|in_usermode|in_kernelmode|system)|throttling_(throttled_)?periods",
-    r"throttling_throttled_time|(total_)?(pgfault|pgmajfault|pgpgin|pgpgout)|fail_count",
-    r"io_(service_bytes|serviced|service_time|merged)_recursive_\w+|io_wait_time_\w+",
-    r"io_time_recursive|sectors_recursive|restart_count",
-)
+COUNTER_FIELDS: tuple[str, ...] = (r"(rx|tx)_(bytes|packets|errors|dropped)",)
 """Patterns of this input's cumulative field names (in any measurement, as they always were)."""
+
+MEASUREMENT_COUNTERS: dict[str, tuple[str, ...]] = {
+    "docker_container_cpu": (
+        r"usage_(total|in_usermode|in_kernelmode|system)|throttling_(throttled_)?periods",
+        r"throttling_throttled_time",
+    ),
+    "docker_container_mem": (r"(total_)?(pgfault|pgmajfault|pgpgin|pgpgout)|fail_count",),
+    "docker_container_blkio": (
+        r"io_(service_bytes|serviced|service_time|merged)_recursive_\w+|io_wait_time_\w+",
+        r"io_time_recursive|sectors_recursive",
+    ),
+    "docker_container_status": (r"restart_count",),
+}
+"""Cumulative fields of this input's own measurements only (Telegraf's `cpu` input has a
+`usage_system` gauge, for one)."""

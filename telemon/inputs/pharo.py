@@ -47,6 +47,7 @@ from telemon.tls import ClientTLS
 
 __all__ = [
     "COUNTER_FIELDS",
+    "MEASUREMENT_COUNTERS",
     "REFERENCE",
     "SAMPLE_CONFIG",
     "TELEMON_FIELD_TYPES",
@@ -475,3 +476,16 @@ COUNTER_FIELDS: tuple[str, ...] = (
     r"bytesAllocated",
 )
 """Patterns of this input's cumulative field names (in any measurement: it can be renamed)."""
+
+MEASUREMENT_COUNTERS: dict[str, tuple[str, ...]] = {
+    "pharo": (
+        # The other figures counted "since start-up" (pharo_figures.FIGURES).
+        r"idleTime|compactionTime|rootTableOverflows|growRequests|shrinkRequests",
+        r"processSwitches|ioProcessEvents|forceInterruptChecks|checkEvents",
+        r"stackOverflows|stackDivorces|codeCompactions|codeCompactionTime",
+        r"fullGCMarkTime|fullGCSweepTime|jit(CompiledMethods|MethodsTime|CompiledBlocks)",
+        r"jitBlocksTime|totalGCs|sends(FullLookups|MethodCacheHits|InlineCacheHits)?",
+    ),
+}
+"""Cumulative figures of the pharo measurement only (by its default name; a renamed one is
+described as it)."""
