@@ -35,6 +35,7 @@ DEFAULT_DATASOURCE_NAME = "telemon Prometheus"
 DATASOURCE_VARIABLE = "datasource"
 DATASOURCE = {"type": "prometheus", "uid": "${" + DATASOURCE_VARIABLE + "}"}
 TAG = "prometheus"
+INFLUX_TAG = "influxdb"
 
 # The InfluxDB panels' units and the units of the same figures in base units.
 UNITS = {"ms": "s", "dtdurationms": "dtdurations", "percent": "percentunit"}
@@ -505,9 +506,10 @@ def build(spec: Dashboard, twin: dict[str, Any]) -> dict[str, Any]:
     """The PromQL dashboard for `spec`, laid out as its InfluxDB `twin`."""
     model = copy.deepcopy(twin)
     model.update(uid=spec.uid, title=spec.title, description=spec.description)
-    model["tags"] = [*twin["tags"], TAG]
+    # Tagged `prometheus` instead of `influxdb`: each kind's links list its own kind.
+    model["tags"] = [*(t for t in twin["tags"] if t != INFLUX_TAG), TAG]
     for link in model.get("links", []):
-        link["tags"] = [*link["tags"], TAG]
+        link["tags"] = [*(t for t in link["tags"] if t != INFLUX_TAG), TAG]
         link["title"] = f"{link['title']} ({TAG})"
     twin_variables = {v["name"]: v for v in twin["templating"]["list"]}
     if [v.name for v in spec.variables] != list(twin_variables):

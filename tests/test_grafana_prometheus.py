@@ -255,6 +255,15 @@ def test_dashboard_model(name: str) -> None:
     assert {"telemon", "prometheus"} <= set(model["tags"])
 
 
+def test_each_kinds_links_list_only_its_own_kind() -> None:
+    """A link lists the dashboards carrying all its tags: InfluxDB's list InfluxDB's."""
+    for name in sorted(UIDS):
+        for model, kind, other in ((load(name), "prometheus", "influxdb"),
+                                   (load_twin(name), "influxdb", "prometheus")):  # fmt: skip
+            assert kind in model["tags"] and other not in model["tags"], model["title"]
+            assert all(kind in link["tags"] for link in model["links"]), model["title"]
+
+
 def test_uids_and_titles_distinct_from_the_influxdb_dashboards() -> None:
     """One Grafana folder holds all six: uids unique in the instance, titles in the folder."""
     models = [load(name) for name in sorted(UIDS)] + [load_twin(name) for name in sorted(UIDS)]
