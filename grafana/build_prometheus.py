@@ -259,12 +259,12 @@ CONTAINERS = Dashboard(
             "docker_container_blkio_io_service_bytes_recursive_{read,write}_bytes_total.",
             (
                 _box_rate(
-                    "docker_container_blkio_io_service_bytes_recursive_read_bytes_total",
+                    "docker_container_blkio_io_service_bytes_recursive_read_total",
                     'device="total"',
                     BOX_LEGEND + " read",
                 ),
                 _box_rate(
-                    "docker_container_blkio_io_service_bytes_recursive_write_bytes_total",
+                    "docker_container_blkio_io_service_bytes_recursive_write_total",
                     'device="total"',
                     BOX_LEGEND + " write",
                 ),

@@ -775,7 +775,7 @@ DOCKER_REQUIRED = (
     "docker_container_cpu_usage_seconds_total",
     "docker_container_mem_usage_bytes",
     "docker_container_net_rx_bytes_total",
-    "docker_container_blkio_io_service_bytes_recursive_read_bytes_total",
+    "docker_container_blkio_io_service_bytes_recursive_read_total",
     "pharo_memory_bytes",
 )
 
