@@ -8,8 +8,12 @@ The rules are written for the scrape config of docker/prometheus.yml, `honor_lab
 true`: a Pharo sample keeps its `instance` tag (the VM's name), telemon's own samples
 get telemon's address (`honor_labels=False` renders them for Prometheus's default, where
 the VM's name is `exported_instance`). No rule aggregates labels away: an alert names
-one VM, or one telemon. Counters are only read through `rate()` and `increase()`, so a VM or
-telemon restart (counters back to zero) fires nothing.
+one VM, or one telemon. Counters are only read through `rate()`, `increase()` and
+`resets()`, so a VM or telemon restart (counters back to zero) fires nothing.
+
+A VM's used memory is `pharo_memory_bytes - pharo_memory_free_bytes`: every format has
+both (the original Telemon's `influx` serves no usedMemory), and the PromQL dashboards
+chart the same difference.
 
 The YAML is written here (no YAML library): every string is a JSON string, which YAML
 reads as a double-quoted scalar, and each expression a `|` block.
@@ -42,6 +46,8 @@ _DURATION = re.compile(
     r"(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?"
 )
 _UNIT_S = (365 * 86400, 7 * 86400, 86400, 3600, 60, 1, 0.001)
+# Prometheus holds a duration in a Go time.Duration: int64 nanoseconds, about 292 years.
+_MAX_DURATION_S = (2**63 - 1) / 1e9
 # A label matcher list as PromQL writes it inside braces: name op "value", ...
 _MATCHER = r'\s*[A-Za-z_][A-Za-z0-9_]*\s*(?:=~|!~|!=|=)\s*"(?:[^"\\\n]|\\.)*"\s*'
 _SELECTOR = re.compile(rf"(?:{_MATCHER}(?:,{_MATCHER})*,?\s*)?")
@@ -52,11 +58,17 @@ class SettingError(ValueError):
 
 
 def duration_seconds(text: str) -> float:
-    """A Prometheus duration (`1h30m`, `90s`, `500ms`) in seconds; ValueError otherwise."""
+    """A Prometheus duration (`1h30m`, `90s`, `500ms`) in seconds; ValueError otherwise,
+    also for one longer than Prometheus can hold (about 292 years)."""
     match = _DURATION.fullmatch(text)
     if not text or match is None:
         raise ValueError(f"{text!r} is not a Prometheus duration (e.g. 30s, 5m, 1h30m, 1d)")
-    return sum(int(n) * unit for n, unit in zip(match.groups(), _UNIT_S, strict=True) if n)
+    # Integer milliseconds: exact for any number of digits, unlike floats.
+    units_ms = (round(unit * 1000) for unit in _UNIT_S)
+    ms = sum(int(n) * unit for n, unit in zip(match.groups(), units_ms, strict=True) if n)
+    if ms / 1000 > _MAX_DURATION_S:
+        raise ValueError(f"{text!r} is longer than Prometheus's longest duration (about 292y)")
+    return ms / 1000
 
 
 def _duration(text: str) -> str:
@@ -70,6 +82,20 @@ def _window(text: str) -> str:
     return text
 
 
+def _doubled_window(text: str) -> str:
+    """A window the rules also look back twice over (PharoMemoryLeak's two windows)."""
+    _window(text)
+    if 2 * duration_seconds(text) > _MAX_DURATION_S:
+        raise ValueError(f"twice {text!r} is longer than Prometheus's longest duration")
+    return text
+
+
+def _doubled(text: str) -> str:
+    """Twice the duration `text`, as a Prometheus duration."""
+    ms = round(2 * duration_seconds(text) * 1000)
+    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
+
+
 def _selector(text: str) -> str:
     if _SELECTOR.fullmatch(text) is None:
         raise ValueError('label matchers as inside PromQL braces, e.g. job="telemon"')
@@ -80,13 +106,17 @@ Duration = Annotated[str, AfterValidator(_duration)]
 """How long a condition must hold (`for`): a Prometheus duration, `0s` allowed."""
 Window = Annotated[str, AfterValidator(_window)]
 """A range a rule looks back over: a Prometheus duration longer than zero."""
+DoubledWindow = Annotated[str, AfterValidator(_doubled_window)]
+"""A window the rules also look back twice over."""
 Ratio = Annotated[float, Field(gt=0, le=1)]
 
 
 class AlertSettings(BaseModel):
     """Every threshold, window and `for` of the alert rules, with their defaults."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan: `inf`, `nan` or `1e400` (a float's infinity) would render rules that
+    # never fire or always do.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     selector: Annotated[str, AfterValidator(_selector)] = Field(
         default='job="telemon"',
@@ -99,6 +129,12 @@ class AlertSettings(BaseModel):
         " dashboards) keeps a Pharo sample's `instance` tag, the VM's name; false stores it"
         " as `exported_instance` and `instance` is telemon's address",
     )
+    scrape_interval: Window = Field(
+        default="10s",
+        description="your scrape interval of telemon (docker/prometheus.yml's): the step of"
+        " the subqueries that read used memory sample by sample (PharoMemoryLeak); a longer"
+        " step skips samples",
+    )
     runbook_base: str = Field(
         default="alerts/README.md",
         description="where the runbook is published; each alert's `runbook_url` is this"
@@ -107,9 +143,19 @@ class AlertSettings(BaseModel):
     pharo_target_down_for: Duration = Field(
         default="2m", description="PharoTargetDown: how long polls of a Pharo target keep failing"
     )
+    pharo_target_gone_window: Window = Field(
+        default="15m",
+        description="PharoTargetGone: how far back a Pharo target's telemon_input_up is"
+        " looked for once it is no longer served (the alert clears after it)",
+    )
+    pharo_target_gone_for: Duration = Field(
+        default="2m",
+        description="PharoTargetGone: how long the target stays gone while telemon is up"
+        " (shorter than pharo_target_gone_window)",
+    )
     heap_used_ratio: Ratio = Field(
         default=0.95,
-        description="PharoHeapNearlyFull: share of the heap in use (usedMemory/memory)",
+        description="PharoHeapNearlyFull: share of the heap in use ((memory - memoryFree)/memory)",
     )
     heap_nearly_full_for: Duration = Field(
         default="15m", description="PharoHeapNearlyFull: how long the heap stays that full"
@@ -128,7 +174,7 @@ class AlertSettings(BaseModel):
     pharo_container_limit_for: Duration = Field(
         default="5m", description="PharoMemoryNearContainerLimit: `for`"
     )
-    leak_window: Window = Field(
+    leak_window: DoubledWindow = Field(
         default="1h",
         description="PharoMemoryLeak: the window whose least used memory (what full GCs"
         " leave) is compared with the window before it",
@@ -254,13 +300,18 @@ def _series(s: AlertSettings) -> Callable[..., str]:
 def _pharo_rules(s: AlertSettings) -> list[Rule]:
     m = _series(s)
     group = "telemon-pharo"
-    used, heap = m("pharo_used_memory_bytes"), m("pharo_memory_bytes")
+    heap = m("pharo_memory_bytes")
+    # The arithmetic drops __name__ and keeps every other label, as a series would.
+    used = f'({heap} - {m("pharo_memory_free_bytes")})'
     full_gcs = m("pharo_full_gcs_total")
     leak_w = s.leak_window
-    guard_s = _num(2 * duration_seconds(leak_w))
-    # A VM's samples and its container's come from one telemon; with honor_labels the
-    # VM's `instance` is its own name, no longer telemon's address.
-    join = "job, container_name" if s.honor_labels else "job, instance, container_name"
+    trough = f"min_over_time({used}[{leak_w}:{s.scrape_interval}]"
+    # A VM's samples and its container's come from one telemon, and a discovered VM's carry
+    # its engine's host as the container's do (two hosts may run a same-named container);
+    # with honor_labels the VM's `instance` is its own name, no longer telemon's address.
+    join = "job, engine_host, container_name"
+    join = join if s.honor_labels else f"job, instance, {join.removeprefix('job, ')}"
+    input_up = m("telemon_input_up", 'input="pharo"')
     return [
         Rule(
             group,
@@ -276,12 +327,29 @@ def _pharo_rules(s: AlertSettings) -> list[Rule]:
         ),
         Rule(
             group,
+            "PharoTargetGone",
+            f"max_over_time({input_up}[{s.pharo_target_gone_window}])\n"
+            f"unless {input_up}\n"
+            f'and on (job, instance) {m("up")} == 1',
+            s.pharo_target_gone_for,
+            "warning",
+            f"Pharo target {_label('target')} is no longer polled by telemon",
+            f"telemon {TELEMON} has stopped serving telemon_input_up for {_label('target')}"
+            f" while it is up: the docker input no longer finds that container (stopped,"
+            " removed, its label or network changed) or the target left telemon's"
+            " configuration. Check `docker ps -a` on the engine and the container's exit"
+            " code and logs; the alert clears"
+            f" {s.pharo_target_gone_window} after the target went.",
+        ),
+        Rule(
+            group,
             "PharoHeapNearlyFull",
             f"{used} / {heap} > {_num(s.heap_used_ratio)}",
             s.heap_nearly_full_for,
             "warning",
             f"Pharo VM {VM} uses {PERCENT} of its heap",
-            f"The used share of {VM}'s heap (pharo_used_memory_bytes / pharo_memory_bytes)"
+            f"The used share of {VM}'s heap (pharo_memory_bytes - pharo_memory_free_bytes,"
+            " over pharo_memory_bytes)"
             f" has stayed over {_pct(s.heap_used_ratio)} for {s.heap_nearly_full_for}: the"
             " heap no longer grows with the data, so full GCs come one after the other."
             " Look at the full GC rate, the used memory after full GCs (PharoMemoryLeak),"
@@ -316,12 +384,14 @@ def _pharo_rules(s: AlertSettings) -> list[Rule]:
         Rule(
             group,
             "PharoMemoryLeak",
-            f"(\n  min_over_time({used}[{leak_w}])\n/\n"
-            f"  min_over_time({used}[{leak_w}] offset {leak_w})\n"
+            f"(\n  {trough})\n/\n"
+            f"  {trough} offset {leak_w})\n"
             f") > {_num(1 + s.leak_growth_ratio)}\n"
             f"and increase({full_gcs}[{leak_w}]) > 0\n"
             f"and increase({full_gcs}[{leak_w}] offset {leak_w}) > 0\n"
-            f'and {m("pharo_uptime_seconds")} > {guard_s}',
+            # A restart resets the counters (every format has them, not an uptime): both
+            # windows after it before the troughs are compared.
+            f"and resets({full_gcs}[{_doubled(leak_w)}]) == 0",
             s.leak_for,
             "warning",
             f"Pharo VM {VM}'s memory after full GCs keeps growing",
@@ -329,7 +399,8 @@ def _pharo_rules(s: AlertSettings) -> list[Rule]:
             f" alive) is {VALUE} times that of the {leak_w} before, with full GCs in both,"
             f" and has kept growing for {s.leak_for}: objects stay reachable that should"
             " not (caches without bounds, sessions never expired, registries of"
-            " listeners). Graph pharo_used_memory_bytes: its troughs climb. Inspect the"
+            " listeners). Graph pharo_memory_bytes - pharo_memory_free_bytes: its troughs climb."
+            " Inspect the"
             " image (e.g. SpaceTally, pointersTo) before it runs out of memory.",
         ),
         Rule(
@@ -352,13 +423,18 @@ def _pharo_rules(s: AlertSettings) -> list[Rule]:
             "PharoFullGCsFrequent",
             f"increase({full_gcs}[{s.full_gc_window}]) >= {s.full_gc_min_count}\nand\n"
             f"rate({full_gcs}[{s.full_gc_window}])\n"
-            f"  > {_num(s.full_gc_factor)} * rate({full_gcs}[{s.full_gc_baseline}]"
-            f" offset {s.full_gc_window})",
+            # The usual rate: the mean of the recent window's rates over the history there
+            # is. A rate over the whole baseline would divide a young VM's few hours of
+            # full GCs by a day and call its steady rate a storm.
+            f"  > {_num(s.full_gc_factor)} * avg_over_time(\n"
+            f"    rate({full_gcs}[{s.full_gc_window}])"
+            f"[{s.full_gc_baseline}:{s.full_gc_window}] offset {s.full_gc_window}\n  )",
             s.full_gc_for,
             "warning",
             f"Pharo VM {VM} runs full GCs over {_num(s.full_gc_factor)} times as often as usual",
             f"{VM} ran {COUNT} full GCs in the last {s.full_gc_window}, over"
-            f" {_num(s.full_gc_factor)} times its rate of the {s.full_gc_baseline} before."
+            f" {_num(s.full_gc_factor)} times its usual rate (the mean over the"
+            f" {s.full_gc_baseline} before, or the history there is)."
             " Full GCs stop the VM: look at the heap's use (a heap that cannot grow,"
             " PharoHeapNearlyFull), a leak (PharoMemoryLeak), and code calling"
             " `Smalltalk garbageCollect` in a loop.",
@@ -370,13 +446,18 @@ def _container_rules(s: AlertSettings) -> list[Rule]:
     m = _series(s)
     group = "telemon-containers"
     ratio = _num(s.container_memory_ratio)
+    restarts = m("docker_container_status_restart_count_total")
     return [
         Rule(
             group,
             "ContainerRestarting",
-            "sum without (container_status) (\n"
-            f'  increase({m("docker_container_status_restart_count_total")}'
-            f"[{s.container_restart_window}])\n) >= {s.container_restarts}",
+            # The count's series carries container_status: a stop or a restart starts a new
+            # series, whose first value MetricsQL's increase() would count. One count per
+            # container (the max across statuses), differenced: a container recreated under
+            # its name, its count from zero, goes negative and stays silent.
+            f"max without (container_status) ({restarts})\n"
+            f"- max without (container_status) ({restarts} offset"
+            f" {s.container_restart_window})\n>= {s.container_restarts}",
             s.container_restart_for,
             "warning",
             f"Container {_label('container_name')} is restarting:"

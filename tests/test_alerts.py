@@ -6,13 +6,17 @@ End to end (a real Prometheus and vmalert on a real telemon) is test_alerts_e2e.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
+import aiohttp
 import pytest
 from helpers import require_executable
+from victoria import VictoriaMetrics, run_victoria
 
 from telemon.alerts import (
     ALERT_NAMES,
@@ -75,6 +79,8 @@ def test_promtool_checks_rules_with_every_setting_changed(
             "runbook_base=https://wiki.example/alerts",
             *(f"{name}=90s" for name in AlertSettings.model_fields if name.endswith("_for")),
             *(f"{name}=2h30m" for name in ("leak_window", "full_gc_window", "drop_window")),
+            "pharo_target_gone_window=1h",
+            "scrape_interval=1m30s",
             "full_gc_baseline=1w",
             "gc_time_window=150s",
             "container_restart_window=1h",
@@ -85,15 +91,33 @@ def test_promtool_checks_rules_with_every_setting_changed(
         ]
     )
     text = render_rules(changed)
-    assert 'pharo_uptime_seconds{job=~"telemon|pharo", env!="dev"} > 18000' in text
+    assert 'resets(pharo_full_gcs_total{job=~"telemon|pharo", env!="dev"}[18000s]) == 0' in text
+    assert '[2h30m:1m30s] offset 2h30m' in text
     assert "wiki.example/alerts#pharomemoryleak" in text
-    assert "/ on (job, instance, container_name) group_left ()" in text
-    assert "/ on (job, container_name) group_left ()" in RULES.read_text(encoding="utf-8")
+    assert "/ on (job, instance, engine_host, container_name) group_left ()" in text
+    assert "/ on (job, engine_host, container_name) group_left ()" in RULES.read_text(
+        encoding="utf-8"
+    )
     assert text.count("for: 90s") == len(ALERT_NAMES)
     path = tmp_path / "changed.rules.yml"
     path.write_text(text, encoding="utf-8")
     result = run_promtool(promtool, "check", "rules", path)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_takes_the_longest_duration_a_setting_takes(
+    promtool: str, tmp_path: Path
+) -> None:
+    """The settings' bound on durations is Prometheus's (int64 nanoseconds): the longest
+    a setting takes checks, a day more is refused before promtool would."""
+    longest = [f"{name}=106751d" for name in AlertSettings.model_fields if name.endswith("_for")]
+    path = tmp_path / "longest.rules.yml"
+    path.write_text(render_rules(settings_from([*longest, "leak_window=53375d"])))
+    result = run_promtool(promtool, "check", "rules", path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for too_long in ("leak_for=106752d", "leak_window=53376d"):
+        with pytest.raises(SettingError, match="longer than Prometheus's longest duration"):
+            settings_from([too_long])
 
 
 def test_vmalert_accepts_the_rules(tmp_path: Path) -> None:
@@ -164,21 +188,27 @@ def test_every_rule_has_for_severity_and_annotations() -> None:
         assert re.fullmatch(r"[A-Z][A-Za-z]+", rule.name)
 
 
-def test_counters_are_only_read_through_rate_or_increase() -> None:
-    """A VM or telemon restart sets counters back to zero: read raw, they would fire."""
+def test_counters_are_only_read_through_rate_increase_or_resets() -> None:
+    """A VM or telemon restart sets counters back to zero: read raw, they would fire.
+    The one exception is the engine's restart count, which a container's restart does
+    not reset (its recreation does: the unit tests recreate one)."""
+    raw_ok = "docker_container_status_restart_count_total"
     for rule in rules(AlertSettings()):
         for match in re.finditer(r"(\w+)?\(?([a-z_]+_total)\{", rule.expr):
-            assert match.group(1) in ("rate", "increase"), f"{rule.name}: {match.group(0)}"
+            if match.group(2) != raw_ok:
+                assert match.group(1) in ("rate", "increase", "resets"), (
+                    f"{rule.name}: {match.group(0)}"
+                )
 
 
 def test_settings_reach_the_rules() -> None:
     text = render_rules(settings_from(["heap_used_ratio=0.875", "leak_window=20m"]))
     assert "pharo_memory_bytes{job=\"telemon\"} > 0.875" in text
     assert "[20m] offset 20m" in text
-    assert "pharo_uptime_seconds{job=\"telemon\"} > 2400" in text
+    assert 'resets(pharo_full_gcs_total{job="telemon"}[2400s]) == 0' in text
     assert "# Settings changed from the defaults: heap_used_ratio=0.875, leak_window=20m" in text
     bare = render_rules(settings_from(["selector="]))
-    assert "pharo_used_memory_bytes / pharo_memory_bytes > 0.95" in bare
+    assert "(pharo_memory_bytes - pharo_memory_free_bytes) / pharo_memory_bytes > 0.95" in bare
     assert "{}" not in bare
 
 
@@ -196,6 +226,16 @@ def test_settings_reach_the_rules() -> None:
         ("full_gc_min_count=0", "full_gc_min_count='0': Input should be greater than or equal"),
         ('selector=job="a"} or vector(1', "selector="),
         ("leak_for", "'leak_for': give NAME=VALUE"),
+        # not finite: rules that would never fire, or always
+        ("full_gc_factor=inf", "full_gc_factor='inf': Input should be a finite number"),
+        ("leak_growth_ratio=nan", "leak_growth_ratio='nan': Input should be a finite number"),
+        ("leak_growth_ratio=1e400", "leak_growth_ratio='1e400': Input should be a finite"),
+        ("heap_used_ratio=-inf", "heap_used_ratio='-inf': Input should be a finite number"),
+        # beyond Prometheus's range (promtool: "duration out of range")
+        ("leak_for=9999999999999999999y", "leak_for='9999999999999999999y': '9999999999999999999y'"
+         " is longer than Prometheus's longest duration"),
+        ("drop_window=293y", "drop_window='293y': '293y' is longer than Prometheus's longest"),
+        ("leak_window=200y", "leak_window='200y': twice '200y' is longer than Prometheus's"),
     ],
 )
 def test_cli_refuses_a_setting_in_one_line(
@@ -220,7 +260,8 @@ def test_duration_seconds() -> None:
     assert duration_seconds("1d") == 86400
     assert duration_seconds("250ms") == 0.25
     assert duration_seconds("0s") == 0
-    for bad in ("", "5", "1.5h", "m", "5M"):
+    assert duration_seconds("292y") == 292 * 365 * 86400
+    for bad in ("", "5", "1.5h", "m", "5M", "293y", "9999999999999999999y"):
         with pytest.raises(ValueError):
             duration_seconds(bad)
 
@@ -257,3 +298,74 @@ def test_readme_documents_every_alert() -> None:
     }
     in_rows = set(re.findall(r"`([a-z_]+)`", "".join(re.findall(r"^\| \[.*$", text, re.M))))
     assert described <= in_rows
+
+
+# --- ContainerRestarting on VictoriaMetrics -------------------------------------------------
+
+RESTART_COUNT = "docker_container_status_restart_count_total"
+MINUTE_MS = 60_000
+# containers.test.yml's series, a sample a minute from minute 0 (None: not served). shop
+# restarts at 20 (one scrape sees it `restarting`), erp is stopped at 30 (its count now
+# under container_status="exited"), crm is recreated at 20 (its count from 0).
+RESTART_SERIES: dict[tuple[str, str], list[int | None]] = {
+    ("shop", "running"): [2] * 20 + [None] + [3] * 29,
+    ("shop", "restarting"): [None] * 20 + [3] + [None] * 29,
+    ("erp", "running"): [4] * 30 + [None] * 20,
+    ("erp", "exited"): [None] * 30 + [4] * 20,
+    ("crm", "running"): [5] * 20 + [0] * 30,
+}
+# minute -> the containers the rule's expression returns, with their value (the restarts)
+RESTARTS_SEEN = {19: {}, 22: {"shop": 1.0}, 34: {"shop": 1.0}, 40: {}}
+
+
+def _import_lines(start_ms: int) -> bytes:
+    """RESTART_SERIES in /api/v1/import's JSON lines, from `start_ms`."""
+    lines = []
+    for (container, status), values in RESTART_SERIES.items():
+        metric = {
+            "__name__": RESTART_COUNT,
+            "job": "telemon",
+            "instance": "telemon:8080",
+            "engine_host": "h1",
+            "container_name": container,
+            "container_status": status,
+        }
+        kept = [(n, v) for n, v in enumerate(values) if v is not None]
+        values_ = [v for _, v in kept]
+        stamps = [start_ms + n * MINUTE_MS for n, _ in kept]
+        lines.append(json.dumps({"metric": metric, "values": values_, "timestamps": stamps}))
+    return ("\n".join(lines) + "\n").encode()
+
+
+async def _restarts_at(victoria: VictoriaMetrics, expr: str, at_s: float) -> dict[str, float]:
+    """The expression's containers and values at `at_s`, asked as vmalert asks (step 5m,
+    its -datasource.queryStep default)."""
+    data = await victoria.api("query", query=expr, time=f"{at_s:.3f}", step="5m")
+    return {r["metric"]["container_name"]: float(r["value"][1]) for r in data["result"]}
+
+
+async def test_container_restarting_counts_on_victoria_metrics(tmp_path: Path) -> None:
+    """vmalert evaluates the rule with MetricsQL, whose increase() counts the first value
+    of a new series: a `docker stop` (a new container_status) would read as restarts.
+    The rule's expression on VictoriaMetrics fires for shop's one restart, counted once,
+    and for nothing else; the increase() it replaced does not."""
+    [rule] = [r for r in rules(AlertSettings()) if r.name == "ContainerRestarting"]
+    expr = rule.expr.split("\n>=")[0]  # the count itself, before the threshold
+    naive = f"sum without (container_status) (increase({RESTART_COUNT}[15m]))"
+    start_ms = (int(time.time()) // 60 - 60) * MINUTE_MS
+    with run_victoria(tmp_path / "vm") as victoria:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"{victoria.url}/api/v1/import", data=_import_lines(start_ms)) as answer,
+        ):
+            assert answer.status == 204, await answer.text()
+        await victoria.force_flush()
+        for minute, expected in RESTARTS_SEEN.items():
+            at_s = start_ms / 1000 + minute * 60
+            seen = {name: v for name, v in (await _restarts_at(victoria, expr, at_s)).items()
+                    if v >= 1}  # fmt: skip
+            assert seen == expected, f"minute {minute}: {seen}"
+        # what the fix is for: increase() counts shop's `restarting` series and erp's stop
+        at_s = start_ms / 1000 + 34 * 60
+        naive_seen = await _restarts_at(victoria, naive, at_s)
+        assert naive_seen.get("erp", 0) >= 1 and naive_seen.get("shop", 0) > 1, naive_seen

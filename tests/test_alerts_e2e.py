@@ -46,6 +46,7 @@ TEST_SETTINGS = [
     *(f"{name}={FOR}" for name in ("pharo_target_down_for", "leak_for", "gc_time_for")),
     f"full_gc_for={FOR}",
     "leak_window=8s",
+    f"scrape_interval={INTERVAL_S:g}s",
     "leak_growth_ratio=0.02",
     "gc_time_window=3s",
     "full_gc_window=3s",
