@@ -1,8 +1,10 @@
 """The alert rules end to end: a real Prometheus and a real vmalert (on a real
 VictoriaMetrics) evaluate alerts/'s rules on a real telemon polling simulated Pharo VMs.
 
-One simulator runs four VMs: `healthy` stays so, `down` starts answering 503, `leak`
-leaks memory, `storm` storms with full GCs. telemon polls them every second; Prometheus
+One simulator runs six VMs: `healthy` stays so, `down` starts answering 503, `leak`
+leaks memory, `storm` storms with full GCs; `leak_influx` leaks too, polled in the original
+Telemon's influx format (no used memory), and so does `leak_classic`, a classic VM polled
+at `/vm/parameters` (no uptime). telemon polls them every second; Prometheus
 and VictoriaMetrics scrape it every second with the scrape job of docker/prometheus.yml
 (the one alerts/README.md documents); Prometheus and vmalert evaluate every second the
 rules `telemon alerts` renders with short windows and `for` (TEST_SETTINGS). Each
@@ -54,15 +56,29 @@ TEST_SETTINGS = [
     "full_gc_min_count=3",
 ]
 SETTINGS = settings_from(TEST_SETTINGS)
-CONDITIONS = {"healthy": HEALTHY, "down": DOWN, "leak": LEAK, "storm": GC_STORM}
+CONDITIONS = {
+    "healthy": HEALTHY,
+    "down": DOWN,
+    "leak": LEAK,
+    "storm": GC_STORM,
+    "leak_influx": LEAK,
+    "leak_classic": LEAK,
+}
 """VM name (its `instance`) -> the condition it is switched to."""
+PATHS = {"leak_influx": "metrics"}
+"""VM name -> the simulator's path telemon polls, when not `vm/parameters`."""
+CLASSIC = ("leak_classic",)
+"""The VMs that are classic VMs (the others are Spur VMs)."""
 WARM_UP_SAMPLES = 6  # scrapes of every VM before the switch: the baselines' history
 LAG_S = 3 * INTERVAL_S  # a poll, a scrape and an evaluation
 # Alert -> seconds of misbehaviour before it is active (pending): its windows filled
 # (a leak's two windows, each with a full GC, which comes every 2-3 s), plus LAG_S.
 EXPECTED = {
     ("down", "PharoTargetDown"): LAG_S,
-    ("leak", "PharoMemoryLeak"): 2 * duration_seconds(SETTINGS.leak_window) + 3 + LAG_S,
+    **{
+        (vm, "PharoMemoryLeak"): 2 * duration_seconds(SETTINGS.leak_window) + 3 + LAG_S
+        for vm in ("leak", "leak_influx", "leak_classic")
+    },
     ("storm", "PharoGCTimeHigh"): duration_seconds(SETTINGS.gc_time_window) + LAG_S,
     ("storm", "PharoFullGCsFrequent"): duration_seconds(SETTINGS.full_gc_window) + LAG_S,
 }
@@ -85,7 +101,10 @@ def vm_of(labels: Labels, base: str) -> str:
 
 def polled_urls(base: str) -> dict[str, str]:
     """The URL telemon polls for each VM -> the VM's name."""
-    return {f"{base}/{n}/vm/parameters": name for n, name in enumerate(CONDITIONS)}
+    return {
+        f"{base}/{n}/{PATHS.get(name, 'vm/parameters')}": name
+        for n, name in enumerate(CONDITIONS)
+    }
 
 
 @dataclass
@@ -116,8 +135,9 @@ class Seen:
 
 @pytest.fixture
 async def simulated() -> AsyncIterator[tuple[str, int]]:
-    """A simulator of the four VMs, all healthy: (base URL, port)."""
-    runner, port = await start_simulator(vms=len(CONDITIONS), seed=17)
+    """A simulator of the VMs, all healthy: (base URL, port)."""
+    classic = [n for n, name in enumerate(CONDITIONS) if name in CLASSIC]
+    runner, port = await start_simulator(vms=len(CONDITIONS), seed=17, classic_vms=classic)
     try:
         yield f"http://127.0.0.1:{port}", port
     finally:
@@ -190,8 +210,8 @@ async def vmalert_alerts(vmalert: VMAlert, base: str) -> list[Shown]:
 
 
 async def samples_of_every_vm(query: Callable[[str], Awaitable[list[dict[str, Any]]]]) -> bool:
-    """Each VM has WARM_UP_SAMPLES scrapes stored."""
-    expr = f'count_over_time(pharo_uptime_seconds{{job="telemon"}}[1m]) >= {WARM_UP_SAMPLES}'
+    """Each VM has WARM_UP_SAMPLES scrapes stored (of a figure every format has)."""
+    expr = f'count_over_time(pharo_memory_bytes{{job="telemon"}}[1m]) >= {WARM_UP_SAMPLES}'
     return {r["metric"].get("instance") for r in await query(expr)} >= set(CONDITIONS)
 
 
@@ -267,7 +287,7 @@ async def _run(
             assert firing <= FIRING_WITHIN_S + POLL_S, f"{s.server} {key}: fired late\n{report}"
             # The templates rendered: the summary names the VM (or the URL polled).
             vm, summary = key[0], s.summary[key]
-            assert vm in summary or f"/{list(CONDITIONS).index(vm)}/vm/" in summary, summary
+            assert vm in summary or f"/{list(CONDITIONS).index(vm)}/" in summary, summary
             assert "{{" not in summary and "<no value>" not in summary, summary
     receiver = vmalert.receiver
     assert receiver is not None
@@ -281,7 +301,7 @@ def _report(seen: dict[str, Seen], switched: float) -> str:
     lines = ["seconds after the switch: active -> seen firing"]
     for s in seen.values():
         for key in sorted(EXPECTED):
-            what = f"  {s.server:<10} {key[0]:<6} {key[1]:<22}"
+            what = f"  {s.server:<10} {key[0]:<12} {key[1]:<22}"
             if key in s.fired_at:
                 active, fired = s.active_at[key] - switched, s.fired_at[key] - switched
                 lines.append(f"{what} {active:5.1f} -> {fired:5.1f}")
