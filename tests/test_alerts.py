@@ -300,14 +300,15 @@ def test_readme_documents_every_alert() -> None:
     assert described <= in_rows
 
 
-# --- ContainerRestarting on VictoriaMetrics -------------------------------------------------
+# --- on VictoriaMetrics (vmalert's MetricsQL) ------------------------------------------------
 
-RESTART_COUNT = "docker_container_status_restart_count_total"
 MINUTE_MS = 60_000
-# containers.test.yml's series, a sample a minute from minute 0 (None: not served). shop
-# restarts at 20 (one scrape sees it `restarting`), erp is stopped at 30 (its count now
-# under container_status="exited"), crm is recreated at 20 (its count from 0).
-RESTART_SERIES: dict[tuple[str, str], list[int | None]] = {
+Values = list[float | None]  # a sample a minute from minute 0 (None: not served)
+RESTART_COUNT = "docker_container_status_restart_count_total"
+# containers.test.yml's series. shop restarts at 20 (one scrape sees it `restarting`), erp
+# is stopped at 30 (its count now under container_status="exited"), crm is recreated at 20
+# (its count from 0).
+RESTART_SERIES: dict[tuple[str, str], Values] = {
     ("shop", "running"): [2] * 20 + [None] + [3] * 29,
     ("shop", "restarting"): [None] * 20 + [3] + [None] * 29,
     ("erp", "running"): [4] * 30 + [None] * 20,
@@ -316,32 +317,51 @@ RESTART_SERIES: dict[tuple[str, str], list[int | None]] = {
 }
 # minute -> the containers the rule's expression returns, with their value (the restarts)
 RESTARTS_SEEN = {19: {}, 22: {"shop": 1.0}, 34: {"shop": 1.0}, 40: {}}
+# pharo_full_gcs_total of VMs first scraped at minute 0: `young` runs a full GC a minute,
+# steadily, for 3h; `storm` one every 10 minutes for 2h40m, then 4 a minute
+FULL_GC_SERIES: dict[str, Values] = {
+    "young": [float(n) for n in range(181)],
+    "storm": [n // 10 for n in range(161)] + [16.0 + 4 * n for n in range(1, 21)],
+}
 
 
-def _import_lines(start_ms: int) -> bytes:
-    """RESTART_SERIES in /api/v1/import's JSON lines, from `start_ms`."""
+def _import_body(series: list[tuple[dict[str, str], Values]], start_ms: int) -> bytes:
+    """`series` (labels with __name__, values) in /api/v1/import's JSON lines."""
     lines = []
-    for (container, status), values in RESTART_SERIES.items():
-        metric = {
-            "__name__": RESTART_COUNT,
-            "job": "telemon",
-            "instance": "telemon:8080",
-            "engine_host": "h1",
-            "container_name": container,
-            "container_status": status,
-        }
+    for metric, values in series:
         kept = [(n, v) for n, v in enumerate(values) if v is not None]
-        values_ = [v for _, v in kept]
         stamps = [start_ms + n * MINUTE_MS for n, _ in kept]
-        lines.append(json.dumps({"metric": metric, "values": values_, "timestamps": stamps}))
+        item = {"metric": metric, "values": [v for _, v in kept], "timestamps": stamps}
+        lines.append(json.dumps(item))
     return ("\n".join(lines) + "\n").encode()
 
 
-async def _restarts_at(victoria: VictoriaMetrics, expr: str, at_s: float) -> dict[str, float]:
-    """The expression's containers and values at `at_s`, asked as vmalert asks (step 5m,
-    its -datasource.queryStep default)."""
+async def _import(victoria: VictoriaMetrics, body: bytes) -> None:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{victoria.url}/api/v1/import", data=body) as answer,
+    ):
+        assert answer.status == 204, await answer.text()
+    await victoria.force_flush()
+
+
+async def _query_at(
+    victoria: VictoriaMetrics, expr: str, at_s: float, label: str
+) -> dict[str, float]:
+    """`label` -> value of the expression's series at `at_s`, asked as vmalert asks (step
+    5m, its -datasource.queryStep default)."""
     data = await victoria.api("query", query=expr, time=f"{at_s:.3f}", step="5m")
-    return {r["metric"]["container_name"]: float(r["value"][1]) for r in data["result"]}
+    return {r["metric"][label]: float(r["value"][1]) for r in data["result"]}
+
+
+def _start_ms(minutes: int) -> int:
+    """A minute boundary `minutes` ago, so that every sample imported is in the past."""
+    return (int(time.time()) // 60 - minutes) * MINUTE_MS
+
+
+def _expr(name: str) -> str:
+    [rule] = [r for r in rules(AlertSettings()) if r.name == name]
+    return rule.expr
 
 
 async def test_container_restarting_counts_on_victoria_metrics(tmp_path: Path) -> None:
@@ -349,23 +369,39 @@ async def test_container_restarting_counts_on_victoria_metrics(tmp_path: Path) -
     of a new series: a `docker stop` (a new container_status) would read as restarts.
     The rule's expression on VictoriaMetrics fires for shop's one restart, counted once,
     and for nothing else; the increase() it replaced does not."""
-    [rule] = [r for r in rules(AlertSettings()) if r.name == "ContainerRestarting"]
-    expr = rule.expr.split("\n>=")[0]  # the count itself, before the threshold
+    count = _expr("ContainerRestarting").split("\n>=")[0]  # before the threshold
     naive = f"sum without (container_status) (increase({RESTART_COUNT}[15m]))"
-    start_ms = (int(time.time()) // 60 - 60) * MINUTE_MS
+    start_ms = _start_ms(60)
+    labels = {"__name__": RESTART_COUNT, "job": "telemon", "instance": "telemon:8080",
+              "engine_host": "h1"}  # fmt: skip
+    series = [
+        (labels | {"container_name": name, "container_status": status}, values)
+        for (name, status), values in RESTART_SERIES.items()
+    ]
     with run_victoria(tmp_path / "vm") as victoria:
-        async with (
-            aiohttp.ClientSession() as session,
-            session.post(f"{victoria.url}/api/v1/import", data=_import_lines(start_ms)) as answer,
-        ):
-            assert answer.status == 204, await answer.text()
-        await victoria.force_flush()
+        await _import(victoria, _import_body(series, start_ms))
         for minute, expected in RESTARTS_SEEN.items():
             at_s = start_ms / 1000 + minute * 60
-            seen = {name: v for name, v in (await _restarts_at(victoria, expr, at_s)).items()
-                    if v >= 1}  # fmt: skip
-            assert seen == expected, f"minute {minute}: {seen}"
+            seen = await _query_at(victoria, count, at_s, "container_name")
+            assert {k: v for k, v in seen.items() if v >= 1} == expected, f"{minute}: {seen}"
         # what the fix is for: increase() counts shop's `restarting` series and erp's stop
-        at_s = start_ms / 1000 + 34 * 60
-        naive_seen = await _restarts_at(victoria, naive, at_s)
+        naive_seen = await _query_at(victoria, naive, start_ms / 1000 + 34 * 60, "container_name")
         assert naive_seen.get("erp", 0) >= 1 and naive_seen.get("shop", 0) > 1, naive_seen
+
+
+async def test_full_gcs_frequent_on_victoria_metrics(tmp_path: Path) -> None:
+    """The usual rate as MetricsQL computes it (the subquery, its explicit step): a VM
+    first scraped 3h ago with a steady rate is silent, a storm after a quiet 2h40m fires.
+    (The rate over the whole day it replaced misfired on Prometheus only, which divides
+    a partial window's increase by the whole window: pharo_trends.test.yml.)"""
+    expr = _expr("PharoFullGCsFrequent")
+    start_ms = _start_ms(240)
+    series = [
+        ({"__name__": "pharo_full_gcs_total", "job": "telemon", "instance": name}, values)
+        for name, values in FULL_GC_SERIES.items()
+    ]
+    with run_victoria(tmp_path / "vm") as victoria:
+        await _import(victoria, _import_body(series, start_ms))
+        for minute, firing in ((40, set()), (120, set()), (160, set()), (180, {"storm"})):
+            at_s = start_ms / 1000 + minute * 60
+            assert set(await _query_at(victoria, expr, at_s, "instance")) == firing, minute
