@@ -209,7 +209,9 @@ def _prepare(
         family = names.family(metric.measurement, key)
         if not family.name:
             continue
-        text = format_value(value if isinstance(value, bool) else family.convert(value))
+        if (family.divisor != 1 or family.offset) and not isinstance(value, bool):
+            value = family.convert(value)
+        text = format_value(value)
         if text is not None:
             samples += (family.name, f" {text}{suffix}", family.header)
     return id(metric.tags), id(metric.fields), metric.time_ns, braced, tuple(samples)

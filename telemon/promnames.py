@@ -135,6 +135,7 @@ class PrometheusNames:
         self.naming = naming
         self._families: dict[tuple[str, str], Family] = {}
         self._owners: dict[str, tuple[str, str]] = {}
+        self._labels: dict[str, str] = {}
 
     def family(self, measurement: str, field_name: str) -> Family:
         """The family `field_name` of `measurement` belongs to (name "" if nothing is left)."""
@@ -172,8 +173,13 @@ class PrometheusNames:
         return replace(family, name=name)
 
     def label(self, key: str) -> str:
-        """A tag key's label name."""
-        return label_name(key, self.naming)
+        """A tag key's label name (remembered: few keys recur)."""
+        found = self._labels.get(key)
+        if found is None:
+            if len(self._labels) >= NAMES_KEPT:
+                self._labels.clear()
+            found = self._labels[key] = label_name(key, self.naming)
+        return found
 
     def _new_family(self, measurement: str, field_name: str) -> Family:
         info = self.catalog.info(measurement, field_name)
