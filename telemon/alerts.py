@@ -28,7 +28,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 __all__ = [
     "ALERT_NAMES",
@@ -248,6 +255,19 @@ class AlertSettings(BaseModel):
         description="TelemonOutputDroppingLines, TelemonValuesDropped,"
         " TelemonSinkRefusingLines: `for`",
     )
+
+    @model_validator(mode="after")
+    def _gone_within_its_window(self) -> AlertSettings:
+        # PharoTargetGone is active for the window after the series went: a `for` as
+        # long never lets it fire.
+        window = duration_seconds(self.pharo_target_gone_window)
+        if duration_seconds(self.pharo_target_gone_for) >= window:
+            raise ValueError(
+                f"pharo_target_gone_for={self.pharo_target_gone_for!r} must be shorter than"
+                f" pharo_target_gone_window={self.pharo_target_gone_window!r}, or"
+                " PharoTargetGone never fires"
+            )
+        return self
 
 
 # --- the rules ------------------------------------------------------------------------------
@@ -662,8 +682,10 @@ def settings_from(assignments: Iterable[str]) -> AlertSettings:
         return AlertSettings.model_validate(values)
     except ValidationError as exc:
         error = exc.errors()[0]
-        name = str(error["loc"][0]) if error["loc"] else "?"
         message = error["msg"].removeprefix("Value error, ")
+        if not error["loc"]:  # a check across settings: its message names them
+            raise SettingError(message) from None
+        name = str(error["loc"][0])
         raise SettingError(f"{name}={values.get(name, '')!r}: {message}") from None
 
 

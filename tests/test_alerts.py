@@ -112,7 +112,8 @@ def test_promtool_takes_the_longest_duration_a_setting_takes(
     a setting takes checks, a day more is refused before promtool would."""
     longest = [f"{name}=106751d" for name in AlertSettings.model_fields if name.endswith("_for")]
     path = tmp_path / "longest.rules.yml"
-    path.write_text(render_rules(settings_from([*longest, "leak_window=53375d"])))
+    gone = ["pharo_target_gone_window=106751d", "pharo_target_gone_for=106750d"]
+    path.write_text(render_rules(settings_from([*longest, *gone, "leak_window=53375d"])))
     result = run_promtool(promtool, "check", "rules", path)
     assert result.returncode == 0, result.stdout + result.stderr
     for too_long in ("leak_for=106752d", "leak_window=53376d"):
@@ -236,6 +237,8 @@ def test_settings_reach_the_rules() -> None:
          " is longer than Prometheus's longest duration"),
         ("drop_window=293y", "drop_window='293y': '293y' is longer than Prometheus's longest"),
         ("leak_window=200y", "leak_window='200y': twice '200y' is longer than Prometheus's"),
+        ("pharo_target_gone_for=15m", "pharo_target_gone_for='15m' must be shorter than"
+         " pharo_target_gone_window='15m', or PharoTargetGone never fires"),
     ],
 )
 def test_cli_refuses_a_setting_in_one_line(
