@@ -9,7 +9,8 @@ true`: a Pharo sample keeps its `instance` tag (the VM's name), telemon's own sa
 get telemon's address (`honor_labels=False` renders them for Prometheus's default, where
 the VM's name is `exported_instance`). No rule aggregates labels away: an alert names
 one VM, or one telemon. Counters are only read through `rate()`, `increase()` and
-`resets()`, so a VM or telemon restart (counters back to zero) fires nothing.
+`resets()`, so a VM or telemon restart (counters back to zero) fires nothing; the one
+exception is the engine's restart count, which a container's restart does not reset.
 
 A VM's used memory is `pharo_memory_bytes - pharo_memory_free_bytes`: every format has
 both (the original Telemon's `influx` serves no usedMemory), and the PromQL dashboards
