@@ -437,7 +437,7 @@ def _pharo_rules(s: AlertSettings) -> list[Rule]:
             f" (full and incremental, over {s.gc_time_window}) for {s.gc_time_for}: it"
             " answers slowly. Look at which kind dominates (pharo_full_gc_time_seconds_total"
             " or pharo_incr_gc_time_seconds_total), the full GC rate, the heap's use and"
-            " the allocation rate (pharo_bytes_allocated_bytes_total).",
+            " the allocation rate (pharo_bytes_allocated_total).",
         ),
         Rule(
             group,
