@@ -95,9 +95,38 @@ def _labels(metric: Metric, string_as_label: bool, names: PrometheusNames) -> La
     labels: dict[str, str] = {}
     for key, value in pairs:
         name = names.label(key)
-        if name and value and name not in labels:
+        if not name or not value:
+            continue
+        if name not in labels:
             labels[name] = value
+        elif names.naming == "prometheus":  # Telegraf's naming keeps the first
+            labels = _numbered_labels(pairs, names)
+            break
     return tuple(sorted(labels.items()))
+
+
+def _numbered_labels(pairs: list[tuple[str, str]], names: PrometheusNames) -> dict[str, str]:
+    """The labels when two keys give one name (``containerName`` and ``container_name``):
+    a key that is its label name as it is keeps it (telemon's own tags do), the others
+    get numbered names, so no value is lost."""
+    labels: dict[str, str] = {}
+    others: list[tuple[str, str, str]] = []
+    for key, value in pairs:
+        name = names.label(key)
+        if not name or not value:
+            continue
+        if key == name and name not in labels:
+            labels[name] = value
+        else:
+            others.append((key, name, value))
+    for key, name, value in others:
+        numbered, number = name, 2
+        while numbered in labels:
+            numbered, number = f"{name}_{number}", number + 1
+        if numbered != name:
+            names.note_label_clash(key, numbered, name)
+        labels[numbered] = value
+    return labels
 
 
 # --- in steps, from prepared samples ------------------------------------------------------

@@ -136,6 +136,7 @@ class PrometheusNames:
         self._families: dict[tuple[str, str], Family] = {}
         self._owners: dict[str, tuple[str, str]] = {}
         self._labels: dict[str, str] = {}
+        self._clashes: set[tuple[str, str]] = set()
 
     def family(self, measurement: str, field_name: str) -> Family:
         """The family `field_name` of `measurement` belongs to (name "" if nothing is left)."""
@@ -147,6 +148,14 @@ class PrometheusNames:
                 self._owners.clear()
             found = self._families[key] = self._claim(self._new_family(*key), key)
         return found
+
+    def note_label_clash(self, key: str, numbered: str, name: str) -> None:
+        """Log once that tag `key` is served as label `numbered`, `name` being taken."""
+        if (key, numbered) not in self._clashes:
+            if len(self._clashes) >= NAMES_KEPT:
+                self._clashes.clear()
+            self._clashes.add((key, numbered))
+            _log.warning("tag %s is served as label %s: %s is another tag's", key, numbered, name)
 
     def _claim(self, family: Family, key: tuple[str, str]) -> Family:
         """`family`, or a numbered name when another field took its name first (``fooBar``

@@ -232,3 +232,14 @@ def test_inputs_counters_are_counters_only_in_their_own_measurements() -> None:
     assert NAMES.family("pharo", "processSwitches").name == "pharo_process_switches_total"
     assert NAMES.family("pharo", "idleTime").name == "pharo_idle_time_seconds_total"
     assert NAMES.family("pharo", "bytesAllocated").name == "pharo_bytes_allocated_total"
+
+
+def test_a_tag_named_like_telemons_own_keeps_both_values(caplog: pytest.LogCaptureFixture) -> None:
+    # A container label `containerName` must not replace the container_name tag.
+    tags = {"container_name": "shop", "containerName": "bar", "my.label": "1", "my_label": "2"}
+    body = render_prometheus([Metric("m", tags, {"v": 1})], names=PrometheusNames()).decode()
+    assert body.splitlines()[-1] == (
+        'm_v{container_name="shop",container_name_2="bar",my_label="2",my_label_2="1"} 1'
+    )
+    assert "tag containerName is served as label container_name_2" in caplog.text
+    assert promtool_problems(body) == []
