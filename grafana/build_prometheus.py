@@ -241,7 +241,12 @@ CONTAINERS = Dashboard(
                     BOX_LEGEND + " container memory usage (working set)",
                 ),
                 Query(
-                    f"pharo_memory_bytes{{{BOX}}} - pharo_memory_free_bytes{{{BOX}}}",
+                    # Joined to the container by its engine and name: an image's own
+                    # `host` tag (Telemon's influx lines) replaces telemon's.
+                    f'(pharo_memory_bytes{{container_name=~"$container"}}'
+                    f' - pharo_memory_free_bytes{{container_name=~"$container"}})'
+                    f" and on (job, engine_host, container_name)"
+                    f" docker_container_mem_limit_bytes{{{BOX}}}",
                     BOX_LEGEND + " Pharo VM used memory",
                 ),
             ),
