@@ -749,13 +749,14 @@ def pharo_scrape(tmp_path_factory: pytest.TempPathFactory, influxdb: InfluxDB) -
 
 
 # A stand-in for a Pharo image in a container: busybox httpd serving Telemon's
-# line (no tags, no types, no timestamp), its counters rising five times a second.
+# line (its own host tag, as the Telemon package writes it: it replaces telemon's; no
+# types, no timestamp), its counters rising five times a second.
 PHARO_CONTAINER_SCRIPT = r"""busybox mkdir -p /www
 httpd -p 8079 -h /www
 n=0
 while true; do
   n=$((n+1))
-  echo "pharo uptime=$((n*200)),oldSpace=$((120000000+n*4096)),youngSpace=2400000,\
+  echo "pharo,host=pharo-0 uptime=$((n*200)),oldSpace=$((120000000+n*4096)),youngSpace=2400000,\
 memory=$((130000000+n*4096)),memoryFree=$((20000000-n*1024)),fullGCs=$((n/10)),\
 fullGCTime=$((n*4)),incrGCs=$((n*3)),incrGCTime=$((n*2)),tenureCount=$((n*50))" > /www/m.tmp
   busybox mv /www/m.tmp /www/metrics
