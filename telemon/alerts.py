@@ -104,6 +104,15 @@ def _doubled(text: str) -> str:
     return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
 
 
+def _gc_offset(s: AlertSettings) -> str:
+    """How far back PharoFullGCsFrequent's baseline ends: its window plus its `for`."""
+    ms = round((duration_seconds(s.full_gc_window) + duration_seconds(s.full_gc_for)) * 1000)
+    for unit, ms_per in (("m", 60_000), ("s", 1000), ("ms", 1)):
+        if ms % ms_per == 0:
+            return f"{ms // ms_per}{unit}"
+    raise AssertionError("unreachable: every ms count is a whole number of ms")
+
+
 def _selector(text: str) -> str:
     if _SELECTOR.fullmatch(text) is None:
         raise ValueError('label matchers as inside PromQL braces, e.g. job="telemon"')
@@ -140,8 +149,8 @@ class AlertSettings(BaseModel):
     scrape_interval: Window = Field(
         default="10s",
         description="your scrape interval of telemon (docker/prometheus.yml's): the step of"
-        " the subqueries that read used memory sample by sample (PharoMemoryLeak); a longer"
-        " step skips samples",
+        " the subqueries that read used memory (PharoMemoryLeak) and restart counts"
+        " (ContainerRestarting) sample by sample; a longer step skips samples",
     )
     runbook_base: str = Field(
         default="alerts/README.md",
@@ -267,6 +276,11 @@ class AlertSettings(BaseModel):
                 f"pharo_target_gone_for={self.pharo_target_gone_for!r} must be shorter than"
                 f" pharo_target_gone_window={self.pharo_target_gone_window!r}, or"
                 " PharoTargetGone never fires"
+            )
+        gc_offset = duration_seconds(self.full_gc_window) + duration_seconds(self.full_gc_for)
+        if gc_offset > _MAX_DURATION_S:
+            raise ValueError(
+                "full_gc_window plus full_gc_for is longer than Prometheus's longest duration"
             )
         return self
 
@@ -444,17 +458,18 @@ def _pharo_rules(s: AlertSettings) -> list[Rule]:
             "PharoFullGCsFrequent",
             f"increase({full_gcs}[{s.full_gc_window}]) >= {s.full_gc_min_count}\nand\n"
             f"rate({full_gcs}[{s.full_gc_window}])\n"
-            # The usual rate: the mean of the recent window's rates over the history there
-            # is. A rate over the whole baseline would divide a young VM's few hours of
-            # full GCs by a day and call its steady rate a storm.
-            f"  > {_num(s.full_gc_factor)} * avg_over_time(\n"
+            # The usual rate: the median of the window's rates over the history there is
+            # (a rate over the whole baseline would call a young VM's steady rate a storm),
+            # from before the window and the `for`: a storm takes over the baseline only
+            # once it fills half the history before them, not while the alert is pending.
+            f"  > {_num(s.full_gc_factor)} * quantile_over_time(0.5,\n"
             f"    rate({full_gcs}[{s.full_gc_window}])"
-            f"[{s.full_gc_baseline}:{s.full_gc_window}] offset {s.full_gc_window}\n  )",
+            f"[{s.full_gc_baseline}:{s.full_gc_window}] offset {_gc_offset(s)}\n  )",
             s.full_gc_for,
             "warning",
             f"Pharo VM {VM} runs full GCs over {_num(s.full_gc_factor)} times as often as usual",
             f"{VM} ran {COUNT} full GCs in the last {s.full_gc_window}, over"
-            f" {_num(s.full_gc_factor)} times its usual rate (the mean over the"
+            f" {_num(s.full_gc_factor)} times its usual rate (the median over the"
             f" {s.full_gc_baseline} before, or the history there is)."
             " Full GCs stop the VM: look at the heap's use (a heap that cannot grow,"
             " PharoHeapNearlyFull), a leak (PharoMemoryLeak), and code calling"
@@ -468,17 +483,22 @@ def _container_rules(s: AlertSettings) -> list[Rule]:
     group = "telemon-containers"
     ratio = _num(s.container_memory_ratio)
     restarts = m("docker_container_status_restart_count_total")
+    count = (
+        f"max without (container_status) ({restarts})"
+        f"[{s.container_restart_window}:{s.scrape_interval}]"
+    )
     return [
         Rule(
             group,
             "ContainerRestarting",
             # The count's series carries container_status: a stop or a restart starts a new
             # series, whose first value MetricsQL's increase() would count. One count per
-            # container (the max across statuses), differenced: a container recreated under
-            # its name, its count from zero, goes negative and stays silent.
-            f"max without (container_status) ({restarts})\n"
-            f"- max without (container_status) ({restarts} offset"
-            f" {s.container_restart_window})\n>= {s.container_restarts}",
+            # container (the max across statuses), its spread over the window from whatever
+            # samples there are: the docker input serves a crash-looping container only
+            # while it runs, so its count has gaps. A container recreated under its name
+            # (its count from zero) is a reset and stays silent.
+            f"(\n  max_over_time({count})\n  - min_over_time({count})\n)"
+            f" >= {s.container_restarts}\nand resets({count}) == 0",
             s.container_restart_for,
             "warning",
             f"Container {_label('container_name')} is restarting:"
