@@ -16,7 +16,6 @@ import asyncio
 import json
 import re
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,14 @@ import pytest
 import yaml
 from aiohttp import web
 from dockerd import DockerEngine
+from grafana_models import (
+    APP_FIELDS,
+    PHARO_CONTAINER_SCRIPT,
+    PHARO_LABELS,
+    WORKER_SCRIPT,
+    datasource_refs,
+    panels_of,
+)
 from helpers import wait_until
 from influx import InfluxDB, parse_line
 
@@ -85,11 +92,6 @@ def dashboard_files() -> list[str]:
     return sorted(path.name for path in DASHBOARDS.glob("*.json"))
 
 
-def panels_of(model: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Every panel, including those inside collapsed rows."""
-    for panel in model.get("panels", []):
-        yield panel
-        yield from panel.get("panels", [])
 
 
 def queries_of(name: str) -> list[tuple[str, int, str, str]]:
@@ -245,16 +247,6 @@ def test_panel_ids_and_grid(name: str) -> None:
             cells[cell] = panel["id"]
 
 
-def datasource_refs(node: Any) -> Iterator[Any]:
-    """Every value of a "datasource" key anywhere in the model."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "datasource":
-                yield value
-            yield from datasource_refs(value)
-    elif isinstance(node, list):
-        for item in node:
-            yield from datasource_refs(item)
 
 
 @pytest.mark.parametrize("name", sorted(UIDS))
@@ -324,18 +316,10 @@ def test_compose_mounts_the_grafana_folders() -> None:
 
 # --- real data: a telemon scraped over HTTP, written into InfluxDB --------------------
 
-_entities: list[int] = []
 
 
-def entity_count() -> int:
-    """An application figure for `[[inputs.fields]]` (the seed's "zEntity Count")."""
-    _entities.append(len(_entities))
-    return len(_entities)
 
 
-def entity_memory() -> int:
-    """Another one (the seed's "zEntity Memory"), in bytes."""
-    return 4096 * len(_entities) + 65536
 
 
 @dataclass
@@ -424,7 +408,7 @@ async def run_telemon(scraped: Scraped, push_db: str) -> None:
     simulator, sim_port = await start_simulator("127.0.0.1", 0, vms=4, seed=11)
     base = f"http://127.0.0.1:{sim_port}"
     urls = {base + path: name for name, path in INSTANCES.items()}
-    fields = {"entities": f"{__name__}:entity_count", "entityMemory": f"{__name__}:entity_memory"}
+    fields = APP_FIELDS
     config = {
         "inputs": {
             "pharo": [
@@ -458,29 +442,6 @@ def scraped(influxdb: InfluxDB) -> Scraped:
     return result
 
 
-# A stand-in for a Pharo image in a container: busybox httpd serving Telemon's
-# line (no tags, no types, no timestamp), its counters rising five times a second.
-PHARO_CONTAINER_SCRIPT = r"""busybox mkdir -p /www
-httpd -p 8079 -h /www
-n=0
-while true; do
-  n=$((n+1))
-  echo "pharo uptime=$((n*200)),oldSpace=$((120000000+n*4096)),youngSpace=2400000,\
-memory=$((130000000+n*4096)),memoryFree=$((20000000-n*1024)),fullGCs=$((n/10)),\
-fullGCTime=$((n*4)),incrGCs=$((n*3)),incrGCTime=$((n*2)),tenureCount=$((n*50))" > /www/m.tmp
-  busybox mv /www/m.tmp /www/metrics
-  sleep 0.2
-done"""
-PHARO_LABELS = {
-    "telemon.pharo.port": "8079",
-    "telemon.pharo.path": "/metrics",
-    "telemon.pharo.format": "influx",
-}
-# Reads and writes, so the block I/O panel has more than zeros to show.
-WORKER_SCRIPT = (
-    "while true; do dd if=/dev/zero of=/blob bs=64k count=16 conv=fsync 2>/dev/null; "
-    "cat /blob > /dev/null; sleep 0.1; done"
-)
 
 
 @pytest.fixture(scope="module")

@@ -39,6 +39,14 @@ import pytest
 import yaml
 from aiohttp import web
 from dockerd import DockerEngine
+from grafana_models import (
+    APP_FIELDS,
+    PHARO_CONTAINER_SCRIPT,
+    PHARO_LABELS,
+    WORKER_SCRIPT,
+    datasource_refs,
+    panels_of,
+)
 from helpers import free_port, require_executable, stop_process, wait_for_service, wait_until
 from influx import InfluxDB
 from victoria import run_victoria
@@ -102,11 +110,6 @@ def load_twin(name: str) -> dict[str, Any]:
     return model
 
 
-def panels_of(model: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Every panel, including those inside collapsed rows."""
-    for panel in model.get("panels", []):
-        yield panel
-        yield from panel.get("panels", [])
 
 
 def target_list(name: str, panel_id: int) -> list[dict[str, Any]]:
@@ -294,16 +297,6 @@ def test_panel_ids_are_unique(name: str) -> None:
     assert all(type(i) is int for i in ids) and len(set(ids)) == len(ids)
 
 
-def datasource_refs(node: Any) -> Iterator[Any]:
-    """Every value of a "datasource" key anywhere in the model."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "datasource":
-                yield value
-            yield from datasource_refs(value)
-    elif isinstance(node, list):
-        for item in node:
-            yield from datasource_refs(item)
 
 
 @pytest.mark.parametrize("name", sorted(UIDS))
@@ -673,18 +666,10 @@ async def serve_until_scraped(
         await runner.cleanup()
 
 
-_entities: list[int] = []
 
 
-def entity_count() -> int:
-    """An application figure for `[[inputs.fields]]` (the seed's "zEntity Count")."""
-    _entities.append(len(_entities))
-    return len(_entities)
 
 
-def entity_memory() -> int:
-    """Another one (the seed's "zEntity Memory"), in bytes."""
-    return 4096 * len(_entities) + 65536
 
 
 # The simulated images, by instance name and path on the simulator.
@@ -705,7 +690,7 @@ async def run_pharo_telemon(port: int, urls: dict[str, str], influxdb: InfluxDB,
     simulator, sim_port = await start_simulator("127.0.0.1", 0, vms=4, seed=11)
     base = f"http://127.0.0.1:{sim_port}"
     targets = {base + path: name for name, path in INSTANCES.items()}
-    fields = {"entities": f"{__name__}:entity_count", "entityMemory": f"{__name__}:entity_memory"}
+    fields = APP_FIELDS
     config = {
         "inputs": {
             "pharo": [
@@ -748,30 +733,6 @@ def pharo_scrape(tmp_path_factory: pytest.TempPathFactory, influxdb: InfluxDB) -
     yield from _scrape(tmp_path_factory, serve)
 
 
-# A stand-in for a Pharo image in a container: busybox httpd serving Telemon's
-# line (its own host tag, as the Telemon package writes it: it replaces telemon's; no
-# types, no timestamp), its counters rising five times a second.
-PHARO_CONTAINER_SCRIPT = r"""busybox mkdir -p /www
-httpd -p 8079 -h /www
-n=0
-while true; do
-  n=$((n+1))
-  echo "pharo,host=pharo-0 uptime=$((n*200)),oldSpace=$((120000000+n*4096)),youngSpace=2400000,\
-memory=$((130000000+n*4096)),memoryFree=$((20000000-n*1024)),fullGCs=$((n/10)),\
-fullGCTime=$((n*4)),incrGCs=$((n*3)),incrGCTime=$((n*2)),tenureCount=$((n*50))" > /www/m.tmp
-  busybox mv /www/m.tmp /www/metrics
-  sleep 0.2
-done"""
-PHARO_LABELS = {
-    "telemon.pharo.port": "8079",
-    "telemon.pharo.path": "/metrics",
-    "telemon.pharo.format": "influx",
-}
-# Reads and writes, so the block I/O panel has more than zeros to show.
-WORKER_SCRIPT = (
-    "while true; do dd if=/dev/zero of=/blob bs=64k count=16 conv=fsync 2>/dev/null; "
-    "cat /blob > /dev/null; sleep 0.1; done"
-)
 DOCKER_REQUIRED = (
     "docker_container_cpu_usage_seconds_total",
     "docker_container_mem_usage_bytes",
