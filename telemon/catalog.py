@@ -25,6 +25,7 @@ from functools import cache
 from typing import TYPE_CHECKING
 
 from telemon.inputs import InputsConfig
+from telemon.inputs.pharo_figures import FIGURES
 
 if TYPE_CHECKING:
     from telemon.config import Config
@@ -121,8 +122,6 @@ _COUNTS = ("fail", "pg", "periods", "count", "streak", "oom_kill", "dropped", "e
 def unit_of(measurement: str, field: str, kind: str) -> str:
     """A declared field's unit: listed in `UNITS`, else told by its name; counts by default."""
     if measurement == "pharo":
-        from telemon.inputs.pharo_figures import FIGURES
-
         figure = FIGURES.get(field)
         return figure.unit if figure else ""
     explicit = UNITS.get(measurement, {}).get(field)
@@ -193,8 +192,8 @@ MEANINGS: dict[str, dict[str, str]] = {
         "refused_bodies": "write requests refused whole",
         "bytes": "bytes the held series take",
         "writes_abandoned": "writes whose client went away before they were done",
-        "values_dropped": "values of kept lines that were not served",
         **{f"refused_{why}": f"lines refused: {text}" for why, text in _SINK_REFUSALS.items()},
+        "values_dropped": "values of kept lines that were not served",
     },
     "telemon_output": {
         "up": "1 while the output's last write stored its batch",
@@ -315,8 +314,6 @@ _BLKIO = {
 def meaning_of(measurement: str, field: str) -> str:
     """What a declared field is ("" when nothing says)."""
     if measurement == "pharo":
-        from telemon.inputs.pharo_figures import FIGURES
-
         figure = FIGURES.get(field)
         return figure.meaning if figure else ""
     meaning = MEANINGS.get(measurement, {}).get(field)
@@ -373,33 +370,38 @@ class Catalog:
         return cls(tables)
 
 
-def declared_kinds() -> dict[str, dict[str, str]]:
-    """Every declared measurement's fields and kinds (inputs with their defaults, and
-    telemon's own lines), by measurement."""
+_PHARO_WRITERS = "pharo, and docker for the Pharo containers it discovers (`discover_pharo`)"
+_SELF = "telemon itself (self-metrics)"
+
+
+def declared_measurements() -> dict[str, tuple[str, dict[str, str]]]:
+    """Every measurement telemon declares, {measurement: (who writes it, {field: kind})}:
+    the inputs with their defaults, then telemon's own lines."""
     from telemon.collector import STATUS_FIELD_TYPES
     from telemon.inputs.cgroup import CgroupConfig
     from telemon.inputs.docker import DockerConfig
     from telemon.inputs.pharo import TELEMON_FIELD_TYPES
-    from telemon.inputs.pharo_figures import figure_kinds
     from telemon.inputs.process import ProcessConfig
     from telemon.inputs.python import PythonConfig
 
-    tables: dict[str, dict[str, str]] = {"pharo": {**TELEMON_FIELD_TYPES, **figure_kinds()}}
-    for config in (DockerConfig(discover_pharo=False), CgroupConfig(), ProcessConfig(),
-                   PythonConfig()):  # fmt: skip
+    tables = {"pharo": (_PHARO_WRITERS, dict(TELEMON_FIELD_TYPES))}
+    for name, config in (("docker", DockerConfig()), ("cgroup", CgroupConfig()),
+                         ("process", ProcessConfig()), ("python", PythonConfig())):  # fmt: skip
         for measurement, kinds in config.field_types().items():
-            tables.setdefault(measurement, dict(kinds))
-    tables["telemon_input"] = dict(STATUS_FIELD_TYPES)
+            tables.setdefault(measurement, (name, dict(kinds)))
+    # telemon's own fields are all integers but one: tests/test_reference.py checks a
+    # real scrape against these.
+    tables["telemon_input"] = (_SELF, dict(STATUS_FIELD_TYPES))
     for measurement in ("telemon", "telemon_sink", "telemon_output"):
-        tables[measurement] = {field: "i" for field in MEANINGS[measurement]}
-    tables["telemon_output"]["oldest_unwritten_s"] = "f"
+        tables[measurement] = (_SELF, {field: "i" for field in MEANINGS[measurement]})
+    tables["telemon_output"][1]["oldest_unwritten_s"] = "f"
     return tables
 
 
 @cache
 def _reference_tables() -> dict[str, dict[str, FieldInfo]]:
     return {measurement: _describe(measurement, kinds)
-            for measurement, kinds in declared_kinds().items()}  # fmt: skip
+            for measurement, (_, kinds) in declared_measurements().items()}  # fmt: skip
 
 
 def _describe(measurement: str, kinds: Mapping[str, str]) -> dict[str, FieldInfo]:

@@ -11,7 +11,7 @@ tests/test_docs.py fails when either file differs from what is assembled here.
 
 from __future__ import annotations
 
-from telemon.catalog import Catalog, meaning_of, unit_of
+from telemon.catalog import Catalog, declared_measurements, meaning_of, unit_of
 from telemon.inputs import InputsConfig
 from telemon.promnames import PrometheusNames
 
@@ -397,55 +397,6 @@ TAGS: dict[str, dict[str, str]] = {
     "telemon_output": {"output": "`influxdb` or `influxdb_v2`", "url": "the output's URL"},
 }
 """The tags each input writes, by measurement (`docker_container`: every `docker_container_*`)."""
-
-
-def _self_metric_kinds() -> dict[str, dict[str, str]]:
-    """The self-metrics' fields and kinds, read from an agent (never started) that has
-    every part: their types are those of the values the code writes."""
-    from telemon.agent import Agent
-    from telemon.collector import STATUS_FIELD_TYPES
-    from telemon.config import parse_config
-
-    config = parse_config(
-        {
-            "inputs": {"process": [{}]},
-            "outputs": {"influxdb": [{"urls": ["http://127.0.0.1:8086"]}]},
-            "sink": {"enabled": True},
-        }
-    )
-    kinds = {"telemon_input": dict(STATUS_FIELD_TYPES)}
-    for metric in Agent(config)._self_metrics(0):
-        kinds[metric.measurement] = {key: _kind_of(value) for key, value in metric.fields.items()}
-    return kinds
-
-
-def _kind_of(value: object) -> str:
-    if isinstance(value, bool):
-        return "b"
-    return {int: "i", float: "f", str: "s"}[type(value)]
-
-
-def declared_measurements() -> dict[str, tuple[str, dict[str, str]]]:
-    """Every measurement telemon declares: {measurement: (input, {field: kind})}, by input."""
-    from telemon.inputs.cgroup import CgroupConfig
-    from telemon.inputs.docker import DockerConfig
-    from telemon.inputs.pharo import TELEMON_FIELD_TYPES
-    from telemon.inputs.process import ProcessConfig
-    from telemon.inputs.python import PythonConfig
-
-    pharo = "pharo, and docker for the Pharo containers it discovers (`discover_pharo`)"
-    tables: dict[str, tuple[str, dict[str, str]]] = {"pharo": (pharo, dict(TELEMON_FIELD_TYPES))}
-    for name, config in (
-        ("docker", DockerConfig()),
-        ("cgroup", CgroupConfig()),
-        ("process", ProcessConfig()),
-        ("python", PythonConfig()),
-    ):
-        for measurement, kinds in config.field_types().items():
-            tables.setdefault(measurement, (name, dict(kinds)))
-    for measurement, kinds in _self_metric_kinds().items():
-        tables[measurement] = ("telemon itself (self-metrics)", kinds)
-    return tables
 
 
 _KIND_WORDS = {"i": "integer", "u": "unsigned", "f": "float", "b": "boolean", "s": "string"}

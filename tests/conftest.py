@@ -9,14 +9,17 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 from dockerd import DockerEngine, run_dockerd, unmount_under
-from helpers import require_executable
+from helpers import FORMAT_PATHS, require_executable
 from influx import InfluxDB, run_influxd
 from prom import Prometheus, run_prometheus
+
+from telemon.inputs.pharo_formats import FORMATS
+from telemon.simulator.app import start_simulator
 
 
 @pytest.fixture(scope="session")
@@ -81,3 +84,17 @@ def squeak_vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[squeakvm.Squ
         unavailable(f"no {squeakvm.IMAGE} (Debian package `scratch`)")
     with squeakvm.run_squeak(vm, tmp_path_factory.mktemp("squeak")) as running:
         yield running
+
+
+@pytest.fixture
+async def simulators() -> AsyncIterator[list[str]]:
+    """A Spur and a classic simulated VM: each format's URL of each."""
+    runners = []
+    urls = []
+    for vm in ("spur", "classic"):
+        runner, port = await start_simulator("127.0.0.1", 0, vms=1, seed=5, vm=vm)
+        runners.append(runner)
+        urls += [f"http://127.0.0.1:{port}{FORMAT_PATHS[f]}" for f in FORMATS]
+    yield urls
+    for runner in runners:
+        await runner.cleanup()

@@ -26,10 +26,12 @@ from aiohttp.test_utils import TestClient
 from telemon.inputs.base import Target
 from telemon.lpparse import ParsedLine, parse_lines
 from telemon.metric import FieldValue, Metric
+from telemon.simulator.app import ENDPOINTS
 
 __all__ = [
     "T0_NS",
     "WAIT_S",
+    "FORMAT_PATHS",
     "Clocks",
     "FakeTarget",
     "StaticTarget",
@@ -56,6 +58,8 @@ T0_NS = 1_700_000_000_000_000_000  # a fixed wall-clock start, 2023-11-14
 WAIT_S = 10.0  # how long a poll loop waits for a condition before it fails the test
 SERVICE_START_S = 30.0
 SERVICE_POLL_S = 0.05
+FORMAT_PATHS = {fmt: path for path, fmt in ENDPOINTS.items()}
+"""The simulator's path of each Pharo format (under `/` for VM 0, `/<n>` for VM n)."""
 
 
 # --- ports, executables and service processes ---------------------------------------------

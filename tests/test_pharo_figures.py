@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import lines_of, scrape_once, status_of
+from helpers import FORMAT_PATHS, lines_of, scrape_once, status_of
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -47,13 +47,6 @@ RENDERERS = {
     "labels": render_labels,
     "parameters": render_parameters,
     "report": render_report,
-}
-FORMAT_PATHS = {
-    "influx": "/metrics",
-    "json": "/stats.json",
-    "labels": "/stats/labels",
-    "parameters": "/vm/parameters",
-    "report": "/vm/report",
 }
 DATA = Path(__file__).parent / "data" / "pharo"
 REPORT_NAMES = frozenset(name for names in REPORT_FIELDS.values() for name in names)

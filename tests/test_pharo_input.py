@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from helpers import lines_of, make_certificate, scrape_once, status_of
+from helpers import FORMAT_PATHS, lines_of, make_certificate, scrape_once, status_of
 from influx import InfluxDB
 
 from telemon.agent import Agent
@@ -36,13 +36,6 @@ TELEMON_FIELDS = (
     "incrGCTime",
     "tenureCount",
 )
-FORMAT_PATHS = {
-    "influx": "/metrics",
-    "json": "/stats.json",
-    "labels": "/stats/labels",
-    "parameters": "/vm/parameters",
-    "report": "/vm/report",
-}
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import asyncio
 import re
 import subprocess
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -17,20 +16,11 @@ from helpers import require_executable
 
 from telemon.catalog import Catalog
 from telemon.config import parse_config
-from telemon.inputs.pharo_formats import FORMATS
 from telemon.metric import Metric
 from telemon.prometheus import render_prometheus
 from telemon.promnames import PrometheusNames, snake_case
 from telemon.server import create_app
-from telemon.simulator.app import start_simulator
 
-FORMAT_PATHS = {
-    "influx": "/metrics",
-    "json": "/stats.json",
-    "labels": "/stats/labels",
-    "parameters": "/vm/parameters",
-    "report": "/vm/report",
-}
 SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$")
 
 
@@ -123,20 +113,6 @@ def test_label_names_are_snake_case() -> None:
 
 
 # --- promtool on a full scrape ----------------------------------------------------------
-
-
-@pytest.fixture
-async def simulators() -> AsyncIterator[list[str]]:
-    """A Spur and a classic simulated VM: each format's URL of each."""
-    runners = []
-    urls = []
-    for vm in ("spur", "classic"):
-        runner, port = await start_simulator("127.0.0.1", 0, vms=1, seed=5, vm=vm)
-        runners.append(runner)
-        urls += [f"http://127.0.0.1:{port}{FORMAT_PATHS[f]}" for f in FORMATS]
-    yield urls
-    for runner in runners:
-        await runner.cleanup()
 
 
 def full_config(urls: list[str], docker_endpoint: str, prefix: str) -> dict[str, Any]:

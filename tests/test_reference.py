@@ -17,29 +17,18 @@ import re
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from dockerd import TEST_LABEL, DockerEngine
 
 from telemon.config import parse_config
 from telemon.docs import MEASUREMENTS_FILE, measurements_reference
-from telemon.inputs.pharo_formats import FORMATS
 from telemon.lpparse import ParsedLine, parse_lines
 from telemon.server import create_app
-from telemon.simulator.app import start_simulator
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT / MEASUREMENTS_FILE
-FORMAT_PATHS = {
-    "influx": "/metrics",
-    "json": "/stats.json",
-    "labels": "/stats/labels",
-    "parameters": "/vm/parameters",
-    "report": "/vm/report",
-}
 KIND_WORDS = {bool: "boolean", int: "integer", float: "float", str: "string"}
 FIELDS_MEASUREMENT = "app"  # `[[inputs.fields]]` writes what it is told: not in the reference
 
@@ -120,20 +109,6 @@ def test_a_field_of_another_type_is_found() -> None:
         "pharo tag odd",
         "pharo uptime: float, listed integer",
     ]
-
-
-@pytest.fixture
-async def simulators() -> AsyncIterator[list[str]]:
-    """A Spur and a classic simulated VM: each format's URL of each."""
-    runners = []
-    urls = []
-    for vm in ("spur", "classic"):
-        runner, port = await start_simulator("127.0.0.1", 0, vms=1, seed=5, vm=vm)
-        runners.append(runner)
-        urls += [f"http://127.0.0.1:{port}{FORMAT_PATHS[f]}" for f in FORMATS]
-    yield urls
-    for runner in runners:
-        await runner.cleanup()
 
 
 def full_config(urls: list[str], docker: dict[str, Any] | None = None) -> dict[str, Any]:
